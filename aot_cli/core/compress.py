@@ -41,6 +41,7 @@ class AOTConfig:
     nn_mix: float = 0.1
     intra_scale: float = 1.0
     intra_update: str = "reference"  # | "normalized" (SPEC §8.1)
+    intra_stop: str = "video"  # Sinkhorn stop grouping: "video" (reference, frames stop together) | "frame"
     # pooling (§4)
     pooling: Optional[str] = "bilinear"  # | "average" | None
     stride: int = 2
@@ -178,7 +179,7 @@ def compress(
         tokens, anchor, (H, W), eps=config.intra_eps, spatial_weight=config.spatial_weight,
         nn_mix=config.nn_mix, scale=config.intra_scale, update=config.intra_update,
         max_iter=config.sinkhorn_max_iter, tol=config.sinkhorn_tol, log_domain=config.log_domain,
-        stop=config.sinkhorn_stop,
+        stop=config.sinkhorn_stop, stop_group=config.intra_stop,
     )
     if config.pooling is not None:
         pooled, cell_mask, grid2 = spatial_pool(merged, anchor, (H, W), config.stride, config.pooling, keep_top=keep_top)

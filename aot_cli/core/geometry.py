@@ -24,15 +24,17 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a, b.transpose(1, 2))
 
 
-def split_by_mask(mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_by_mask(mask: torch.Tensor, full_width: bool = False) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row-major indices of the True entries of each row of ``mask [F,N]``, padded.
 
-    Returns ``(idx [F,K], valid [F,K], count [F])`` with ``K = max count``; padding indices are 0.
+    Returns ``(idx [F,K], valid [F,K], count [F])`` with ``K = max count`` (or ``K = N`` with
+    ``full_width``: shapes then never depend on the data, so results of one row can not depend on
+    another row's count); padding indices are 0.
     """
     Fn, N = mask.shape
     count = mask.sum(1)
     order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices  # True entries first, row-major
-    K = int(count.max()) if Fn > 0 else 0
+    K = N if full_width else (int(count.max()) if Fn > 0 else 0)
     idx = order[:, :K]
     valid = torch.arange(K, device=mask.device)[None, :] < count[:, None]
     return idx.masked_fill(~valid, 0), valid, count

@@ -97,7 +97,7 @@ def inter_frame_merge(
     for s, l in segments:
         if l < 1 or s < 0 or s + l > Fn:
             raise ValueError(f"segment (start={s}, length={l}) is outside {Fn} frames")
-    idx, valid, count = split_by_mask(mask)  # [F,K]
+    idx, valid, count = split_by_mask(mask, full_width=True)  # [F,N]: static shapes
     K = idx.shape[1]
     feats = torch.gather(tokens.float(), 1, idx[:, :, None].expand(-1, -1, D))  # [F,K,D]
     counts_t = None

@@ -23,6 +23,7 @@ def intra_frame_merge(
     tol: float = 1e-2,
     log_domain: bool = False,
     stop: str = "reference",
+    stop_group: str = "video",
 ) -> torch.Tensor:
     """Update the anchor rows of every frame; non-anchor rows are returned unchanged.
 
@@ -38,12 +39,17 @@ def intra_frame_merge(
             mass is ``1/V``, so the anchor barely moves, SPEC §8.1); ``"normalized"`` — the
             barycentre variant ``(a + s*agg/load) / (1 + s)``, where the transported sources weigh
             as much as ``s`` anchors.
-        max_iter, tol, log_domain, stop: Sinkhorn options. All frames are solved in one batch that
-            stops jointly, as the reference does.
+        max_iter, tol, log_domain, stop: Sinkhorn options.
+        stop_group: all frames are solved in one batched Sinkhorn call. ``"video"`` (reference):
+            the stopping test averages over all frames and they stop together, so one frame's
+            content can change how many iterations every frame gets. ``"frame"``: each frame stops
+            on its own, which makes frames fully independent of each other.
 
     Returns:
         ``[F, N, D]`` in the dtype of ``tokens`` (the arithmetic runs in float32).
     """
+    if stop_group not in ("video", "frame"):
+        raise ValueError(f"stop_group must be 'video' or 'frame', got {stop_group!r}")
     if update not in ("reference", "normalized"):
         raise ValueError(f"update must be 'reference' or 'normalized', got {update!r}")
     Fn, N, D = tokens.shape
@@ -72,7 +78,7 @@ def intra_frame_merge(
     dist = torch.cdist(pu, pa)  # Euclidean, not squared
     cost = (1.0 - cos_ua) + spatial_weight * dist
 
-    plan = sinkhorn(cost, eps=eps, max_iter=max_iter, tol=tol, log_domain=log_domain, batch_stop="joint", stop=stop)
+    plan = sinkhorn(cost, eps=eps, max_iter=max_iter, tol=tol, log_domain=log_domain, batch_stop="joint" if stop_group == "video" else "per_problem", stop=stop)
     agg = torch.bmm(plan.transpose(1, 2), u)  # [F,V,D]
     load = plan.sum(1)  # [F,V]
     s = scale
