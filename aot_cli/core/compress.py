@@ -91,7 +91,8 @@ class CompressResult:
     ``index [T]`` (cell in the output grid ``grid``), ``kind [T]`` (``KIND_*``). Per frame ``[F]``:
     ``anchors_per_frame`` (anchors on the tower grid), ``cells_per_frame`` (anchor cells kept after
     pooling), ``kept_per_frame`` (tokens the frame contributes), ``merged_per_frame`` (tokens merged
-    into anchors). ``segments`` are the clips; ``plan`` the exact-budget plan when one was used.
+    into anchors). ``segments`` are the clips; ``plan`` the exact-budget plan when one was used;
+    ``anchor_mask [F, H*W]`` and ``cell_mask [F, H2*W2]`` the anchors before and after pooling.
     """
 
     tokens: torch.Tensor
@@ -105,6 +106,8 @@ class CompressResult:
     merged_per_frame: torch.Tensor
     segments: List[Tuple[int, int]]
     plan: Optional[BudgetPlan] = None
+    anchor_mask: Optional[torch.Tensor] = None  # [F, H*W] anchors on the tower grid
+    cell_mask: Optional[torch.Tensor] = None  # [F, H2*W2] anchor cells kept after pooling
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -205,7 +208,7 @@ def compress(
         tokens=res.tokens, frame=res.frame, index=res.index, kind=res.kind, grid=grid2,
         anchors_per_frame=anchor.sum(1), cells_per_frame=cell_mask.sum(1),
         kept_per_frame=res.kept_per_frame, merged_per_frame=res.merged_per_frame,
-        segments=segments, plan=plan,
+        segments=segments, plan=plan, anchor_mask=anchor, cell_mask=cell_mask,
     )
     if plan is not None and len(out) != plan.target:
         raise RuntimeError(f"budget planner promised {plan.target} tokens, method produced {len(out)}")

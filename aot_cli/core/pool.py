@@ -21,10 +21,11 @@ def pooled_grid(grid: Sequence[int], stride: int = 2, mode: str = "bilinear") ->
 
 
 def pool_maps(x: torch.Tensor, grid: Sequence[int], stride: int = 2, mode: str = "bilinear") -> torch.Tensor:
-    """Pool ``x [F, N, C]`` laid out on ``grid`` -> ``[F, N2, C]`` (float32)."""
+    """Pool ``x [F, N, C]`` laid out on ``grid`` -> ``[F, N2, C]`` in ``x``'s dtype (as the
+    models' own pooling does)."""
     Fn, N, C = x.shape
     H, W = int(grid[0]), int(grid[1])
-    img = x.float().reshape(Fn, H, W, C).permute(0, 3, 1, 2)
+    img = x.reshape(Fn, H, W, C).permute(0, 3, 1, 2)
     if mode == "bilinear":
         out = F.interpolate(img, size=pooled_grid(grid, stride, mode), mode="bilinear", align_corners=False)
     elif mode == "average":
@@ -62,7 +63,7 @@ def spatial_pool(
         mask's float values are available from :func:`pool_maps` when needed.
     """
     grid2 = pooled_grid(grid, stride, mode)
-    pooled = pool_maps(tokens, grid, stride, mode).to(tokens.dtype)
+    pooled = pool_maps(tokens, grid, stride, mode)
     weight = pool_maps(mask.float()[:, :, None], grid, stride, mode)[:, :, 0]
     if keep_top is None:
         return pooled, weight >= threshold, grid2

@@ -1,0 +1,55 @@
+"""The token cache: compressed visual tokens of many videos in safetensors files.
+
+Depends only on torch, safetensors and json (never on models, decoders or the method), so anything
+that reads a cache needs nothing else.
+
+Layout of a cache directory::
+
+    <cache>/
+      cache.json                     manifest {"kind": "aot-token-cache", "format_version": 1,
+                                     "created_at"}; created atomically once, never rewritten
+      shards/<part>-<seq>-<uuid8>.safetensors
+                                     many videos per file; the video stored under key ``v{k}``
+                                     (k numbers the videos in that file) has tensors
+                                     ``v{k}.tokens``, ``v{k}.frame``, …; the ``__metadata__``
+                                     holds ``aot_format``, ``aot_kind`` ("shard"),
+                                     ``aot_created_at`` and ``aot_videos``:
+                                     JSON {"v0": {"id": ..., "meta": {...}}, ...}
+      index/<part>.jsonl             one JSON line per committed video:
+                                     {"id", "status": "ok", "shard": "shards/<file>", "key": "v3",
+                                     "num_tokens", "sha256", "config_fingerprint", "meta",
+                                     "committed_at"}; and one per failure:
+                                     {"id", "status" (not "ok"), "error", "path", "sha256",
+                                     "config_fingerprint", "meta", "committed_at"}
+      failures.jsonl                 the failure rows again, as one log shared by all writers
+                                     (for people and grep; readers use the index)
+
+Each writer owns one ``part`` (e.g. one per rank): it locks ``index/<part>.jsonl`` and appends
+only there, so concurrent writers never touch each other's files. Readers merge all parts.
+
+Commit protocol (per shard, so per video): the shard is written under a temporary name
+(``.<shard>.<uuid8>.aot-tmp``) in ``shards/``, fsynced, renamed to its final name, the directory
+fsynced; only then are the shard's rows appended to the index part in one write, and fsynced. A
+video is in the cache iff an ok row names it and that row's shard file exists. Readers never list
+``shards/``, so temporary files and shards whose rows were never written (a crash between rename
+and append) are invisible. A torn last index line is skipped (a writer reopening the part first
+ends it with a newline). When an id has several ok rows (stored again), the latest by
+``committed_at`` wins (ties: part name, then line order).
+
+A single-video output (:func:`write_single`) is one safetensors file in the same format
+(``aot_kind`` "single", key ``v0``); :class:`TokenCache` reads it as a one-video cache, and also
+reads a lone shard file.
+
+Errors are :class:`CacheError` with a one-line message that starts with the path; loading never
+runs code (safetensors only, no pickle).
+"""
+from .atomic import atomic_write_bytes
+from .errors import CacheError, UnknownTensorError, UnknownVideoError
+from .format import FORMAT_VERSION
+from .reader import CachedVideo, TokenCache
+from .writer import CacheWriter, write_single
+
+__all__ = [
+    "CacheWriter", "write_single", "TokenCache", "CachedVideo", "CacheError", "UnknownVideoError",
+    "UnknownTensorError", "FORMAT_VERSION", "atomic_write_bytes",
+]

@@ -1,0 +1,123 @@
+"""Names inside a cache directory, the manifest, and the index rows (see the package docstring)."""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any, Dict, Optional, Sequence
+
+from .atomic import create_once, is_temp_name
+from .errors import CacheError
+from .format import FORMAT_VERSION, check_version, utc_now
+
+MANIFEST = "cache.json"
+SHARDS = "shards"
+INDEX = "index"
+FAILURES = "failures.jsonl"
+SHARD_SUFFIX = ".safetensors"
+INDEX_SUFFIX = ".jsonl"
+MANIFEST_KIND = "aot-token-cache"
+_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_SHARD_RE = re.compile(r"^(.+)-\d{5,}-[0-9a-f]{8}\.safetensors$")
+
+
+def check_part(part: str) -> str:
+    """Validate a writer's part name (letters, digits, '_' and '-', at most 64 characters)."""
+    if not isinstance(part, str) or not _PART_RE.match(part):
+        raise ValueError(f"invalid part name {part!r}: use 1-64 letters, digits, '_' or '-', "
+                         "starting with a letter or digit")
+    return part
+
+
+def shard_name(part: str, seq: int) -> str:
+    """A new shard's file name: ``<part>-<seq, 5+ digits>-<uuid8>.safetensors``."""
+    return f"{part}-{seq:05d}-{uuid.uuid4().hex[:8]}{SHARD_SUFFIX}"
+
+
+def shard_part(name: str) -> Optional[str]:
+    """The part that wrote shard file ``name`` (or the temporary file of one), else None."""
+    if is_temp_name(name):
+        name = name[1:].rsplit(".", 2)[0]
+    match = _SHARD_RE.match(name)
+    return match.group(1) if match else None
+
+
+def shard_row_path(shard_name: str) -> str:
+    """How an index row refers to a shard: ``shards/<name>``."""
+    return f"{SHARDS}/{shard_name}"
+
+
+def resolve_shard(directory: Path, ref: object) -> Optional[Path]:
+    """The shard file an index row's ``shard`` field names, or None when the field is not of the
+    form ``shards/<name>.safetensors`` (rows can never point outside the cache)."""
+    if not isinstance(ref, str):
+        return None
+    parts = PurePosixPath(ref).parts
+    if len(parts) != 2 or parts[0] != SHARDS or parts[1].startswith(".") \
+            or not parts[1].endswith(SHARD_SUFFIX):
+        return None
+    return directory / SHARDS / parts[1]
+
+
+def meta_field(meta: Dict[str, Any], name: str) -> Any:
+    """``meta[name]``, else ``meta["video"][name]`` (where the pipeline keeps the video's info),
+    else None. Used for the ``sha256`` and ``config_fingerprint`` columns of index rows."""
+    if name in meta:
+        return meta[name]
+    video = meta.get("video")
+    return video.get(name) if isinstance(video, dict) else None
+
+
+def ok_row(video_id: str, shard: str, key: str, tokens_shape: Optional[Sequence[int]],
+           meta: Dict[str, Any], committed_at: str) -> Dict[str, Any]:
+    """The index row of a cached video (``num_tokens`` is the first dimension of ``tokens``)."""
+    return {"id": video_id, "status": "ok", "shard": shard, "key": key,
+            "num_tokens": int(tokens_shape[0]) if tokens_shape else None,
+            "sha256": meta_field(meta, "sha256"),
+            "config_fingerprint": meta_field(meta, "config_fingerprint"),
+            "meta": meta, "committed_at": committed_at}
+
+
+def failure_row(video_id: str, path: str, status: str, error: str, meta: Dict[str, Any],
+                committed_at: str) -> Dict[str, Any]:
+    """The index row of a video that could not be processed (``status`` is not "ok")."""
+    return {"id": video_id, "status": status, "error": error, "path": path,
+            "sha256": meta_field(meta, "sha256"),
+            "config_fingerprint": meta_field(meta, "config_fingerprint"),
+            "meta": meta, "committed_at": committed_at}
+
+
+def read_manifest(directory: Path) -> Dict[str, Any]:
+    """Read and check ``cache.json``; CacheError when missing, damaged, foreign or too new."""
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CacheError(f"{directory}: not an aot cache directory (no {MANIFEST})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CacheError(f"{path}: unreadable cache manifest ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
+        raise CacheError(f"{path}: not an aot cache manifest (kind is not '{MANIFEST_KIND}')")
+    try:
+        version = int(manifest.get("format_version"))
+    except (TypeError, ValueError):
+        raise CacheError(f"{path}: damaged cache manifest (format_version missing)") from None
+    check_version(path, version)
+    return manifest
+
+
+def ensure_manifest(directory: Path) -> Dict[str, Any]:
+    """Create ``cache.json`` once (atomically, never overwriting one that exists, even when another
+    process races to create it) and return the manifest in force. Raises OSError on I/O failure."""
+    manifest = {"kind": MANIFEST_KIND, "format_version": FORMAT_VERSION, "created_at": utc_now()}
+    data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    if create_once(directory / MANIFEST, data):
+        return manifest
+    return read_manifest(directory)
+
+
+def allowed_in_new_cache(name: str) -> bool:
+    """Entries a directory may already hold when a writer adopts it as a new cache (what a writer
+    racing it may have made)."""
+    return name in (MANIFEST, SHARDS, INDEX, FAILURES) or name.startswith("." + MANIFEST)

@@ -1,0 +1,305 @@
+"""Writing the cache: :class:`CacheWriter` (a cache directory, many videos per shard) and
+:func:`write_single` (one video, one file). Commit protocol in the package docstring."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import torch
+
+from .atomic import append_durably, append_shared, commit_pieces, is_temp_name, remove_quietly
+from .errors import CacheError, describe_os_error
+from .format import HEADER_BUDGET, VideoRecord, dtype_code, encode, utc_now, video_key
+from .layout import (FAILURES, INDEX, INDEX_SUFFIX, MANIFEST, SHARDS, allowed_in_new_cache,
+                     check_part, ensure_manifest, failure_row, ok_row, read_manifest, shard_name,
+                     shard_part, shard_row_path)
+
+PathLike = Union[str, Path]
+
+
+def make_record(where: Path, video_id: str, tensors: Mapping[str, torch.Tensor],
+                meta: Mapping[str, Any]) -> VideoRecord:
+    """Check one video's input and bring its tensors to contiguous CPU tensors (no copy when they
+    already are). CacheError (naming ``where`` and the video) for bad input."""
+    if not isinstance(video_id, str) or not video_id:
+        raise CacheError(f"{where}: video id must be a non-empty string, got {video_id!r}")
+    if not isinstance(tensors, Mapping) or not tensors:
+        raise CacheError(f"{where}: video {video_id!r}: tensors must be a non-empty dict")
+    ready: Dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        if not isinstance(name, str) or not name:
+            raise CacheError(f"{where}: video {video_id!r}: tensor name {name!r} is not a non-empty string")
+        if not isinstance(t, torch.Tensor):
+            raise CacheError(f"{where}: video {video_id!r}: {name!r} is a {type(t).__name__}, "
+                             "not a torch.Tensor")
+        try:
+            dtype_code(t.dtype)
+        except ValueError as exc:
+            raise CacheError(f"{where}: video {video_id!r}: tensor {name!r}: {exc}") from None
+        ready[name] = t.detach().to("cpu").contiguous()
+    if not isinstance(meta, Mapping):
+        raise CacheError(f"{where}: video {video_id!r}: meta must be a dict, got {type(meta).__name__}")
+    try:
+        meta_json = json.dumps(dict(meta), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise CacheError(f"{where}: video {video_id!r}: meta is not JSON-serialisable ({exc})") from None
+    return VideoRecord(video_id=video_id, tensors=ready, meta_json=meta_json, meta=json.loads(meta_json))
+
+
+def _tokens_shape(record: VideoRecord) -> Optional[torch.Size]:
+    tokens = record.tensors.get("tokens")
+    return tokens.shape if tokens is not None else None
+
+
+def write_single(path: PathLike, video_id: str, tensors: Mapping[str, torch.Tensor],
+                 meta: Mapping[str, Any]) -> Path:
+    """Write one video to one safetensors file, atomically (parent directories are created).
+    Tensor names and ``__metadata__`` follow the shard format (``v0.tokens``…, ``aot_format``,
+    ``aot_videos``), so ``TokenCache(path)`` reads it as a one-video cache. Returns ``path``."""
+    path = Path(path)
+    record = make_record(path, video_id, tensors, meta)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        commit_pieces(path, encode([record], kind="single"))
+    except OSError as exc:
+        raise CacheError(f"{path}: cannot write: {describe_os_error(exc)}") from exc
+    return path
+
+
+class CacheWriter:
+    """Writes videos into a cache directory, ``shard_size`` bytes per shard.
+
+    ``part`` names this writer's index file (``index/<part>.jsonl``) and prefixes its shards; two
+    writers that run at the same time need different parts (a second writer on a part in use gets
+    CacheError). Reusing a part later (resume) appends to it. ``flush_interval`` (seconds): also
+    commit once this long has passed since the first buffered video (checked on each ``add``/
+    ``add_failure``). Not thread-safe: call it from one thread. Use as a context manager, or call
+    :meth:`close`."""
+
+    def __init__(self, directory: PathLike, shard_size: int = 1 << 30, part: str = "r0",
+                 flush_interval: Optional[float] = None) -> None:
+        if not isinstance(shard_size, int) or shard_size <= 0:
+            raise ValueError(f"shard_size must be a positive number of bytes, got {shard_size!r}")
+        if flush_interval is not None and not flush_interval > 0:
+            raise ValueError(f"flush_interval must be positive seconds or None, got {flush_interval!r}")
+        self.directory = Path(directory)
+        self.part = check_part(part)
+        self.shard_size = shard_size
+        self.flush_interval = flush_interval
+        self._shards_dir = self.directory / SHARDS
+        self._index_path = self.directory / INDEX / f"{part}{INDEX_SUFFIX}"
+        self._pending: Dict[str, VideoRecord] = {}
+        self._pending_bytes = 0
+        self._pending_header = 0
+        self._first_pending_at: Optional[float] = None
+        self._last_commit = ""
+        self._stats = {"shards": 0, "videos": 0, "failures": 0, "bytes": 0}
+        self._prepare_directory()
+        self._index_fd = self._open_index_part()
+        self._seq = self._clean_leftovers()
+
+    # -- setup ------------------------------------------------------------------------------
+    def _prepare_directory(self) -> None:
+        """Create the directory layout and manifest, or check an existing cache's manifest."""
+        d = self.directory
+        if d.exists() and not d.is_dir():
+            raise CacheError(f"{d}: exists and is not a directory")
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            if (d / MANIFEST).exists():
+                read_manifest(d)
+            else:
+                foreign = sorted(n for n in os.listdir(d) if not allowed_in_new_cache(n))
+                if foreign:
+                    raise CacheError(f"{d}: not an aot cache directory (no {MANIFEST}) and not empty "
+                                     f"(holds {foreign[0]!r}); choose a new or empty directory")
+                ensure_manifest(d)
+            self._shards_dir.mkdir(exist_ok=True)
+            self._index_path.parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"{d}: cannot create cache directory: {describe_os_error(exc)}") from exc
+
+    def _open_index_part(self) -> int:
+        """Open this part's index file for appending and lock it (released when the process ends,
+        also on SIGKILL). Ends a torn last line left by a crash."""
+        try:
+            fd = os.open(self._index_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CacheError(f"{self._index_path}: cannot open index: {describe_os_error(exc)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise CacheError(f"{self._index_path}: part {self.part!r} is in use by another writer; "
+                             "give each concurrent writer its own part") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                append_durably(fd, b"\n")
+        except OSError as exc:
+            os.close(fd)
+            raise CacheError(f"{self._index_path}: cannot repair index: {describe_os_error(exc)}") from exc
+        return fd
+
+    def _clean_leftovers(self) -> int:
+        """Remove this part's temporary shard files (only a dead writer of this part, whose lock we
+        now hold, can have left them); return how many shards the part already has."""
+        count = 0
+        for p in self._shards_dir.iterdir():
+            if shard_part(p.name) != self.part:
+                continue
+            if is_temp_name(p.name):
+                remove_quietly(p)
+            else:
+                count += 1
+        return count
+
+    # -- public API ---------------------------------------------------------------------------
+    def add(self, video_id: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+        """Buffer one video (the tensors are kept by reference: do not modify them afterwards).
+        A video id added again before the buffer is committed replaces the buffered one; one added
+        again later is stored again and the newer row wins on read. Commits a shard once the
+        buffered bytes reach ``shard_size`` (or the shard's header would grow too large for
+        safetensors) or ``flush_interval`` has passed."""
+        self._check_open()
+        record = make_record(self.directory, video_id, tensors, meta)
+        previous = self._pending.pop(video_id, None)
+        if previous is not None:
+            self._pending_bytes -= previous.nbytes
+            self._pending_header -= previous.header_bytes
+        self._pending[video_id] = record
+        self._pending_bytes += record.nbytes
+        self._pending_header += record.header_bytes
+        if self._first_pending_at is None:
+            self._first_pending_at = time.monotonic()
+        if (self._pending_bytes >= self.shard_size or self._pending_header >= HEADER_BUDGET
+                or self._interval_passed()):
+            self.flush()
+
+    def add_failure(self, video_id: str, path: PathLike, status: str, error: Union[str, BaseException],
+                    meta: Optional[Mapping[str, Any]] = None) -> None:
+        """Record a video that could not be processed: a row in the index (``status`` is not
+        ``"ok"``, e.g. ``"decode_error"``) and a line in ``failures.jsonl``. Written at once."""
+        self._check_open()
+        if not isinstance(status, str) or not status or status == "ok":
+            raise ValueError(f"failure status must be a non-empty string other than 'ok', got {status!r}")
+        meta = dict(meta or {})
+        message = " ".join(str(error).split()) or type(error).__name__
+        row = failure_row(str(video_id), str(path), status, message, meta, self._commit_time())
+        try:
+            line = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise CacheError(f"{self.directory}: failure of {video_id!r}: meta is not "
+                             f"JSON-serialisable ({exc})") from None
+        self._append_index(line)
+        try:
+            append_shared(self.directory / FAILURES, line)
+        except OSError as exc:
+            raise CacheError(f"{self.directory / FAILURES}: cannot append: {describe_os_error(exc)}") from exc
+        self._stats["failures"] += 1
+        if self._interval_passed():
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffered videos as one shard now: write the shard under a temporary name,
+        fsync, rename, fsync the directory, then append its rows to the index part and fsync. On
+        failure (disk full, no permission) raise CacheError; committed data stays valid, nothing
+        half-written stays behind, and the videos stay buffered (a later flush retries them)."""
+        self._check_open()
+        if not self._pending:
+            return
+        records = list(self._pending.values())
+        name = shard_name(self.part, self._seq)
+        final = self._shards_dir / name
+        size = self._write_shard(final, records)
+        committed_at = self._commit_time()
+        rows = [ok_row(r.video_id, shard_row_path(name), video_key(k), _tokens_shape(r), r.meta,
+                       committed_at) for k, r in enumerate(records)]
+        try:
+            self._append_index("".join(json.dumps(row, ensure_ascii=False) + "\n"
+                                       for row in rows).encode("utf-8"))
+        except CacheError:
+            remove_quietly(final)
+            raise
+        self._seq += 1
+        self._stats["shards"] += 1
+        self._stats["videos"] += len(records)
+        self._stats["bytes"] += size
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._pending_header = 0
+        self._first_pending_at = None
+
+    def close(self) -> None:
+        """Commit what is buffered and release the part. Idempotent."""
+        if self._index_fd < 0:
+            return
+        try:
+            self.flush()
+        finally:
+            self._release()
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """``shards``, ``videos``, ``failures`` and ``bytes`` (shard bytes) committed by this
+        writer, plus ``buffered_videos`` and ``buffered_bytes`` not yet committed."""
+        return {**self._stats, "buffered_videos": len(self._pending),
+                "buffered_bytes": self._pending_bytes}
+
+    def __enter__(self) -> "CacheWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        """On a clean exit, close (commit + release). When an exception is on its way out, still try
+        to commit the finished videos; if that fails too, the original exception carries a note."""
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except CacheError as second:
+            if hasattr(exc, "add_note"):  # Python >= 3.11
+                exc.add_note(f"while closing the cache writer: {second}")
+
+    def __del__(self) -> None:
+        if getattr(self, "_index_fd", -1) >= 0:
+            self._release()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._index_fd < 0:
+            raise CacheError(f"{self.directory}: cache writer for part {self.part!r} is closed")
+
+    def _release(self) -> None:
+        fd, self._index_fd = self._index_fd, -1
+        os.close(fd)
+
+    def _interval_passed(self) -> bool:
+        return (self.flush_interval is not None and self._first_pending_at is not None
+                and time.monotonic() - self._first_pending_at >= self.flush_interval)
+
+    def _commit_time(self) -> str:
+        """Now as ISO-8601 UTC, never earlier than this writer's previous commit (a clock stepping
+        back must not reorder rows)."""
+        self._last_commit = max(utc_now(), self._last_commit)
+        return self._last_commit
+
+    def _write_shard(self, final: Path, records: List[VideoRecord]) -> int:
+        """Write ``records`` to ``final`` atomically; its size in bytes. CacheError on I/O failure."""
+        try:
+            commit_pieces(final, encode(records, kind="shard"))
+            return final.stat().st_size
+        except OSError as exc:
+            raise CacheError(f"{self._shards_dir}: cannot write shard {final.name}: "
+                             f"{describe_os_error(exc)}") from exc
+
+    def _append_index(self, data: bytes) -> None:
+        try:
+            append_durably(self._index_fd, data)
+        except OSError as exc:
+            raise CacheError(f"{self._index_path}: cannot append index rows: "
+                             f"{describe_os_error(exc)}") from exc

@@ -1,0 +1,166 @@
+"""The `aot` command line: parses flags, calls the library, prints. No logic of its own."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import click
+
+from .config import DecodeConfig, ModelConfig, StorageConfig, from_dict
+
+EXIT_FAILED_VIDEOS = 1
+EXIT_USAGE = 2
+
+
+def _size(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?i?b?)?\s*", str(text).lower())
+    if not m:
+        raise click.BadParameter(f"not a size: {text!r} (e.g. 1GiB, 500MB, 1048576)")
+    units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+             "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
+    unit = m.group(2) or ""
+    if unit not in units:
+        raise click.BadParameter(f"unknown size unit in {text!r}")
+    return int(float(m.group(1)) * units[unit])
+
+
+def _load_config_file(path: Optional[str]) -> Dict[str, Dict[str, Any]]:
+    if path is None:
+        return {}
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise click.UsageError(f"{p}: cannot read config file ({e.strerror or e})")
+    try:
+        if p.suffix.lower() == ".toml":
+            import tomllib
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is a usage error
+        raise click.UsageError(f"{p}: not a valid config file ({str(e).splitlines()[0]})")
+    if isinstance(data, dict) and "config" in data and isinstance(data["config"], dict):
+        data = data["config"]  # a cache's recorded config can be fed back in
+    unknown = set(data) - {"decode", "model", "method", "storage"}
+    if unknown:
+        raise click.UsageError(f"{p}: unknown section(s) {', '.join(sorted(unknown))} "
+                               "(expected decode, model, method, storage)")
+    return data
+
+
+def _fail(msg: str, code: int = EXIT_USAGE):
+    click.echo(f"aot: error: {msg}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="aot-cli", prog_name="aot")
+def main():
+    """Compress video-LLM visual tokens with AOT and cache them in safetensors."""
+
+
+# ------------------------------------------------------------------------------------- compress
+
+@main.command()
+@click.argument("inputs", nargs=-1)
+@click.option("-o", "--output", type=click.Path(), help="A .safetensors file (one video) or a cache directory. "
+              "Default: <name>.aot.safetensors for one video file, aot-cache/ otherwise.")
+@click.option("--list", "list_file", metavar="FILE", help="File with one video path per line ('-' = stdin).")
+@click.option("--manifest", metavar="FILE", help="CSV or JSONL manifest; other columns go into each video's metadata.")
+@click.option("--path-column", default="path", show_default=True, help="Manifest column holding the video path.")
+@click.option("--id", "id_mode", type=click.Choice(["path", "hash"]), default="path", show_default=True,
+              help="Video ids: relative path, or content sha256.")
+@click.option("--config", "config_file", metavar="FILE", help="JSON/TOML file with decode/model/method/storage sections; flags override it.")
+# method
+@click.option("--ratio", type=float, help="Keep round(RATIO x frames x tokens-per-frame) tokens exactly. Default 0.1.")
+@click.option("--method", type=click.Choice(["aot", "none"]), help="'none': no compression (the model's own tokens).")
+@click.option("--anchors", "num_anchors", type=int, help="Reference rules: anchors per frame V (with --keep-ratio).")
+@click.option("--keep-ratio", type=float, help="Reference rules: quantile keep ratio of the inter-frame stage.")
+@click.option("--global-ratio", type=float, help="Share of global anchors (default 0.5).")
+@click.option("--window", type=int, help="Local-anchor window side in cells (default: 3x3 windows).")
+@click.option("--pooling", type=click.Choice(["auto", "bilinear", "average", "none"]), default="auto", show_default=True,
+              help="2x2 pooling after the intra-frame merge; auto = the model profile's.")
+@click.option("--clip-length", type=int, help="Frames per clip (default: the profile's, 4 OneVision / 8 LLaVA-Video).")
+@click.option("--segments", type=click.Choice(["fixed", "dynamic"]), help="Fixed clips or dynamic segments (SPEC §7).")
+@click.option("--dynamic-c", type=int, help="Dynamic segments: number of lowest-similarity cuts + 1 (default 8).")
+@click.option("--dynamic-tau", type=float, help="Dynamic segments: also cut below this similarity (default 0.8).")
+@click.option("--keyframe-once", is_flag=True, default=None, help="Emit each keyframe once (as merged anchors), not twice.")
+@click.option("--no-inter", is_flag=True, default=None, help="Skip the inter-frame stage (as the published LLaVA-Video run).")
+@click.option("--intra-update", type=click.Choice(["reference", "normalized"]), help="Intra-frame OT update rule.")
+@click.option("--intra-stop", type=click.Choice(["video", "frame"]), help="Intra-frame Sinkhorn stopping: all frames together (reference) or per frame.")
+@click.option("--sinkhorn-iters", type=int, help="Sinkhorn iteration cap (default 100).")
+@click.option("--sinkhorn-tol", type=float, help="Sinkhorn stopping threshold (default 1e-2).")
+@click.option("--log-domain", is_flag=True, default=None, help="Log-domain Sinkhorn (automatic when the kernel would underflow).")
+# decode
+@click.option("--frames", type=int, help="Frames sampled uniformly over the video (default: the profile's, 32 or 64).")
+@click.option("--fps", type=float, help="Sample at this rate instead (capped by --max-frames).")
+@click.option("--max-frames", type=int, help="Cap for --fps sampling.")
+@click.option("--start", type=float, help="Start of the sampled span, seconds.")
+@click.option("--end", type=float, help="End of the sampled span, seconds.")
+@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="Decoder (auto: decord, PyAV on failure).")
+@click.option("--decode-timeout", type=float, help="Seconds before a decode is abandoned as hung (default 60).")
+# model
+@click.option("--model", help="Hub id, local directory or named model (default google/siglip-so400m-patch14-384).")
+@click.option("--revision", help="Hub revision of --model.")
+@click.option("--profile", type=click.Choice(["siglip", "siglip2", "clip", "dinov2", "llava-onevision", "llava-video"]),
+              help="Override the model profile (frames, pooling, clips, newline).")
+@click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Tower dtype.")
+@click.option("--batch-frames", type=int, help="Frames per tower forward (default 16).")
+@click.option("--score-layers", help="Shallow,deep attention layers for anchor scores (default 5,-2).")
+# storage / run
+@click.option("--save-dtype", type=click.Choice(["model", "fp32", "bf16", "fp16"]), help="Dtype of stored tokens.")
+@click.option("--shard-size", help="Close cache shards at this size (default 1GiB).")
+@click.option("--overwrite", is_flag=True, help="Recompute videos already in the cache.")
+@click.option("--jsonl", is_flag=True, help="One JSON line per finished video on stdout.")
+@click.option("--num-shards", type=int, help="Split the inputs into this many parts (with --shard-id).")
+@click.option("--shard-id", type=int, help="Which part this process takes (0-based).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
+def compress(inputs, output, list_file, manifest, path_column, id_mode, config_file, **flags):
+    """Compress videos into a token cache.
+
+    \b
+    aot compress video.mp4 --ratio 0.1
+    aot compress videos/ -o cache/ --model llava-hf/llava-onevision-qwen2-0.5b-ov-hf
+    """
+    from .pipeline.cli_support import run_compress
+
+    code = run_compress(inputs=inputs, output=output, list_file=list_file, manifest=manifest,
+                        path_column=path_column, id_mode=id_mode, file_cfg=_load_config_file(config_file),
+                        flags=flags, size_parser=_size)
+    sys.exit(code)
+
+
+# ------------------------------------------------------------------------------------- inspect
+
+@main.command()
+@click.argument("path", type=click.Path())
+@click.option("--video", "video_id", help="Show one video (its id).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--frames/--no-frames", default=None, help="Per-frame table (default: on with --video).")
+def inspect(path, video_id, as_json, frames):
+    """Statistics of a cache: tokens, achieved ratio, per-frame anchors / kept / merged, clips."""
+    from .cache import CacheError, TokenCache
+    from .inspect import cache_stats
+    from .inspect.render import print_stats
+
+    try:
+        cache = TokenCache(path)
+        if video_id is not None and video_id not in cache:
+            _fail(f"{path}: no video with id {video_id!r} (ids: {', '.join(cache.ids()[:5])}{' ...' if len(cache) > 5 else ''})")
+        stats = cache_stats(cache, video_id)
+    except CacheError as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+    else:
+        print_stats(stats, per_frame=frames if frames is not None else video_id is not None)
+
+
+if __name__ == "__main__":
+    main()

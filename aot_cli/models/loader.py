@@ -1,0 +1,55 @@
+"""``load_model(cfg)``: resolve ``--model``, recognise the family from ``config.json`` and hand
+over to the family's loader."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+from aot_cli.config import ModelConfig
+from aot_cli.models.adapter import VisionAdapter
+from aot_cli.models.clip import CLIP_TYPES, load_clip
+from aot_cli.models.common import LoadContext
+from aot_cli.models.dinov2 import DINOV2_TYPES, load_dinov2
+from aot_cli.models.errors import ModelLoadError
+from aot_cli.models.llava import LLAVA_HF_TYPES, load_llava
+from aot_cli.models.runtime import resolve_device, resolve_dtype
+from aot_cli.models.siglip import SIGLIP_TYPES, load_siglip
+from aot_cli.models.siglip2 import SIGLIP2_TYPES, load_siglip2
+from aot_cli.models.source import CONFIG_FILE, resolve_source
+
+LOADERS: Dict[str, Callable[[LoadContext], VisionAdapter]] = {
+    **{t: load_siglip for t in SIGLIP_TYPES},
+    **{t: load_siglip2 for t in SIGLIP2_TYPES},
+    **{t: load_clip for t in CLIP_TYPES},
+    **{t: load_dinov2 for t in DINOV2_TYPES},
+    **{t: load_llava for t in LLAVA_HF_TYPES},
+}
+
+
+def family_loader(config: dict, where: str) -> Callable[[LoadContext], VisionAdapter]:
+    """The loader for a parsed ``config.json``: LLaVA-NeXT when it has ``mm_vision_tower``, else
+    by ``model_type``. Raises ModelLoadError naming the file for anything unsupported."""
+    if "mm_vision_tower" in config:
+        return load_llava
+    model_type: Optional[str] = config.get("model_type")
+    if model_type in LOADERS:
+        return LOADERS[model_type]
+    supported = ", ".join(sorted(LOADERS))
+    raise ModelLoadError(
+        f"{where}: model_type '{model_type}' is not supported (supported: {supported}, or a LLaVA-NeXT config with mm_vision_tower)"
+    )
+
+
+def load_model(cfg: ModelConfig) -> VisionAdapter:
+    """Load the vision side of ``cfg.model`` (hub id, local directory or named model) on
+    ``cfg.device`` in ``cfg.dtype``. Raises ModelLoadError (one line) when it cannot."""
+    source = resolve_source(cfg.model, cfg.revision)
+    config = source.json(CONFIG_FILE)
+    if config is None:
+        raise ModelLoadError(f"{source.location(CONFIG_FILE)}: config.json is missing")
+    where = source.location(CONFIG_FILE)
+    loader = family_loader(config, where)
+    if cfg.score_layers is not None and len(tuple(cfg.score_layers)) != 2:
+        raise ModelLoadError(f"{where}: score_layers must be two layer indices, got {list(cfg.score_layers)}")
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    return loader(LoadContext(source=source, config=config, model_cfg=cfg, device=device, dtype=dtype))

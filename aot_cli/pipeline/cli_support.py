@@ -1,0 +1,135 @@
+"""Building a RunConfig from defaults, a config file and flags; running `aot compress` with
+progress and a summary. Kept out of cli.py so the CLI stays a thin shell."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from ..config import DecodeConfig, ModelConfig, StorageConfig, from_dict
+from ..core import AOTConfig
+
+# flag name -> (section, field)
+FLAG_FIELDS = {
+    "ratio": ("method", "ratio"), "method": ("method", "method"), "num_anchors": ("method", "num_anchors"),
+    "keep_ratio": ("method", "keep_ratio"), "global_ratio": ("method", "global_ratio"), "window": ("method", "window"),
+    "clip_length": ("method", "clip_length"), "segments": ("method", "segments"), "dynamic_c": ("method", "dynamic_c"),
+    "dynamic_tau": ("method", "dynamic_tau"), "keyframe_once": ("method", "keyframe_once"),
+    "intra_update": ("method", "intra_update"), "intra_stop": ("method", "intra_stop"),
+    "sinkhorn_iters": ("method", "sinkhorn_max_iter"), "sinkhorn_tol": ("method", "sinkhorn_tol"),
+    "log_domain": ("method", "log_domain"),
+    "frames": ("decode", "frames"), "fps": ("decode", "fps"), "max_frames": ("decode", "max_frames"),
+    "start": ("decode", "start"), "end": ("decode", "end"), "decoder": ("decode", "decoder"),
+    "decode_timeout": ("decode", "timeout"),
+    "model": ("model", "model"), "revision": ("model", "revision"), "profile": ("model", "profile"),
+    "device": ("model", "device"), "dtype": ("model", "dtype"), "batch_frames": ("model", "batch_frames"),
+    "score_layers": ("model", "score_layers"),
+    "save_dtype": ("storage", "save_dtype"), "shard_size": ("storage", "shard_size"),
+}
+
+
+def build_run_config(file_cfg: Dict[str, Dict[str, Any]], flags: Dict[str, Any],
+                     size_parser: Callable[[str], int] = int):
+    """defaults < config file < flags. Returns a RunConfig."""
+    from .run import RunConfig
+
+    sections: Dict[str, Dict[str, Any]] = {k: dict(v) for k, v in file_cfg.items()}
+    for flag, value in flags.items():
+        if flag in FLAG_FIELDS and value is not None:
+            sec, name = FLAG_FIELDS[flag]
+            sections.setdefault(sec, {})[name] = value
+    method = sections.get("method", {})
+    if flags.get("no_inter"):
+        method["inter"] = False
+    pooling_flag = flags.get("pooling") or "auto"
+    auto_pooling = pooling_flag == "auto" and "pooling" not in method
+    if pooling_flag != "auto":
+        method["pooling"] = None if pooling_flag == "none" else pooling_flag
+    auto_clip = "clip_length" not in method
+    explicit = method.get("num_anchors") is not None or method.get("keep_ratio") is not None
+    if method.get("ratio") is None and not explicit:
+        method["ratio"] = 0.1
+    if method.get("method") == "none" and "ratio" in method and not explicit:
+        method["ratio"] = None if method["ratio"] in (None, 1.0) else method["ratio"]
+    model = sections.get("model", {})
+    if isinstance(model.get("score_layers"), str):
+        try:
+            model["score_layers"] = tuple(int(x) for x in model["score_layers"].split(","))
+        except ValueError:
+            raise ValueError(f"--score-layers takes two integers like 5,-2, got {model['score_layers']!r}") from None
+    storage = sections.get("storage", {})
+    if isinstance(storage.get("shard_size"), str):
+        storage["shard_size"] = size_parser(storage["shard_size"])
+    cfg = RunConfig(decode=from_dict(DecodeConfig, sections.get("decode", {})),
+                    model=from_dict(ModelConfig, model),
+                    method=from_dict(AOTConfig, method),
+                    storage=from_dict(StorageConfig, storage),
+                    auto_pooling=auto_pooling, auto_clip_length=auto_clip)
+    if cfg.method.method == "none" and cfg.method.ratio not in (None, 1.0):
+        raise ValueError("--method none keeps every token; drop --ratio or pass --ratio 1.0")
+    if cfg.method.method == "none":
+        cfg.method = dataclasses.replace(cfg.method, ratio=None)
+    return cfg
+
+
+def default_output(items, output: Optional[str]) -> tuple:
+    """(output path, single_file)."""
+    if output is not None:
+        p = Path(output)
+        single = p.suffix.lower() == ".safetensors"
+        if single and len(items) > 1:
+            raise ValueError(f"{p}: a .safetensors output holds one video, got {len(items)}; give a directory")
+        return p, single
+    if len(items) == 1:
+        stem = Path(items[0].path).name
+        return Path(stem.rsplit(".", 1)[0] + ".aot.safetensors"), True
+    return Path("aot-cache"), False
+
+
+def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, file_cfg, flags, size_parser) -> int:
+    from ..cache import CacheError
+    from ..models import ModelLoadError, load_model
+    from .batch import run_batch
+    from .inputs import InputError, expand_inputs
+    from .progress import Reporter
+    from .ranks import detect_rank, take_share
+
+    def err(msg: str) -> int:
+        print(f"aot: error: {msg}", file=sys.stderr)
+        return 2
+
+    jsonl = bool(flags.pop("jsonl", False))
+    quiet = bool(flags.pop("quiet", False))
+    overwrite = bool(flags.pop("overwrite", False))
+    num_shards, shard_id = flags.pop("num_shards", None), flags.pop("shard_id", None)
+    try:
+        cfg = build_run_config(file_cfg, flags, size_parser)
+        if not inputs and list_file is None and manifest is None:
+            return err("no input videos (give files, directories, globs, --list or --manifest)")
+        items = expand_inputs(inputs, list_file, manifest, path_column, id_mode)
+        if not items:
+            return err("the inputs contain no video files")
+        rank = detect_rank(num_shards, shard_id)
+        mine = take_share(items, rank)
+        out, single = default_output(items, output)
+    except (ValueError, InputError) as e:
+        return err(str(e))
+    reporter = Reporter(total=len(mine), jsonl=jsonl, quiet=quiet)
+    try:
+        adapter = load_model(cfg.model)
+    except ModelLoadError as e:
+        return err(str(e))
+    try:
+        with reporter:
+            summary = run_batch(mine, out, cfg, adapter=adapter, rank=rank, overwrite=overwrite,
+                                single_file=single, on_event=reporter.event)
+    except CacheError as e:
+        return err(str(e))
+    except KeyboardInterrupt:
+        print("aot: interrupted; committed videos are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    reporter.summary(summary, out, rank)
+    return 1 if summary.failed else 0

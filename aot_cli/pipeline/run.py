@@ -1,0 +1,211 @@
+"""One video through the whole pipeline: decode -> tower (+ scores, + projector) -> method ->
+tensors and metadata ready for the cache. No file writing here (see :mod:`.batch`)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from ..config import DecodeConfig, ModelConfig, StorageConfig, to_dict
+from ..core import KIND_NEWLINE, AOTConfig, CompressResult, compress
+from ..core.budget import target_tokens
+
+SAVE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a cache entry, by concern."""
+
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: AOTConfig = field(default_factory=lambda: AOTConfig(ratio=0.1))
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    # method fields left to the model profile when the user does not set them
+    auto_pooling: bool = True
+    auto_clip_length: bool = True
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def resolve_method(cfg: RunConfig, profile) -> AOTConfig:
+    """The concrete method configuration for a model profile (pooling and clip length from the
+    profile unless the user set them)."""
+    m = cfg.method
+    if cfg.auto_pooling:
+        m = dataclasses.replace(m, pooling=profile.pooling)
+    if cfg.auto_clip_length:
+        m = dataclasses.replace(m, clip_length=profile.clip_length)
+    m.validate()
+    return m
+
+
+def config_fingerprint(cfg: RunConfig, method: AOTConfig, adapter_desc: dict) -> str:
+    """Hash of every setting that changes a video's cached tokens (not device or batch size)."""
+    model = {k: v for k, v in to_dict(cfg.model).items() if k not in ("device", "batch_frames")}
+    model["resolved_dtype"] = adapter_desc.get("dtype")
+    model["revision_resolved"] = adapter_desc.get("commit") or adapter_desc.get("revision")
+    payload = {"decode": to_dict(cfg.decode), "model": model, "method": to_dict(method),
+               "save_dtype": cfg.storage.save_dtype, "format": 1}
+    payload["decode"].pop("timeout", None)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def append_newlines(res: CompressResult, newline: Optional[torch.Tensor], mode: Optional[str]):
+    """Tokens, frame, index, kind with the model's newline embedding placed per its convention.
+
+    ``one_token`` (LLaVA-OneVision): one newline after all visual tokens. ``grid`` (LLaVA-Video):
+    one newline after every run of consecutive tokens from the same frame row (with the method
+    off that is exactly one per row of every frame, as the model does). Newlines have
+    ``kind = KIND_NEWLINE`` and ``frame = index = -1``.
+    """
+    tokens, frame, index, kind = res.tokens, res.frame, res.index, res.kind
+    if newline is None or mode is None or len(tokens) == 0:
+        return tokens, frame, index, kind
+    nl = newline.to(tokens.dtype).reshape(1, -1)
+    if mode == "one_token":
+        ends = torch.tensor([len(tokens) - 1], device=tokens.device)
+    elif mode == "grid":
+        row = index // res.grid[1]
+        key = torch.stack([frame, row, kind.long()], 1)
+        change = (key[1:] != key[:-1]).any(1)
+        ends = torch.cat([torch.nonzero(change).flatten(), torch.tensor([len(tokens) - 1], device=tokens.device)])
+    else:
+        raise ValueError(f"unknown newline convention {mode!r}")
+    # position of every original token and newline in the output
+    n = len(tokens)
+    shift = torch.zeros(n, dtype=torch.long, device=tokens.device)
+    shift[ends[:-1] + 1] = 1
+    pos = torch.arange(n, device=tokens.device) + shift.cumsum(0)
+    nl_pos = pos[ends] + 1
+    total = n + len(ends)
+    out = tokens.new_empty(total, tokens.shape[1])
+    out[pos] = tokens
+    out[nl_pos] = nl
+    f = torch.full((total,), -1, dtype=frame.dtype, device=frame.device)
+    i = torch.full((total,), -1, dtype=index.dtype, device=index.device)
+    k = torch.full((total,), KIND_NEWLINE, dtype=kind.dtype, device=kind.device)
+    f[pos], i[pos], k[pos] = frame, index, kind
+    return out, f, i, k
+
+
+def versions() -> Dict[str, str]:
+    import safetensors
+    import transformers
+
+    from .. import __version__
+
+    return {"aot": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "safetensors": safetensors.__version__}
+
+
+@dataclass
+class VideoResult:
+    video_id: str
+    tensors: Dict[str, torch.Tensor]
+    meta: dict
+    result: CompressResult
+    timings: Dict[str, float]
+
+
+def compress_frames(video_id: str, decoded, adapter, cfg: RunConfig, *, extra_meta: Optional[dict] = None) -> VideoResult:
+    """Run tower + method on an already decoded video (``aot_cli.video.DecodedVideo``)."""
+    timings: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    pixels = adapter.preprocess(decoded.frames)
+    t1 = time.perf_counter()
+    score_layers = cfg.model.score_layers or adapter.profile.score_layers
+    out = adapter.encode(pixels, score_layers=score_layers)
+    t2 = time.perf_counter()
+    method = resolve_method(cfg, adapter.profile)
+    res = compress(out.tokens, out.shallow, out.deep, adapter.grid, method)
+    t3 = time.perf_counter()
+    timings.update(preprocess=t1 - t0, tower=t2 - t1, method=t3 - t2)
+    return build_result(video_id, decoded, adapter, cfg, method, res, timings, extra_meta)
+
+
+def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, res: CompressResult,
+                 timings: Dict[str, float], extra_meta: Optional[dict] = None) -> VideoResult:
+    """Tensors and metadata of one cache entry."""
+    newline_mode = adapter.profile.newline
+    tokens, frame, index, kind = append_newlines(res, adapter.newline, newline_mode)
+    save_dtype = adapter.dtype if cfg.storage.save_dtype == "model" else SAVE_DTYPES[cfg.storage.save_dtype]
+    Fn = decoded.frames.shape[0]
+    tensors = {
+        "tokens": tokens.to(save_dtype).cpu().contiguous(),
+        "frame": frame.to(torch.int32).cpu(),
+        "index": index.to(torch.int32).cpu(),
+        "kind": kind.to(torch.uint8).cpu(),
+        "frame_indices": torch.as_tensor(decoded.indices, dtype=torch.int64),
+        "timestamps": torch.as_tensor(decoded.timestamps, dtype=torch.float64),
+        "anchors_per_frame": res.anchors_per_frame.to(torch.int32).cpu(),
+        "cells_per_frame": res.cells_per_frame.to(torch.int32).cpu(),
+        "kept_per_frame": res.kept_per_frame.to(torch.int32).cpu(),
+        "merged_per_frame": res.merged_per_frame.to(torch.int32).cpu(),
+        "segments": torch.as_tensor(res.segments, dtype=torch.int32).reshape(-1, 2),
+    }
+    if res.anchor_mask is not None:
+        tensors["anchor_mask"] = res.anchor_mask.to(torch.uint8).cpu()
+        tensors["cell_mask"] = res.cell_mask.to(torch.uint8).cpu()
+    desc = adapter.describe()
+    visual = len(res)
+    tokens_per_frame = res.grid[0] * res.grid[1]
+    planned = res.plan.target if res.plan is not None else None
+    meta = {
+        "video_id": video_id,
+        "video": decoded.info.to_dict(),
+        "sampling": {"decoder": decoded.decoder, "requested_frames": decoded.requested, "frames": Fn,
+                     "padded": decoded.padded, "notes": list(decoded.notes)},
+        "model": desc,
+        "profile": adapter.profile.to_dict(),
+        "config": {"decode": to_dict(cfg.decode), "model": to_dict(cfg.model), "method": to_dict(method),
+                   "storage": to_dict(cfg.storage)},
+        "plan": res.plan.to_dict() if res.plan is not None else None,
+        "counts": {
+            "frames": Fn,
+            "tower_grid": list(adapter.grid),
+            "grid": list(res.grid),
+            "tokens_per_frame": tokens_per_frame,
+            "uncompressed_tokens": Fn * tokens_per_frame,
+            "planned": planned,
+            "achieved": visual,
+            "ratio": visual / max(1, Fn * tokens_per_frame),
+            "requested_ratio": method.ratio,
+            "newlines": int(len(tokens) - visual),
+            "total": int(len(tokens)),
+        },
+        "newline": newline_mode,
+        "token_dtype": str(tensors["tokens"].dtype).replace("torch.", ""),
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "versions": versions(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config_fingerprint": config_fingerprint(cfg, method, desc),
+        "sha256": decoded.info.sha256,
+    }
+    if extra_meta:
+        meta["extra"] = extra_meta
+    return VideoResult(video_id, tensors, meta, res, timings)
+
+
+def compress_video(path, cfg: Optional[RunConfig] = None, adapter=None, video_id: Optional[str] = None) -> VideoResult:
+    """Decode, encode and compress one video file (library entry point)."""
+    from ..models import load_model
+    from ..video import decode_video
+
+    cfg = cfg or RunConfig()
+    adapter = adapter or load_model(cfg.model)
+    t0 = time.perf_counter()
+    decoded = decode_video(Path(path), cfg.decode, default_frames=adapter.profile.default_frames)
+    t_dec = time.perf_counter() - t0
+    res = compress_frames(video_id or Path(path).name, decoded, adapter, cfg)
+    res.timings["decode"] = t_dec
+    res.meta["timings_s"]["decode"] = round(t_dec, 4)
+    return res

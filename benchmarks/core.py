@@ -1,0 +1,100 @@
+"""Time of the AOT core (`compress`) against one forward of a SigLIP-so400m-geometry tower.
+
+    python benchmarks/core.py [--frames 32] [--repeats 5] [--device cpu]
+
+The tower has random weights (geometry of google/siglip-so400m-patch14-384: 27 layers, width 1152,
+16 heads, MLP 4304, 384 px, 27x27 patches), runs in bf16 with SDPA under inference_mode, and is
+timed once after a warm-up on a few frames. The core runs on 32 frames x 729 tokens x D=1152 in
+float32 (its OT math is float32 whatever the input dtype), best of --repeats, in both sizing modes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from aot_cli.core import AOTConfig, compress
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_core(x, sh, dp, cfg, repeats, device):
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = compress(x, sh, dp, (27, 27), cfg)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best, len(out)
+
+
+def time_tower(frames, device, dtype):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                             num_attention_heads=16, image_size=384, patch_size=14)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = SiglipVisionModel(cfg).to(dtype).eval()
+    pix = torch.randn(frames, 3, 384, 384, device=device, dtype=dtype)
+    with torch.inference_mode():
+        model(pixel_values=pix[:2])  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(pixel_values=pix)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--skip-tower", action="store_true")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.frames, 729, 1152, generator=g).to(device)
+    sh = torch.rand(args.frames, 729, generator=g).to(device)
+    dp = torch.rand(args.frames, 729, generator=g).to(device)
+    torch.set_num_threads(torch.get_num_threads())
+    compress(x, sh, dp, (27, 27), AOTConfig(ratio=0.1))  # warm-up
+    t_ref, n_ref = time_core(x, sh, dp, AOTConfig(num_anchors=126, keep_ratio=0.3), args.repeats, device)
+    t_bud, n_bud = time_core(x, sh, dp, AOTConfig(ratio=0.1), args.repeats, device)
+    result = {
+        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "device": str(device),
+                    "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+                    "torch": torch.__version__},
+        "frames": args.frames,
+        "core_reference_s": round(t_ref, 4), "core_reference_tokens": n_ref,
+        "core_ratio0.1_s": round(t_bud, 4), "core_ratio0.1_tokens": n_bud,
+    }
+    if not args.skip_tower:
+        dtype = torch.bfloat16
+        t_tower = time_tower(args.frames, device, dtype)
+        result["tower_bf16_sdpa_s"] = round(t_tower, 3)
+        result["core_share_of_tower_reference"] = round(t_ref / t_tower, 4)
+        result["core_share_of_tower_ratio0.1"] = round(t_bud / t_tower, 4)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
