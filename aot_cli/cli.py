@@ -162,5 +162,29 @@ def inspect(path, video_id, as_json, frames):
         print_stats(stats, per_frame=frames if frames is not None else video_id is not None)
 
 
+# ------------------------------------------------------------------------------------- ask
+
+@main.command()
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.argument("question")
+@click.option("--video", "video_id", help="Id of the cached video (default: the only one in CACHE).")
+@click.option("--model", "checkpoint", required=True, help="Transformers LLaVA-OneVision / LLaVA-Video checkpoint: local dir or hub id.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Tokens to generate.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
+              help="LLM dtype (auto: bf16 on CUDA, fp32 on CPU).")
+def ask(cache_path, question, video_id, checkpoint, max_new_tokens, device, dtype):
+    """Answer QUESTION about a cached video with the full LLaVA model (cached tokens spliced in)."""
+    from .cache import CacheError
+    from .downstream import DownstreamError, ask_cached_video
+
+    try:
+        answer = ask_cached_video(cache_path, video_id, checkpoint, question, max_new_tokens=max_new_tokens,
+                                  device=device, dtype=dtype)
+    except (CacheError, DownstreamError) as e:
+        _fail(str(e))
+    click.echo(answer.text)
+
+
 if __name__ == "__main__":
     main()

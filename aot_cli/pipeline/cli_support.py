@@ -50,10 +50,12 @@ def build_run_config(file_cfg: Dict[str, Dict[str, Any]], flags: Dict[str, Any],
         method["pooling"] = None if pooling_flag == "none" else pooling_flag
     auto_clip = "clip_length" not in method
     explicit = method.get("num_anchors") is not None or method.get("keep_ratio") is not None
-    if method.get("ratio") is None and not explicit:
+    if method.get("method") == "none":
+        if method.get("ratio") not in (None, 1.0) or explicit:
+            raise ValueError("--method none keeps every token; drop --ratio/--anchors/--keep-ratio or pass --ratio 1.0")
+        method["ratio"] = None
+    elif method.get("ratio") is None and not explicit:
         method["ratio"] = 0.1
-    if method.get("method") == "none" and "ratio" in method and not explicit:
-        method["ratio"] = None if method["ratio"] in (None, 1.0) else method["ratio"]
     model = sections.get("model", {})
     if isinstance(model.get("score_layers"), str):
         try:
@@ -68,10 +70,6 @@ def build_run_config(file_cfg: Dict[str, Dict[str, Any]], flags: Dict[str, Any],
                     method=from_dict(AOTConfig, method),
                     storage=from_dict(StorageConfig, storage),
                     auto_pooling=auto_pooling, auto_clip_length=auto_clip)
-    if cfg.method.method == "none" and cfg.method.ratio not in (None, 1.0):
-        raise ValueError("--method none keeps every token; drop --ratio or pass --ratio 1.0")
-    if cfg.method.method == "none":
-        cfg.method = dataclasses.replace(cfg.method, ratio=None)
     return cfg
 
 

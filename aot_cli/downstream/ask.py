@@ -1,0 +1,153 @@
+"""``aot ask``: answer a question about one cached video with the full LLaVA model.
+
+Loads the transformers LLaVA-OneVision / LLaVA-Video checkpoint (``model_type`` ``llava_onevision``)
+and its processor (or, when the processor cannot be built, e.g. without torchvision, its tokenizer),
+splices the cached tokens into the prompt (:func:`~aot_cli.downstream.llava.build_inputs_embeds`)
+and generates greedily. The vision tower is loaded with the checkpoint but never run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
+
+import torch
+
+from aot_cli.cache import TokenCache
+
+from .errors import DownstreamError
+from .llava import build_inputs_embeds, cached_parts, check_llava_meta, generate_answer
+
+LLAVA_MODEL_TYPES = ("llava_onevision",)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Answer:
+    """What :func:`ask_cached_video` returns: the decoded ``text``, the ``video_id`` asked about,
+    ``video_tokens`` (cached positions spliced in, newlines included), ``prompt_tokens`` (the whole
+    spliced sequence) and ``new_tokens`` (generated)."""
+
+    text: str
+    video_id: str
+    video_tokens: int
+    prompt_tokens: int
+    new_tokens: int
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; otherwise a torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DownstreamError(f"--device {name}: not a torch device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DownstreamError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` → bf16 on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere; else fp32/bf16/fp16."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise DownstreamError(f"--dtype {name}: unknown dtype (use auto, fp32, bf16 or fp16)")
+    return DTYPES[name]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def looks_like_missing_path(checkpoint: str) -> bool:
+    """True for a filesystem path that does not exist (a hub id is ``owner/name``: one slash, no
+    leading ``/``, ``.`` or ``~``), so no hub lookup is attempted for a mistyped directory."""
+    path = Path(checkpoint).expanduser()
+    if path.exists():
+        return False
+    return checkpoint.startswith(("/", ".", "~")) or checkpoint.count("/") > 1 or "\\" in checkpoint
+
+
+def check_checkpoint(checkpoint: str, revision: Optional[str] = None) -> None:
+    """The checkpoint's config must be a transformers LLaVA-OneVision (``llava_onevision``) one;
+    LLaVA-NeXT (lmms-lab) checkpoints need the original LLaVA-NeXT code (docs/consumers.md)."""
+    from transformers import AutoConfig
+
+    if looks_like_missing_path(checkpoint):
+        raise DownstreamError(f"{checkpoint}: no such checkpoint directory")
+    try:
+        config = AutoConfig.from_pretrained(checkpoint, revision=revision)
+    except Exception as exc:  # noqa: BLE001 - any failure to read the config is reported the same way
+        raise DownstreamError(f"{checkpoint}: cannot read the model config ({_first_line(exc)})") from None
+    if getattr(config, "model_type", None) not in LLAVA_MODEL_TYPES:
+        raise DownstreamError(f"{checkpoint}: model_type {getattr(config, 'model_type', None)!r} is not supported "
+                              "by aot ask (needs a transformers LLaVA-OneVision / LLaVA-Video checkpoint, "
+                              "model_type 'llava_onevision')")
+
+
+def load_text_side(checkpoint: str, revision: Optional[str] = None) -> Any:
+    """The checkpoint's processor when it can be built (it carries the chat template), else its
+    tokenizer. Only the text side is used."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    try:
+        processor = AutoProcessor.from_pretrained(checkpoint, revision=revision)
+        if getattr(processor, "tokenizer", None) is not None:
+            return processor
+    except Exception:  # noqa: BLE001 - e.g. the video processor needs torchvision; fall back
+        pass
+    try:
+        return AutoTokenizer.from_pretrained(checkpoint, revision=revision)
+    except Exception as exc:  # noqa: BLE001
+        raise DownstreamError(f"{checkpoint}: cannot load a tokenizer ({_first_line(exc)})") from None
+
+
+def load_llava_generator(checkpoint: str, *, device: str = "auto", dtype: str = "auto",
+                         revision: Optional[str] = None) -> Tuple[Any, Any]:
+    """``(model, processor_or_tokenizer)``: ``LlavaOnevisionForConditionalGeneration`` in eval
+    mode on ``device`` in ``dtype``, and its text side."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    check_checkpoint(checkpoint, revision)
+    try:
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(checkpoint, revision=revision, dtype=torch_dtype)
+    except Exception as exc:  # noqa: BLE001
+        raise DownstreamError(f"{checkpoint}: cannot load the LLaVA model ({_first_line(exc)})") from None
+    return model.to(torch_device).eval(), load_text_side(checkpoint, revision)
+
+
+def pick_video(cache: TokenCache, video_id: Optional[str]) -> str:
+    """``video_id``, or the only video of a one-video cache."""
+    if video_id is not None:
+        return video_id
+    if len(cache) == 1:
+        return cache.ids()[0]
+    shown = ", ".join(cache.ids()[:5]) + (" ..." if len(cache) > 5 else "")
+    raise DownstreamError(f"{cache.path}: holds {len(cache)} videos; choose one with --video (ids: {shown or 'none'})")
+
+
+def ask_cached_video(cache_path: Union[str, Path], video_id: Optional[str], checkpoint: str, question: str, *,
+                     max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto",
+                     revision: Optional[str] = None) -> Answer:
+    """Answer ``question`` about video ``video_id`` of the cache at ``cache_path`` with the LLaVA
+    checkpoint ``checkpoint`` (local directory or hub id). The cache is checked (LLaVA family)
+    before the model is loaded. Raises :class:`DownstreamError` or the cache's ``CacheError``."""
+    if max_new_tokens < 1:
+        raise DownstreamError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
+    with TokenCache(cache_path) as cache:
+        video = cache[pick_video(cache, video_id)]
+        tokens, _, meta, where = cached_parts(video)
+        check_llava_meta(meta, where)
+        model, text_side = load_llava_generator(checkpoint, device=device, dtype=dtype, revision=revision)
+        with torch.inference_mode():
+            embeds, mask = build_inputs_embeds(model, text_side, question, video)
+            text, new_ids = generate_answer(model, text_side, embeds, mask, max_new_tokens=max_new_tokens)
+    return Answer(text=text, video_id=video.id, video_tokens=int(tokens.shape[0]),
+                  prompt_tokens=int(embeds.shape[1]), new_tokens=int(new_ids.numel()))

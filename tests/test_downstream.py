@@ -1,0 +1,218 @@
+"""Downstream consumers: cached tokens spliced into a tiny transformers LLaVA-OneVision must give the
+model's own logits, compressed caches must splice their exact count and generate, the dataset must
+serve every video once through worker processes, and `aot ask` must answer end to end on CPU."""
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.utils.data import DataLoader
+
+from aot_cli.cache import CacheWriter, TokenCache
+from aot_cli.cli import main
+from aot_cli.config import DecodeConfig, ModelConfig
+from aot_cli.core import KIND_NEWLINE
+from aot_cli.downstream import (CacheDataset, DownstreamError, build_input_ids, build_inputs_embeds,
+                                collate_videos, generate_answer)
+from checkpoints import IMAGE, PATCH, build_llava_hf, build_siglip, llava_hf_model
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+CLIP = SAMPLES / "bikes.mp4"
+QUESTION = "what is in the video ?"
+IMAGE_ID, VIDEO_ID, VOCAB = 120, 121, 128  # as in checkpoints.llava_hf_model
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }} "
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'video' %}<video>{% endif %}{% endfor %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ '\n' + c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>{{ '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant{{ '\n' }}{% endif %}"
+)
+
+
+def save_tiny_tokenizer(out: Path) -> Path:
+    """A word-level tokenizer covering all 128 ids of the tiny LLM (so any generated id decodes),
+    with <image>=120 and <video>=121 as special tokens and a Qwen-style chat template, saved next
+    to the model so AutoTokenizer loads it from the checkpoint directory (offline)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    named = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "user", "assistant", "what", "is", "in", "the",
+             "video", "?", "a", "bike", "car"]
+    vocab = {t: i for i, t in enumerate(named)}
+    vocab.update({f"w{i}": i for i in range(len(named), VOCAB) if i not in (IMAGE_ID, VIDEO_ID)})
+    vocab.update({"<image>": IMAGE_ID, "<video>": VIDEO_ID})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="<|im_end|>",
+                                        extra_special_tokens=["<|im_start|>", "<image>", "<video>"])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def compress(args):
+    r = CliRunner().invoke(main, ["compress", str(CLIP), "--dtype", "fp32", "-q", *args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    cache = TokenCache(args[args.index("-o") + 1])
+    return cache[cache.ids()[0]]
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    """A tiny LLaVA-OneVision checkpoint with a tokenizer, the loaded model and tokenizer, and two
+    caches of bikes.mp4 made with it: compression off (4 frames) and --ratio 0.1 (8 frames)."""
+    from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("downstream")
+    ckpt = save_tiny_tokenizer(build_llava_hf(root / "llava"))
+    off = compress(["--model", str(ckpt), "--method", "none", "--ratio", "1.0", "--frames", "4",
+                    "-o", str(root / "off.safetensors")])
+    aot = compress(["--model", str(ckpt), "--ratio", "0.1", "--frames", "8", "-o", str(root / "aot.safetensors")])
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32).eval()
+    return {"dir": ckpt, "root": root, "model": model, "tokenizer": AutoTokenizer.from_pretrained(ckpt),
+            "off": off, "aot": aot}
+
+
+def test_spliced_embeds_give_the_models_own_logits_with_compression_off(llava):
+    """Cached tokens (method none) spliced in == the model's forward on the same frames."""
+    from aot_cli.models import load_model
+    from aot_cli.video import decode_video
+
+    model, tokenizer, video = llava["model"], llava["tokenizer"], llava["off"]
+    embeds, mask = build_inputs_embeds(model, tokenizer, QUESTION, video)
+    # the model's own path: processor-style placeholder expansion (frames x pooled grid + 1 newline)
+    per_frame = math.ceil((IMAGE // PATCH) / 2) ** 2
+    n_video = 4 * per_frame + 1
+    assert len(video.tokens) == n_video
+    text = tokenizer.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}],
+                                         add_generation_prompt=True, tokenize=False)
+    ref_ids = torch.tensor([tokenizer(text.replace("<video>", "<video>" * n_video), add_special_tokens=False)["input_ids"]])
+    assert torch.equal(build_input_ids(model, tokenizer, QUESTION, n_video), ref_ids)
+    adapter = load_model(ModelConfig(model=str(llava["dir"]), dtype="fp32"))
+    pixels = adapter.preprocess(decode_video(CLIP, DecodeConfig(frames=4)).frames)
+    with torch.no_grad():
+        want = model(input_ids=ref_ids, pixel_values_videos=pixels[None]).logits
+        got = model(inputs_embeds=embeds, attention_mask=mask).logits
+    assert embeds.shape == (1, ref_ids.shape[1], model.config.text_config.hidden_size) and mask.shape == ref_ids.shape
+    assert torch.allclose(got[:, -1], want[:, -1], atol=1e-4, rtol=0), (got[:, -1] - want[:, -1]).abs().max()
+    assert torch.allclose(got, want, atol=1e-4, rtol=0), (got - want).abs().max()
+
+
+def test_compressed_cache_splices_its_exact_count_and_generates(llava):
+    model, tokenizer, video = llava["model"], llava["tokenizer"], llava["aot"]
+    planned = video.meta["counts"]["planned"]
+    assert planned == round(0.1 * 8 * 25) and len(video.tokens) == planned + 1  # + one newline
+    assert video.kind[-1] == KIND_NEWLINE and int((video.kind == KIND_NEWLINE).sum()) == 1
+    embeds, mask = build_inputs_embeds(model, tokenizer, QUESTION, video)
+    ids = build_input_ids(model, tokenizer, QUESTION, len(video.tokens))
+    at_video = ids[0] == VIDEO_ID
+    assert int(at_video.sum()) == len(video.tokens) and mask.shape == ids.shape and bool(mask.all())
+    assert torch.equal(embeds[0, at_video], video.tokens)  # in order, newline last
+    assert torch.equal(embeds[0, ~at_video], model.get_input_embeddings()(ids[0, ~at_video]))
+    with torch.inference_mode():
+        text, new_ids = generate_answer(model, tokenizer, embeds, mask, max_new_tokens=3)
+    assert 1 <= new_ids.numel() <= 3 and isinstance(text, str)
+    # a dataset item with bf16 tokens: cast to the model's dtype on the way in
+    item = {"id": video.id, "tokens": video.tokens.to(torch.bfloat16), "kind": video.kind, "meta": video.meta}
+    cast, _ = build_inputs_embeds(model, tokenizer, QUESTION, item)
+    assert cast.dtype == torch.float32
+    assert torch.equal(cast[0, at_video], video.tokens.to(torch.bfloat16).float())
+
+
+def test_caches_that_do_not_fit_the_llm_are_refused_with_one_line_errors(llava, tmp_path):
+    model, tokenizer, video = llava["model"], llava["tokenizer"], llava["aot"]
+    # a plain tower's tokens (even with a LLaVA profile borrowed for pooling) are not in LLM space
+    siglip = build_siglip(tmp_path / "siglip")
+    plain = compress(["--model", str(siglip), "--profile", "llava-onevision", "--frames", "4",
+                      "-o", str(tmp_path / "plain.safetensors")])
+    with pytest.raises(DownstreamError, match="not in the LLM's embedding space") as err:
+        build_inputs_embeds(model, tokenizer, QUESTION, plain)
+    assert "plain.safetensors" in str(err.value) and "\n" not in str(err.value)
+    narrow = {"id": "x", "tokens": video.tokens[:, :32], "meta": video.meta}
+    with pytest.raises(DownstreamError, match="32 wide but the LLM's hidden size is 48"):
+        build_inputs_embeds(model, tokenizer, QUESTION, narrow)
+    other = llava_hf_model(seed=1)  # same shapes, other weights: its image_newline differs
+    with pytest.raises(DownstreamError, match="another checkpoint"):
+        build_inputs_embeds(other, tokenizer, QUESTION, video)
+    with pytest.raises(DownstreamError, match="2 video placeholders"):
+        build_inputs_embeds(model, tokenizer, "<video> and <video>", video)
+
+
+def test_raw_prompt_with_placeholder_is_used_verbatim(llava):
+    model, tokenizer, video = llava["model"], llava["tokenizer"], llava["aot"]
+    ids = build_input_ids(model, tokenizer, "<|im_start|>user <video>\nwhat ?<|im_end|>", len(video.tokens))
+    expected = [2, 4] + [VIDEO_ID] * len(video.tokens) + [6, 11, 3]
+    assert ids[0].tolist() == expected
+
+
+def synthetic_cache(directory: Path, lengths, width: int = 8) -> dict:
+    """A cache directory of len(lengths) videos with random tokens (several small shards)."""
+    videos = {}
+    with CacheWriter(directory, shard_size=600) as writer:
+        for i, n in enumerate(lengths):
+            g = torch.Generator().manual_seed(i)
+            tensors = {"tokens": torch.randn(n, width, generator=g), "kind": torch.full((n,), 1, dtype=torch.uint8),
+                       "frame_indices": torch.arange(i + 1, dtype=torch.int64)}
+            writer.add(f"clip{i}.mp4", tensors, {"counts": {"total": n}})
+            videos[f"clip{i}.mp4"] = tensors
+    return videos
+
+
+def test_dataloader_with_two_workers_yields_every_video_once(tmp_path):
+    lengths = [5, 3, 7, 1, 4]
+    videos = synthetic_cache(tmp_path / "cache", lengths)
+    ds = CacheDataset(tmp_path / "cache", names=("tokens", "kind", "frame_indices"))
+    assert len(ds) == len(lengths) and ds[2]["meta"] == {"counts": {"total": 7}}
+    assert pickle.loads(pickle.dumps(ds))[1]["id"] == ds[1]["id"]  # picklable after use
+    loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_videos, multiprocessing_context="spawn")
+    seen = []
+    for batch in loader:
+        seen.extend(batch["ids"])
+        tmax = int(batch["lengths"].max())
+        assert batch["tokens"].shape == (len(batch["ids"]), tmax, 8) and batch["attention_mask"].shape == (len(batch["ids"]), tmax)
+        assert torch.equal(batch["attention_mask"].sum(1), batch["lengths"])
+        for b, vid in enumerate(batch["ids"]):
+            n = int(batch["lengths"][b])
+            assert torch.equal(batch["tokens"][b, :n], videos[vid]["tokens"])
+            assert not batch["tokens"][b, n:].any() and torch.equal(batch["kind"][b, :n], videos[vid]["kind"])
+            assert torch.equal(batch["frame_indices"][b], videos[vid]["frame_indices"])  # per-video: a list
+    assert sorted(seen) == sorted(videos) and len(seen) == len(set(seen))
+
+
+def test_collate_left_padding_lists_and_errors(tmp_path):
+    synthetic_cache(tmp_path / "cache", [2, 4])
+    ds = CacheDataset(tmp_path / "cache", ids=["clip1.mp4", "clip0.mp4"], with_meta=False)
+    left = collate_videos([ds[0], ds[1]], padding_side="left")
+    assert left["ids"] == ["clip1.mp4", "clip0.mp4"] and "meta" not in left
+    assert left["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
+    assert torch.equal(left["tokens"][1, 2:], ds[1]["tokens"])
+    lists = collate_videos([ds[0], ds[1]], pad=False)
+    assert [t.shape[0] for t in lists["tokens"]] == [4, 2] and "attention_mask" not in lists
+    with pytest.raises(DownstreamError, match="not cached: 'nope.mp4'"):
+        CacheDataset(tmp_path / "cache", ids=["nope.mp4"])
+    wide = {"id": "w", "tokens": torch.zeros(3, 9)}
+    with pytest.raises(DownstreamError, match="'tokens' of video 'w'"):
+        collate_videos([ds[0], wide])
+
+
+def test_ask_command_end_to_end_on_cpu(llava):
+    video = llava["aot"]
+    args = ["ask", str(video.path), "--video", video.id, "--model", str(llava["dir"]), QUESTION,
+            "--max-new-tokens", "4", "--device", "cpu", "--dtype", "fp32"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    model, tokenizer = llava["model"], llava["tokenizer"]
+    with torch.inference_mode():
+        embeds, mask = build_inputs_embeds(model, tokenizer, QUESTION, video)
+        want, _ = generate_answer(model, tokenizer, embeds, mask, max_new_tokens=4)
+    assert want and r.stdout.strip() == want  # greedy: the same answer as the library call
+    bad = CliRunner().invoke(main, ["ask", str(video.path), "--model", str(llava["root"] / "missing"), QUESTION])
+    assert bad.exit_code == 2
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "missing" in lines[0] and "no such checkpoint directory" in lines[0]
