@@ -118,6 +118,10 @@ def main():
 @click.option("--shard-size", help="Close cache shards at this size (default 1GiB).")
 @click.option("--overwrite", is_flag=True, help="Recompute videos already in the cache.")
 @click.option("--jsonl", is_flag=True, help="One JSON line per finished video on stdout.")
+@click.option("--decode-workers", type=int, help="Processes that read videos ahead of the tower (0: in the main "
+              "process, without the hard decode timeout). Default: half the CPUs, 1 to 8.")
+@click.option("--flush-every", type=float, metavar="SECONDS", help="Commit finished videos once the oldest has "
+              "waited this long (0: after every video). Default 5.")
 @click.option("--num-shards", type=int, help="Split the inputs into this many parts (with --shard-id).")
 @click.option("--shard-id", type=int, help="Which part this process takes (0-based).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
@@ -143,7 +147,17 @@ def compress(inputs, output, list_file, manifest, path_column, id_mode, config_f
 @click.option("--video", "video_id", help="Show one video (its id).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--frames/--no-frames", default=None, help="Per-frame table (default: on with --video).")
-def inspect(path, video_id, as_json, frames):
+@click.option("--overlay", "overlay_png", type=click.Path(dir_okay=False),
+              help="Write a contact-sheet PNG of the video: frames decoded again, with anchors, kept and merged "
+                   "tokens, keyframes and clips drawn on them.")
+@click.option("--plot", "plot_png", type=click.Path(dir_okay=False),
+              help="Write a PNG bar chart of tokens per frame against time (needs matplotlib: pip install 'aot-cli[viz]').")
+@click.option("--source", type=click.Path(dir_okay=False),
+              help="--overlay: the source video, when it is no longer where the cache says (its sha256 must match).")
+@click.option("--cols", type=click.IntRange(min=1), default=8, show_default=True, help="--overlay: frames per row.")
+@click.option("--cell-px", type=click.FloatRange(min=1), default=16, show_default=True,
+              help="--overlay: approximate size of an output-grid cell in pixels.")
+def inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px):
     """Statistics of a cache: tokens, achieved ratio, per-frame anchors / kept / merged, clips."""
     from .cache import CacheError, TokenCache
     from .inspect import cache_stats
@@ -160,6 +174,17 @@ def inspect(path, video_id, as_json, frames):
         click.echo(json.dumps(stats, indent=2))
     else:
         print_stats(stats, per_frame=frames if frames is not None else video_id is not None)
+    if overlay_png or plot_png:
+        from .inspect.pictures import PictureError, plot_tokens_per_frame, render_overlay
+
+        try:
+            if overlay_png:
+                res = render_overlay(cache, video_id, overlay_png, video_path=source, cols=cols, cell_px=cell_px)
+                click.echo(f"wrote {res.path} ({res.size[0]}x{res.size[1]} px, {len(res.picture_boxes)} frames)", err=True)
+            if plot_png:
+                click.echo(f"wrote {plot_tokens_per_frame(cache, video_id, plot_png)}", err=True)
+        except (PictureError, CacheError) as e:
+            _fail(str(e))
 
 
 # ------------------------------------------------------------------------------------- ask
@@ -184,6 +209,68 @@ def ask(cache_path, question, video_id, checkpoint, max_new_tokens, device, dtyp
     except (CacheError, DownstreamError) as e:
         _fail(str(e))
     click.echo(answer.text)
+
+
+# ------------------------------------------------------------------------------------- sweep
+
+@main.command()
+@click.argument("video", type=click.Path())
+@click.option("--ratios", default="0.05,0.1,0.15,0.25", show_default=True, help="Ratios to compress at, comma-separated.")
+@click.option("--reference", "references", default="126:0.3,108:0.1", show_default=True,
+              help="Released-code rules to compare, ANCHORS:KEEP_RATIO pairs; anchors count on a 27x27 tower grid and "
+                   "are scaled to the model's grid. 'none' to skip.")
+@click.option("--plot", "plot_png", type=click.Path(dir_okay=False),
+              help="Write requested vs achieved retention as a PNG (needs matplotlib: pip install 'aot-cli[viz]').")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--config", "config_file", metavar="FILE", help="JSON/TOML file with decode/model/method sections; flags override it.")
+@click.option("--model", help="Hub id, local directory or named model (default google/siglip-so400m-patch14-384).")
+@click.option("--revision", help="Hub revision of --model.")
+@click.option("--profile", type=click.Choice(["siglip", "siglip2", "clip", "dinov2", "llava-onevision", "llava-video"]),
+              help="Override the model profile (frames, pooling, clips, newline).")
+@click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Tower dtype.")
+@click.option("--batch-frames", type=int, help="Frames per tower forward (default 16).")
+@click.option("--score-layers", help="Shallow,deep attention layers for anchor scores (default 5,-2).")
+@click.option("--frames", type=int, help="Frames sampled uniformly over the video (default: the profile's).")
+@click.option("--fps", type=float, help="Sample at this rate instead (capped by --max-frames).")
+@click.option("--max-frames", type=int, help="Cap for --fps sampling.")
+@click.option("--start", type=float, help="Start of the sampled span, seconds.")
+@click.option("--end", type=float, help="End of the sampled span, seconds.")
+@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="Decoder (auto: decord, PyAV on failure).")
+@click.option("--pooling", type=click.Choice(["auto", "bilinear", "average", "none"]), default="auto", show_default=True,
+              help="2x2 pooling after the intra-frame merge; auto = the model profile's.")
+@click.option("--clip-length", type=int, help="Frames per clip (default: the profile's).")
+@click.option("--global-ratio", type=float, help="Share of global anchors (default 0.5).")
+@click.option("--keyframe-once", is_flag=True, default=None, help="Emit each keyframe once (as merged anchors), not twice.")
+@click.option("--no-inter", is_flag=True, default=None, help="Skip the inter-frame stage.")
+def sweep(video, ratios, references, plot_png, as_json, config_file, **flags):
+    """Compress one video at several ratios from a single tower run; print (and plot) the token counts.
+
+    \b
+    aot sweep clip.mp4 --model llava-hf/llava-onevision-qwen2-0.5b-ov-hf --ratios 0.05,0.1,0.25 --plot sweep.png
+    """
+    from .inspect.sweep import parse_ratios, parse_references, print_sweep, run_sweep, sweep_title
+    from .models import ModelLoadError
+    from .pipeline.cli_support import build_run_config
+    from .video import VideoDecodeError
+
+    try:
+        ratio_list, rules = parse_ratios(ratios), parse_references(references)
+        cfg = build_run_config(_load_config_file(config_file), flags)
+        report = run_sweep(video, ratio_list, cfg, references=rules)
+    except (ValueError, ModelLoadError, VideoDecodeError) as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_sweep(report)
+    if plot_png:
+        from .inspect.pictures import PictureError, plot_ratio_sweep
+
+        try:
+            click.echo(f"wrote {plot_ratio_sweep(report.points, plot_png, title=sweep_title(report))}", err=True)
+        except PictureError as e:
+            _fail(str(e))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ matplotlib is optional (the ``viz`` extra) and imported only when a plot is made
 """
 from __future__ import annotations
 
+import importlib
 import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -279,7 +280,9 @@ def load_frames(video, video_path: Optional[str | Path] = None) -> Tuple[np.ndar
     if path is None:
         raise PictureError(f"{video.path}: the cache records no video path; pass --source VIDEO")
     if not path.is_file():
-        raise PictureError(f"{path}: video not found; pass --source with the video this cache was made from")
+        if video_path is not None:
+            raise PictureError(f"{path}: video not found")
+        raise PictureError(f"{path}: the cached video is not there any more; pass --source with the video this cache was made from")
     want_sha = meta.get("video", {}).get("sha256") or meta.get("sha256")
     if want_sha and file_sha256(path) != want_sha:
         raise PictureError(f"{path}: the video changed since it was cached (sha256 differs from the cache's)")
@@ -646,8 +649,8 @@ def require_matplotlib():
     """The matplotlib module, imported now; PictureError (one line) when it is not installed."""
     try:
         import matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-        from matplotlib.figure import Figure  # noqa: F401
+
+        importlib.import_module("matplotlib.backends.backend_agg")
     except ImportError:
         raise PictureError("matplotlib is not installed: plots need it (pip install 'aot-cli[viz]' or pip install matplotlib)") from None
     return matplotlib

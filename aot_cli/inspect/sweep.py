@@ -33,8 +33,11 @@ class SweepPoint:
     ``rule``: "ratio" (exact budget; ``requested`` is the ratio asked for, ``planned`` the planner's
     target count) or "reference" (``num_anchors`` V per frame on the tower grid and ``keep_ratio``;
     ``requested`` and ``planned`` are None). ``achieved``: visual tokens produced (newlines are not
-    counted); ``achieved_ratio = achieved / (frames * tokens_per_frame)``. ``reference_anchors``:
-    V as given on the 27x27 reference grid before scaling to this tower's grid. ``error``: one line
+    counted); ``achieved_ratio = achieved / (frames * tokens_per_frame)``. ``num_anchors``: the V
+    asked of anchor selection (the planner's for "ratio"); ``reference_anchors``: V as given on the
+    27x27 reference grid before scaling to this tower's grid; ``anchors_per_frame``: anchors
+    actually chosen per frame (the reference rule drops the local remainder, so it can be
+    fewer than V). ``error``: one line
     when this setting cannot be met (then the counts are None). ``seconds``: time of the method.
     """
 
@@ -46,6 +49,7 @@ class SweepPoint:
     num_anchors: Optional[int] = None
     keep_ratio: Optional[float] = None
     reference_anchors: Optional[int] = None
+    anchors_per_frame: Optional[int] = None
     error: Optional[str] = None
     seconds: float = 0.0
 
@@ -138,7 +142,9 @@ def _compress_point(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Ten
     point.achieved = len(res)
     point.achieved_ratio = len(res) / (tokens.shape[0] * cells)
     point.planned = res.plan.target if res.plan is not None else None
-    point.num_anchors = int(res.anchors_per_frame.max()) if len(res.anchors_per_frame) else None
+    if res.plan is not None:
+        point.num_anchors = int(res.plan.num_anchors)
+    point.anchors_per_frame = int(res.anchors_per_frame.max()) if len(res.anchors_per_frame) else None
     return point
 
 
@@ -217,3 +223,35 @@ def _output_grid(grid: Tuple[int, int], method: AOTConfig) -> Tuple[int, int]:
         return grid
     g = pooled_grid(grid, method.stride, method.pooling)
     return int(g[0]), int(g[1])
+
+
+def sweep_title(report: SweepReport) -> str:
+    """A plot title naming the video, frames, grids and model of ``report``."""
+    name = Path(report.video).name
+    return (f"{name}: {report.frames} frames, tower {report.tower_grid[0]}x{report.tower_grid[1]} -> "
+            f"{report.grid[0]}x{report.grid[1]} = {report.tokens_per_frame} tokens per frame\n"
+            f"model {report.model}")
+
+
+def print_sweep(report: SweepReport, console=None) -> None:
+    """The sweep as a rich table, one row per point: setting, V asked, anchors chosen per frame, planned and
+    achieved token counts, achieved ratio; settings that cannot be met are listed below it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"{Path(report.video).name}: {report.frames} frames x {report.tokens_per_frame} tokens = "
+                        f"{report.uncompressed} uncompressed")
+    for col in ("setting", "V", "anchors", "planned", "achieved", "ratio"):
+        table.add_column(col, justify="left" if col == "setting" else "right")
+    for p in report.points:
+        if p.error is not None:
+            continue
+        table.add_row(p.label if p.rule == "ratio" else f"reference {p.label}",
+                      str(p.num_anchors) if p.num_anchors is not None else "-",
+                      str(p.anchors_per_frame) if p.anchors_per_frame is not None else "-",
+                      str(p.planned) if p.planned is not None else "-", str(p.achieved), f"{p.achieved_ratio:.4f}")
+    console.print(table)
+    for p in report.points:
+        if p.error is not None:
+            console.print(f"{p.label}: not met: {p.error}", highlight=False)
