@@ -62,6 +62,12 @@ def _fail(msg: str, code: int = EXIT_USAGE):
 @click.version_option(package_name="aot-cli", prog_name="aot")
 def main():
     """Compress video-LLM visual tokens with AOT and cache them in safetensors."""
+    # The CLI prints its own one-line messages; transformers' load reports (unused head weights,
+    # text towers we do not load) and progress bars would only bury them.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 # ------------------------------------------------------------------------------------- compress

@@ -134,11 +134,13 @@ def build_dinov2(out: Path, *, crop: int = IMAGE, resize: int = 144, hidden: int
     return Path(out)
 
 
-def llava_hf_model(*, image_size: int = IMAGE, hidden: int = LLAVA_HIDDEN, layers: int = LAYERS, heads: int = LLAVA_HEADS,
-                   text_hidden: int = TEXT_HIDDEN, seed: int = 0, attn_implementation: Optional[str] = None):
+def llava_hf_model(*, image_size: int = IMAGE, hidden: int = LLAVA_HIDDEN, layers: int = LAYERS,
+                   heads: int = LLAVA_HEADS, text_hidden: int = TEXT_HIDDEN, seed: int = 0,
+                   attn_implementation: Optional[str] = None):
     """A tiny random ``LlavaOnevisionForConditionalGeneration`` (SigLIP tower with 16 heads like
     so400m, 1-layer Qwen2)."""
-    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config, SiglipVisionConfig
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config,
+                              SiglipVisionConfig)
 
     torch.manual_seed(seed)
     vision = SiglipVisionConfig(**_vision_kwargs(image_size, hidden, layers, heads), vision_use_head=False)

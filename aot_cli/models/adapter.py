@@ -146,7 +146,10 @@ class VisionAdapter:
         self._newline = newline
         self.tensors_read: Optional[List[str]] = list(tensors_read) if tensors_read is not None else None
         self.query_chunk = query_chunk
-        self.score_layers: Tuple[int, int] = tuple(score_layers) if score_layers else profile.score_layers  # type: ignore[assignment]
+        layers = tuple(score_layers) if score_layers is not None else profile.score_layers
+        if len(layers) != 2:
+            raise ModelLoadError(f"score_layers must be two layer indices (shallow, deep), got {list(layers)}")
+        self.score_layers: Tuple[int, int] = (int(layers[0]), int(layers[1]))
         self.resolve_score_layers(self.score_layers)  # fail at load time, not mid-run
 
     # ------------------------------------------------------------------ geometry
@@ -214,7 +217,7 @@ class VisionAdapter:
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Tokens [F, N, D] without scores (a plain SDPA pass), ``batch_frames`` at a time."""
         pixel_values = self._check_pixels(pixel_values)
-        with torch.inference_mode():
+        with torch.no_grad():
             return torch.cat([self._tokens(chunk) for chunk in pixel_values.split(self.batch_frames)])
 
     def encode(self, pixel_values: torch.Tensor, score_layers: Optional[Sequence[int]] = None) -> TowerOutput:
@@ -228,7 +231,7 @@ class VisionAdapter:
         tokens: List[torch.Tensor] = []
         shallow: List[torch.Tensor] = []
         deep: List[torch.Tensor] = []
-        with torch.inference_mode():
+        with torch.no_grad():
             for chunk in pixel_values.split(self.batch_frames):
                 with ScoreCapture(modules, self.query_chunk) as capture:
                     tokens.append(self._tokens(chunk))

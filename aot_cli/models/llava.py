@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ from aot_cli.models.common import (
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import square_spec
 from aot_cli.models.profiles import looks_like_llava_video, select_profile
-from aot_cli.models.siglip import siglip_tower_from_tensors
+from aot_cli.models.siglip import SiglipTower, siglip_tower_from_tensors
 from aot_cli.models.source import WeightReader
 
 LLAVA_HF_TYPES = ("llava_onevision",)
@@ -111,78 +112,100 @@ def tower_tensor_names(names: Sequence[str], prefix: str, layers_run: Optional[i
 
 def present_layers(names: Sequence[str], prefix: str, where: str) -> int:
     """Number of encoder layers stored under ``prefix`` (they must be numbered 0..n-1)."""
-    found = sorted({int(m.group(1)) for n in names if n.startswith(prefix) for m in [_LAYER.match(n[len(prefix) :])] if m})
-    if not found or found != list(range(len(found))):
-        raise ModelLoadError(f"{where}: vision tower layers are not numbered 0..n-1 (found {found[:6]})")
-    return len(found)
+    found = set()
+    for name in names:
+        match = _LAYER.match(name[len(prefix) :]) if name.startswith(prefix) else None
+        if match:
+            found.add(int(match.group(1)))
+    ordered = sorted(found)
+    if not ordered or ordered != list(range(len(ordered))):
+        raise ModelLoadError(f"{where}: vision tower layers are not numbered 0..n-1 (found {ordered[:6]})")
+    return len(ordered)
+
+
+@dataclass
+class VisionSide:
+    """What a format loader found: tower, projector, newline and how to describe them."""
+
+    tower: SiglipTower
+    projector: MlpProjector
+    newline: Optional[torch.Tensor]
+    vision_config: Any
+    family_profile: str
+    checkpoint_format: str
+    architecture: str
+    feature_layer: str
+    projector_desc: str
+    extra: Dict[str, Any] = field(default_factory=dict)
 
 
 def load_llava(ctx: LoadContext) -> VisionAdapter:
     """A LLaVA-OneVision / LLaVA-Video adapter from either checkpoint format."""
     reader = WeightReader.open(ctx.source)
-    if "mm_vision_tower" in ctx.config:
-        return _load_next(ctx, reader)
-    return _load_transformers(ctx, reader)
+    side = _load_next(ctx, reader) if "mm_vision_tower" in ctx.config else _load_transformers(ctx, reader)
+    return _adapter(ctx, reader, side)
 
 
-def _load_transformers(ctx: LoadContext, reader: WeightReader) -> VisionAdapter:
+def _optional(key: Optional[str]) -> List[str]:
+    return [key] if key else []
+
+
+def _load_transformers(ctx: LoadContext, reader: WeightReader) -> VisionSide:
     from transformers import SiglipVisionConfig
     from transformers.activations import ACT2FN
 
     config, where = ctx.config, ctx.config_path
     vision = dict(config.get("vision_config") or {})
-    if vision.get("model_type", "siglip_vision_model") != "siglip_vision_model":
-        raise ModelLoadError(f"{where}: vision tower '{vision.get('model_type')}' is not supported (SigLIP only)")
-    vision.pop("model_type", None)
+    if vision.pop("model_type", "siglip_vision_model") != "siglip_vision_model":
+        raise ModelLoadError(f"{where}: only SigLIP vision towers are supported in LLaVA checkpoints")
     vision_config = SiglipVisionConfig(**vision)
-    positions = feature_positions(config.get("vision_feature_layer", -1), vision_config.num_hidden_layers, where)
+    feature_layer = config.get("vision_feature_layer", -1)
+    positions = feature_positions(feature_layer, vision_config.num_hidden_layers, where)
     strategy = config.get("vision_feature_select_strategy", "full")
     if strategy != "full":
         raise ModelLoadError(
-            f"{where}: vision_feature_select_strategy '{strategy}' is not supported (SigLIP has no CLS token; use 'full')"
+            f"{where}: vision_feature_select_strategy '{strategy}' is not supported"
+            " (it drops a CLS token that SigLIP does not have; use 'full')"
         )
     names = reader.names
     tower_prefix = find_prefix(names, PATCH_WEIGHT, "vision_tower", where)
     proj_prefix = find_prefix(names, "linear_1.weight", "multi_modal_projector", where)
+    proj_names = [n for n in names if n.startswith((proj_prefix + "linear_1.", proj_prefix + "linear_2."))]
     newline_key = find_optional(names, "image_newline")
     tower_names = tower_tensor_names(names, tower_prefix, max(positions))
-    proj_names = [n for n in names if n.startswith(proj_prefix) and n[len(proj_prefix) :].startswith(("linear_1.", "linear_2."))]
-    tensors = reader.load(tower_names + proj_names + ([newline_key] if newline_key else []))
+    tensors = reader.load(tower_names + proj_names + _optional(newline_key))
 
-    tower = siglip_tower_from_tensors(
-        vision_config, _strip(tensors, tower_prefix), positions, ctx.device, ctx.dtype, where
+    tower_tensors = _strip(tensors, tower_prefix)
+    tower = siglip_tower_from_tensors(vision_config, tower_tensors, positions, ctx.device, ctx.dtype, where)
+    proj = _strip(tensors, proj_prefix)
+    linears = [_linear(proj[f"linear_{i}.weight"], proj.get(f"linear_{i}.bias"), ctx.device, ctx.dtype) for i in (1, 2)]
+    activation = config.get("projector_hidden_act", "gelu")
+    video = looks_like_llava_video(ctx.source.spec, str(ctx.source.root), config.get("_name_or_path"))
+    return VisionSide(
+        tower=tower,
+        projector=MlpProjector(linears, ACT2FN[activation]),
+        newline=tensors.get(newline_key) if newline_key else None,
+        vision_config=vision_config,
+        family_profile="llava-video" if video else "llava-onevision",
+        checkpoint_format="transformers",
+        architecture="LlavaOnevisionForConditionalGeneration (vision side)",
+        feature_layer=f"vision_feature_layer {feature_layer} (hidden-state positions {list(positions)} of"
+        f" {vision_config.num_hidden_layers} layers), before post_layernorm; strategy '{strategy}'",
+        projector_desc=f"multi_modal_projector (linear_1, {activation}, linear_2)",
     )
-    projector = MlpProjector(
-        [
-            _linear(tensors[proj_prefix + f"linear_{i}.weight"], tensors.get(proj_prefix + f"linear_{i}.bias"), ctx.device, ctx.dtype)
-            for i in (1, 2)
-        ],
-        ACT2FN[config.get("projector_hidden_act", "gelu")],
-    )
-    name = "llava-video" if looks_like_llava_video(ctx.source.spec, str(ctx.source.root), config.get("_name_or_path")) else "llava-onevision"
-    feature = (
-        f"vision_feature_layer {config.get('vision_feature_layer', -1)} (hidden-state positions {list(positions)}"
-        f" of {vision_config.num_hidden_layers} layers), before post_layernorm; strategy '{strategy}'"
-    )
-    return _adapter(ctx, reader, tower, projector, tensors.get(newline_key) if newline_key else None, name,
-                    "transformers", "LlavaOnevisionForConditionalGeneration (vision side)", feature,
-                    f"multi_modal_projector (linear_1, {config.get('projector_hidden_act', 'gelu')}, linear_2)",
-                    vision_config.image_size)
 
 
-def _load_next(ctx: LoadContext, reader: WeightReader) -> VisionAdapter:
+def _load_next(ctx: LoadContext, reader: WeightReader) -> VisionSide:
     config, where = ctx.config, ctx.config_path
     names = reader.names
     tower_prefix = find_prefix(names, PATCH_WEIGHT, "vision_tower", where)
     layers = present_layers(names, tower_prefix, where)
     proj_type = str(config.get("mm_projector_type", "linear"))
-    depth = 1 if proj_type == "linear" else (int(_MLP_GELU.match(proj_type).group(1)) if _MLP_GELU.match(proj_type) else 0)
-    if depth < 1:
-        raise ModelLoadError(f"{where}: mm_projector_type '{proj_type}' is not supported (linear or mlpNx_gelu)")
+    depth = _projector_depth(proj_type, where)
     proj_prefix = _next_projector_prefix(names, where)
     proj_names = [n for n in names if n.startswith(proj_prefix)]
     newline_key = find_optional(names, "image_newline")
-    tensors = reader.load(tower_tensor_names(names, tower_prefix, None) + proj_names + ([newline_key] if newline_key else []))
+    tensors = reader.load(tower_tensor_names(names, tower_prefix, None) + proj_names + _optional(newline_key))
 
     tower_tensors = _strip(tensors, tower_prefix)
     vision_config = _next_vision_config(tower_tensors, layers, config, where)
@@ -193,14 +216,29 @@ def _load_next(ctx: LoadContext, reader: WeightReader) -> VisionAdapter:
             f"{where}: projector input {projector.linears[0].in_features} != vision width {vision_config.hidden_size}"
         )
     video = config.get("mm_newline_position") == "grid" or config.get("mm_spatial_pool_mode") == "average"
-    feature = f"output of the last of {layers} stored tower layers (last SigLIP layer removed), before post_layernorm"
-    return _adapter(ctx, reader, tower, projector, tensors.get(newline_key) if newline_key else None,
-                    "llava-video" if video else "llava-onevision", "llava-next",
-                    f"{config.get('architectures', ['LLaVA-NeXT'])[0]} (vision side)", feature,
-                    f"mm_projector ({proj_type})", vision_config.image_size,
-                    mm_vision_tower=config.get("mm_vision_tower"),
-                    mm_newline_position=config.get("mm_newline_position"),
-                    mm_spatial_pool_mode=config.get("mm_spatial_pool_mode"))
+    return VisionSide(
+        tower=tower,
+        projector=projector,
+        newline=tensors.get(newline_key) if newline_key else None,
+        vision_config=vision_config,
+        family_profile="llava-video" if video else "llava-onevision",
+        checkpoint_format="llava-next",
+        architecture=f"{(config.get('architectures') or ['LLaVA-NeXT'])[0]} (vision side)",
+        feature_layer=f"output of the last of {layers} stored tower layers (last SigLIP layer removed),"
+        " before post_layernorm",
+        projector_desc=f"mm_projector ({proj_type})",
+        extra={key: config.get(key) for key in ("mm_vision_tower", "mm_newline_position", "mm_spatial_pool_mode")},
+    )
+
+
+def _projector_depth(proj_type: str, where: str) -> int:
+    """Linear layers in a NeXT projector: 1 for ``linear``, N for ``mlpNx_gelu``."""
+    if proj_type == "linear":
+        return 1
+    match = _MLP_GELU.match(proj_type)
+    if not match or int(match.group(1)) < 1:
+        raise ModelLoadError(f"{where}: mm_projector_type '{proj_type}' is not supported (linear or mlpNx_gelu)")
+    return int(match.group(1))
 
 
 def _next_projector_prefix(names: Sequence[str], where: str) -> str:
@@ -263,31 +301,30 @@ def _strip(tensors: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Ten
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _adapter(
-    ctx: LoadContext,
-    reader: WeightReader,
-    tower,
-    projector: nn.Module,
-    newline: Optional[torch.Tensor],
-    family_profile: str,
-    checkpoint_format: str,
-    architecture: str,
-    feature: str,
-    projector_desc: str,
-    image_size: int,
-    **extra,
-) -> VisionAdapter:
+def _adapter(ctx: LoadContext, reader: WeightReader, side: VisionSide) -> VisionAdapter:
+    """The :class:`VisionAdapter` for a loaded vision side (preprocessing from the checkpoint's
+    video/image processor config, else SigLIP defaults at the tower's image size)."""
+    vision_config = side.vision_config
+    image_size = vision_config.image_size
     spec = image_spec(ctx, square_spec(image_size), VIDEO_PROCESSOR_FILES)
     require_fixed_size(spec, image_size, ctx.config_path)
-    if newline is not None:
-        newline = newline.to(device=ctx.device, dtype=ctx.dtype)
-    profile = select_profile(family_profile, ctx.model_cfg.profile, has_newline=newline is not None, where=ctx.source.spec)
+    newline = side.newline.to(device=ctx.device, dtype=ctx.dtype) if side.newline is not None else None
+    profile = select_profile(side.family_profile, ctx.model_cfg.profile, has_newline=newline is not None,
+                             where=ctx.source.spec)
     info = base_info(
-        ctx, family_profile, checkpoint_format, architecture, feature_layer=feature, projector=projector_desc,
-        weights={"shards_opened": list(dict.fromkeys(reader.opened)), "tensors_read": len(reader.read)}, **extra,
+        ctx, side.family_profile, side.checkpoint_format, side.architecture,
+        feature_layer=side.feature_layer, projector=side.projector_desc,
+        weights={"shards_opened": list(dict.fromkeys(reader.opened)), "tensors_read": len(reader.read)},
+        vision_tower={
+            "layers_in_checkpoint": vision_config.num_hidden_layers, "hidden_size": vision_config.hidden_size,
+            "intermediate_size": vision_config.intermediate_size, "heads": vision_config.num_attention_heads,
+            "image_size": image_size, "patch_size": vision_config.patch_size,
+            "layer_norm_eps": vision_config.layer_norm_eps,
+        },
+        **side.extra,
     )
     return VisionAdapter(
-        tower=tower, profile=profile, spec=spec, device=ctx.device, dtype=ctx.dtype,
+        tower=side.tower, profile=profile, spec=spec, device=ctx.device, dtype=ctx.dtype,
         batch_frames=ctx.model_cfg.batch_frames, score_layers=ctx.model_cfg.score_layers, info=info,
-        projector=projector, newline=newline, tensors_read=reader.read,
+        projector=side.projector, newline=newline, tensors_read=reader.read,
     )

@@ -35,7 +35,8 @@ def family_loader(config: dict, where: str) -> Callable[[LoadContext], VisionAda
         return LOADERS[model_type]
     supported = ", ".join(sorted(LOADERS))
     raise ModelLoadError(
-        f"{where}: model_type '{model_type}' is not supported (supported: {supported}, or a LLaVA-NeXT config with mm_vision_tower)"
+        f"{where}: model_type '{model_type}' is not supported"
+        f" (supported: {supported}, or a LLaVA-NeXT config with mm_vision_tower)"
     )
 
 
@@ -48,8 +49,6 @@ def load_model(cfg: ModelConfig) -> VisionAdapter:
         raise ModelLoadError(f"{source.location(CONFIG_FILE)}: config.json is missing")
     where = source.location(CONFIG_FILE)
     loader = family_loader(config, where)
-    if cfg.score_layers is not None and len(tuple(cfg.score_layers)) != 2:
-        raise ModelLoadError(f"{where}: score_layers must be two layer indices, got {list(cfg.score_layers)}")
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     return loader(LoadContext(source=source, config=config, model_cfg=cfg, device=device, dtype=dtype))

@@ -94,7 +94,9 @@ def square_spec(size: int, mean: Sequence[float] = HALF, std: Sequence[float] = 
 
 def clip_spec(size: int) -> ImageSpec:
     """CLIP defaults: shortest edge ``size`` bicubic, centre crop ``size``, OpenAI CLIP mean/std."""
-    return ImageSpec(resize="shortest_edge", shortest_edge=size, crop=(size, size), mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)
+    return ImageSpec(
+        resize="shortest_edge", shortest_edge=size, crop=(size, size), mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD
+    )
 
 
 def dinov2_spec() -> ImageSpec:
@@ -147,8 +149,9 @@ def spec_from_processor_config(config: dict, default: ImageSpec, where: str) -> 
     notes = []
     if "max_num_patches" in config or default.resize == "max_patches":
         spec = dataclasses.replace(
-            spec, resize="max_patches", max_patches=int(config.get("max_num_patches", default.max_patches or 256)),
-            patch_size=int(config.get("patch_size", default.patch_size or 16)), size=None, shortest_edge=None, crop=None,
+            spec, resize="max_patches", size=None, shortest_edge=None, crop=None,
+            max_patches=int(config.get("max_num_patches", default.max_patches or 256)),
+            patch_size=int(config.get("patch_size", default.patch_size or 16)),
         )
     elif config.get("do_resize", True) is False:
         spec = dataclasses.replace(spec, resize="none", size=None, shortest_edge=None)

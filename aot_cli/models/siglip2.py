@@ -57,7 +57,9 @@ def load_siglip2(ctx: LoadContext) -> VisionAdapter:
     config = model.config
     spec = image_spec(ctx, naflex_spec(config.patch_size))
     if spec.patch_size != config.patch_size:
-        raise ModelLoadError(f"{ctx.config_path}: processor patch_size {spec.patch_size} != model patch_size {config.patch_size}")
+        raise ModelLoadError(
+            f"{ctx.config_path}: processor patch_size {spec.patch_size} != model patch_size {config.patch_size}"
+        )
     tower = Siglip2Tower(
         core.embeddings, list(core.encoder.layers), patch_size=config.patch_size,
         hidden_size=config.hidden_size, final_norm=core.post_layernorm,

@@ -95,6 +95,11 @@ class ModelSource:
         when the checkpoint has no such file. ``required`` turns None into ModelLoadError."""
         path = self._local_file(name) if self.kind != "hub" else self._hub_file(name)
         if path is None and required:
+            if self.kind == "hub" and self.offline:
+                raise ModelLoadError(
+                    f"{self.location(name)}: not in the Hugging Face cache ({self.cache_dir}) and the hub is"
+                    f" offline or unreachable; {OFFLINE_HINT}"
+                )
             raise ModelLoadError(f"{self.location(name)}: file not found in the checkpoint")
         return path
 
@@ -119,6 +124,8 @@ class ModelSource:
         return path if path.is_file() else None
 
     def _hub_file(self, name: str) -> Optional[Path]:
+        """Cache first; then one download attempt. When the hub turns out to be unreachable the
+        source switches to cache-only, so later (optional) files do not wait on the network again."""
         from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -130,11 +137,9 @@ class ModelSource:
             return None
         try:
             return Path(hf_hub_download(self.repo_id, name, revision=revision, cache_dir=self.cache_dir))
-        except LocalEntryNotFoundError:
-            raise ModelLoadError(
-                f"{self.location(name)}: not in the Hugging Face cache ({self.cache_dir}) and the hub is"
-                f" unreachable; {OFFLINE_HINT}"
-            ) from None
+        except LocalEntryNotFoundError:  # not cached and the hub is unreachable
+            self.offline = True
+            return None
         except EntryNotFoundError:
             return None
         except Exception as exc:  # repository / revision / auth / HTTP errors
@@ -183,7 +188,10 @@ def _hub_source(repo_id: str, revision: Optional[str]) -> ModelSource:
     )
     config = source.file(CONFIG_FILE)
     if config is None:
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub has no such file"
+        if offline:
+            why = "HF_HUB_OFFLINE is set"
+        else:
+            why = "the hub is unreachable" if source.offline else "the hub has no such file"
         raise ModelLoadError(
             f"{repo_id}: not a local directory and no config.json in the Hugging Face cache ({cache_dir});"
             f" {why}; {OFFLINE_HINT}"
