@@ -13,13 +13,14 @@ from typing import Any, Optional, Tuple, Union
 
 import torch
 
+from .. import devices
+
 from aot_cli.cache import TokenCache
 
 from .errors import DownstreamError
 from .llava import build_inputs_embeds, cached_parts, check_llava_meta, generate_answer
 
 LLAVA_MODEL_TYPES = ("llava_onevision",)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -37,15 +38,10 @@ class Answer:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` → ``cuda`` when available, else ``cpu``; otherwise a torch device string."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise DownstreamError(f"--device {name}: not a torch device (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DownstreamError(f"--device {name}: CUDA is not available on this machine")
-    return device
+        return devices.resolve_device(name)
+    except devices.DeviceError as e:
+        raise DownstreamError(str(e)) from None
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -54,9 +50,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    if name not in DTYPES:
-        raise DownstreamError(f"--dtype {name}: unknown dtype (use auto, fp32, bf16 or fp16)")
-    return DTYPES[name]
+    try:
+        return devices.named_dtype(name)
+    except devices.DeviceError as e:
+        raise DownstreamError(str(e)) from None
 
 
 def _first_line(exc: BaseException) -> str:

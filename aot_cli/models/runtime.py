@@ -11,32 +11,21 @@ from typing import Dict, FrozenSet
 
 import torch
 
+from aot_cli import devices
+
 from aot_cli.models.errors import ModelLoadError
 
-DTYPES: Dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
 DTYPE_NAMES: Dict[torch.dtype, str] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> ``cuda`` if available else ``cpu``; anything else is parsed by torch
-    (``cpu``, ``cuda``, ``cuda:1``, ``mps``). Raises ModelLoadError for an unknown or absent device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``"auto"`` -> ``cuda`` if available else ``cpu``; anything else is parsed by torch.
+    Raises ModelLoadError for an unknown or absent device."""
     try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ModelLoadError(f"--device {name}: not a torch device (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"--device {name}: CUDA is not available on this machine")
-    return device
+        return devices.resolve_device(name)
+    except devices.DeviceError as e:
+        raise ModelLoadError(str(e)) from None
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> FrozenSet[str]:
@@ -66,6 +55,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         if device.type == "cpu" and cpu_has_fast_bf16():
             return torch.bfloat16
         return torch.float32
-    if name not in DTYPES:
-        raise ModelLoadError(f"--dtype {name}: unknown dtype (use auto, fp32, bf16 or fp16)")
-    return DTYPES[name]
+    try:
+        return devices.named_dtype(name)
+    except devices.DeviceError as e:
+        raise ModelLoadError(str(e)) from None
