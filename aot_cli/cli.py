@@ -109,7 +109,8 @@ def main():
 @click.option("--start", type=float, help="Start of the sampled span, seconds.")
 @click.option("--end", type=float, help="End of the sampled span, seconds.")
 @click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="Decoder (auto: decord, PyAV on failure).")
-@click.option("--decode-timeout", type=float, help="Seconds before a decode is abandoned as hung (default 60).")
+@click.option("--decode-timeout", type=float, help="Seconds without progress before reading a video is abandoned "
+              "as hung and its decoder process killed (default 60).")
 # model
 @click.option("--model", help="Hub id, local directory or named model (default google/siglip-so400m-patch14-384).")
 @click.option("--revision", help="Hub revision of --model.")
@@ -117,13 +118,13 @@ def main():
               help="Override the model profile (frames, pooling, clips, newline).")
 @click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Tower dtype.")
-@click.option("--batch-frames", type=int, help="Frames per tower forward (default 16).")
+@click.option("--batch-frames", type=int, help="Frames per tower forward; short videos share one (default 16).")
 @click.option("--score-layers", help="Shallow,deep attention layers for anchor scores (default 5,-2).")
 # storage / run
 @click.option("--save-dtype", type=click.Choice(["model", "fp32", "bf16", "fp16"]), help="Dtype of stored tokens.")
 @click.option("--shard-size", help="Close cache shards at this size (default 1GiB).")
 @click.option("--overwrite", is_flag=True, help="Recompute videos already in the cache.")
-@click.option("--jsonl", is_flag=True, help="One JSON line per finished video on stdout.")
+@click.option("--jsonl", is_flag=True, help="One JSON line per video on stdout (an ok video once it is committed).")
 @click.option("--decode-workers", type=int, help="Processes that read videos ahead of the tower (0: in the main "
               "process, without the hard decode timeout). Default: half the CPUs, 1 to 8.")
 @click.option("--flush-every", type=float, metavar="SECONDS", help="Commit finished videos once the oldest has "

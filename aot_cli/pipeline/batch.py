@@ -1,166 +1,411 @@
-"""Many videos into one cache: resume, per-video failures, decode prefetch, per-rank parts."""
+"""Many videos into one cache: resume, per-video failures, decoding ahead in worker processes,
+several short videos per tower call, per-rank parts, prompt commits.
+
+Flow of one run (:func:`run_batch`)::
+
+    items --(resume check)--> DecodeJobs --DecodePool (worker processes, hard timeout)-->
+    outcomes in input order --gather up to batch_frames frames--> one adapter.encode call -->
+    split per video --> core.compress --> build_result --> CacheWriter (commit every
+    ``flush_every`` seconds, at shard size, at the end and on interrupt) --> one event per video
+
+A video's "ok" event is emitted once it is committed (its shard renamed into place and its index
+row fsynced), so a consumer of ``--jsonl`` never sees a video that a crash could still lose.
+"""
 from __future__ import annotations
 
-import json
-import sys
+import fcntl
+import os
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
 
 from ..cache import CacheError, CacheWriter, TokenCache, write_single
-from ..video import VideoDecodeError, decode_video, file_sha256
+from ..cache.layout import INDEX, INDEX_SUFFIX, MANIFEST, allowed_in_new_cache
+from ..core import AOTConfig, compress
 from .inputs import VideoInput
 from .ranks import RankInfo
-from .run import RunConfig, compress_frames, config_fingerprint, resolve_method
+from .run import RunConfig, VideoResult, build_result, config_fingerprint, resolve_method
+from .workers import DecodeJob, DecodeOutcome, DecodePool, default_workers
+
+#: Default seconds a finished video may wait in memory before it is committed (see docs/cluster.md).
+DEFAULT_FLUSH_EVERY = 5.0
+
+Event = Dict[str, object]
 
 
 @dataclass
 class Summary:
+    """Counts of one run. ``bytes``: bytes of the shards (or file) written; ``tower_calls``:
+    ``adapter.encode`` calls (fewer than ``done`` when short videos share calls)."""
+
     done: int = 0
     skipped: int = 0
     failed: int = 0
     tokens: int = 0
     bytes: int = 0
     frames: int = 0
+    tower_calls: int = 0
     seconds: float = 0.0
     stage_seconds: Dict[str, float] = field(default_factory=dict)
     failures: List[dict] = field(default_factory=list)
 
+    def stage(self, name: str, seconds: float) -> None:
+        self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + seconds
+
     def to_dict(self) -> dict:
+        rate = self.seconds if self.seconds > 0 else None
         return {"done": self.done, "skipped": self.skipped, "failed": self.failed, "tokens": self.tokens,
-                "bytes": self.bytes, "frames": self.frames, "seconds": round(self.seconds, 3),
+                "bytes": self.bytes, "frames": self.frames, "tower_calls": self.tower_calls,
+                "seconds": round(self.seconds, 3),
+                "videos_per_s": round(self.done / rate, 3) if rate else None,
+                "frames_per_s": round(self.frames / rate, 2) if rate else None,
                 "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
                 "failures": self.failures}
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _existing(output: Path) -> Optional[TokenCache]:
+    """The cache already at ``output`` (None when there is none yet, also while another rank is
+    creating it: a directory holding only what a new cache starts with, without its manifest)."""
     if not output.exists():
         return None
     try:
         return TokenCache(output)
     except CacheError:
-        if output.is_dir() and not any(output.iterdir()):
+        if output.is_dir() and not (output / MANIFEST).exists() \
+                and all(allowed_in_new_cache(name) for name in os.listdir(output)):
             return None
         raise
 
 
+def known_sha256(existing: Optional[TokenCache], video_id: str, fingerprint: str) -> Optional[str]:
+    """The content hash under which ``video_id`` is cached with configuration ``fingerprint``
+    (None: not cached that way, or its latest attempt failed; failures are retried)."""
+    if existing is None:
+        return None
+    row = existing.lookup(video_id)
+    if row is None or row.get("status") != "ok" or row.get("config_fingerprint") != fingerprint:
+        return None
+    sha = row.get("sha256")
+    return sha if isinstance(sha, str) else None
+
+
+class _Sink:
+    """Where finished videos go: a cache directory (one :class:`CacheWriter` part for this rank,
+    commits every ``flush_every`` seconds) or one ``.safetensors`` file. Counts into ``summary``
+    and emits each video's event once the video is durable."""
+
+    def __init__(self, output: Path, single_file: bool, part: str, shard_size: int, flush_every: float,
+                 summary: Summary, emit: Callable[[Event], None], fingerprint: str) -> None:
+        self.output = output
+        self.single_file = single_file
+        self.part = part
+        self.shard_size = shard_size
+        self.flush_every = max(0.0, float(flush_every))
+        self.summary = summary
+        self.emit = emit
+        self.fingerprint = fingerprint
+        self.writer: Optional[CacheWriter] = None
+        self._waiting: List[Tuple[Event, int, int]] = []  # (event, tokens, frames) not yet committed
+        self._oldest: Optional[float] = None
+        self._bytes_before = 0
+
+    def open(self) -> None:
+        """Create this run's writer (checks that the output can be written). The part is the
+        rank's own name, so a rerun appends to it (and clears what a killed run left); when
+        another writer holds that part right now, a new part with a random suffix."""
+        if self.writer is not None or self.single_file:
+            return
+        try:
+            self.writer = CacheWriter(self.output, shard_size=self.shard_size, part=self.part, flush_interval=None)
+        except CacheError:
+            if not _part_in_use(self.output, self.part):
+                raise
+            self.part = f"{self.part}-{uuid.uuid4().hex[:8]}"
+            self.writer = CacheWriter(self.output, shard_size=self.shard_size, part=self.part, flush_interval=None)
+
+    def add(self, item: VideoInput, res: VideoResult) -> None:
+        t0 = time.perf_counter()
+        counts = res.meta["counts"]
+        event: Event = {"id": item.video_id, "path": str(item.path), "status": "ok", "tokens": counts["achieved"],
+                        "planned": counts["planned"], "frames": counts["frames"], "ratio": round(counts["ratio"], 5),
+                        "uncompressed": counts["uncompressed_tokens"], "output": str(self.output)}
+        if self.single_file:
+            write_single(self.output, item.video_id, res.tensors, res.meta)
+            self.summary.bytes += self.output.stat().st_size
+            self._waiting.append((event, int(counts["achieved"]), int(counts["frames"])))
+            self._committed()
+        else:
+            self.open()
+            self.writer.add(item.video_id, res.tensors, res.meta)
+            self._waiting.append((event, int(counts["achieved"]), int(counts["frames"])))
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+            if self.writer.stats["buffered_videos"] == 0:
+                self._committed()
+            else:
+                self.tick()
+        self.summary.stage("write", time.perf_counter() - t0)
+
+    def fail(self, item: VideoInput, status: str, error: str, sha: Optional[str]) -> None:
+        self.summary.failed += 1
+        self.summary.failures.append({"id": item.video_id, "path": str(item.path), "status": status, "error": error})
+        if not self.single_file:
+            self.open()
+            self.writer.add_failure(item.video_id, item.path, status, error,
+                                    meta={"sha256": sha, "config_fingerprint": self.fingerprint,
+                                          "extra": item.extra})
+        self.emit({"id": item.video_id, "path": str(item.path), "status": status, "error": error})
+
+    def due_in(self) -> Optional[float]:
+        """Seconds until the buffered videos must be committed (None: nothing buffered)."""
+        if self._oldest is None:
+            return None
+        return max(0.0, self._oldest + self.flush_every - time.monotonic())
+
+    def tick(self) -> None:
+        """Commit when the oldest buffered video has waited ``flush_every`` seconds."""
+        due = self.due_in()
+        if due is not None and due <= 0.0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.writer is not None and self._waiting:
+            t0 = time.perf_counter()
+            self.writer.flush()
+            self.summary.stage("commit", time.perf_counter() - t0)
+            self._committed()
+
+    def _committed(self) -> None:
+        """Everything waiting is durable now: count it and tell the caller."""
+        if self.writer is not None:
+            written = self.writer.stats["bytes"]
+            self.summary.bytes += written - self._bytes_before
+            self._bytes_before = written
+        waiting, self._waiting, self._oldest = self._waiting, [], None
+        for event, tokens, frames in waiting:
+            self.summary.done += 1
+            self.summary.tokens += tokens
+            self.summary.frames += frames
+            self.emit(event)
+
+    def close(self) -> None:
+        """Commit what is buffered and release the part (also when the run is interrupted)."""
+        if self.writer is None:
+            return
+        writer = self.writer
+        try:
+            self.flush()
+        except BaseException:
+            self.writer = None
+            try:
+                writer.close()
+            except CacheError:
+                pass  # the same write failing again: the first error goes on
+            raise
+        self.writer = None
+        writer.close()
+
+
+def _part_in_use(output: Path, part: str) -> bool:
+    """Whether another writer holds the lock of index part ``part`` of the cache at ``output``."""
+    path = output / INDEX / f"{part}{INDEX_SUFFIX}"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases a lock taken here
+    return False
+
+
+@dataclass
+class _Ready:
+    """A decoded video waiting for the tower."""
+
+    item: VideoInput
+    outcome: DecodeOutcome
+
+
+def _encode_group(group: List[_Ready], adapter, cfg: RunConfig, summary: Summary) -> List[Tuple[_Ready, object]]:
+    """Run the tower once over the frames of every video of ``group`` (per pixel shape: towers
+    whose grid follows the frame size get one call per shape) and split the result back.
+    Returns (video, (tower output slices, timings)) or (video, exception) per video."""
+    score_layers = cfg.model.score_layers or adapter.profile.score_layers
+    prepared: List[Tuple[_Ready, torch.Tensor, float]] = []
+    results: List[Tuple[_Ready, object]] = []
+    for ready in group:
+        t0 = time.perf_counter()
+        try:
+            pixels = adapter.preprocess(ready.outcome.decoded.frames)
+        except (RuntimeError, ValueError) as exc:
+            results.append((ready, exc))
+            continue
+        prepared.append((ready, pixels, time.perf_counter() - t0))
+    by_shape: Dict[Tuple[int, ...], List[Tuple[_Ready, torch.Tensor, float]]] = {}
+    for entry in prepared:
+        by_shape.setdefault(tuple(entry[1].shape[1:]), []).append(entry)
+    for members in by_shape.values():
+        results.extend(_encode_same_shape(members, adapter, score_layers, summary))
+    return results
+
+
+def _encode_same_shape(members, adapter, score_layers, summary: Summary) -> List[Tuple[_Ready, object]]:
+    """One encode call over videos whose pixels have the same shape; on failure, one call per
+    video so only the video at fault fails."""
+    t0 = time.perf_counter()
+    try:
+        pixels = torch.cat([m[1] for m in members]) if len(members) > 1 else members[0][1]
+        out = adapter.encode(pixels, score_layers=score_layers)
+    except (RuntimeError, ValueError) as exc:
+        if len(members) == 1:
+            return [(members[0][0], exc)]
+        results = []
+        for member in members:
+            results.extend(_encode_same_shape([member], adapter, score_layers, summary))
+        return results
+    tower_s = time.perf_counter() - t0
+    summary.tower_calls += 1
+    total = sum(m[1].shape[0] for m in members)
+    results = []
+    start = 0
+    for ready, pixels, preprocess_s in members:
+        n = pixels.shape[0]
+        part = (out.tokens[start:start + n], out.shallow[start:start + n], out.deep[start:start + n], out.grid)
+        timings = {"preprocess": preprocess_s, "tower": tower_s * n / total}
+        results.append((ready, (part, timings)))
+        start += n
+    return results
+
+
+def _finish_video(ready: _Ready, encoded, adapter, cfg: RunConfig, method: AOTConfig,
+                  fingerprint: str) -> VideoResult:
+    """The method on one video's tower output, then its cache entry."""
+    (tokens, shallow, deep, grid), timings = encoded
+    t0 = time.perf_counter()
+    res = compress(tokens, shallow, deep, grid, method)
+    timings["method"] = time.perf_counter() - t0
+    decoded = ready.outcome.decoded
+    result = build_result(ready.item.video_id, decoded, adapter, cfg, method, res, timings,
+                          ready.item.extra or None)
+    result.meta["timings_s"]["decode"] = round(ready.outcome.seconds, 4)
+    result.meta["config_fingerprint"] = fingerprint
+    return result
+
+
+def _process_group(group: List[_Ready], adapter, cfg: RunConfig, method: AOTConfig, fingerprint: str,
+                   sink: _Sink, summary: Summary) -> None:
+    for ready, encoded in _encode_group(group, adapter, cfg, summary):
+        item = ready.item
+        if isinstance(encoded, BaseException):
+            sink.fail(item, "compress_error", _message(item, encoded), ready.outcome.sha256)
+            continue
+        try:
+            result = _finish_video(ready, encoded, adapter, cfg, method, fingerprint)
+        except (RuntimeError, ValueError) as exc:
+            sink.fail(item, "compress_error", _message(item, exc), ready.outcome.sha256)
+            continue
+        for name, seconds in result.timings.items():
+            summary.stage(name, seconds)
+        sink.add(item, result)
+
+
+def _message(item: VideoInput, exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if text.startswith(str(item.path)) else f"{item.path}: {text}"
+
+
 def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=None,
               rank: RankInfo = RankInfo(0, 1, "single"), overwrite: bool = False, single_file: bool = False,
-              prefetch: int = 2, on_event: Optional[Callable[[dict], None]] = None) -> Summary:
+              prefetch: Optional[int] = None, decode_workers: Optional[int] = None,
+              flush_every: float = DEFAULT_FLUSH_EVERY, gather_frames: Optional[int] = None,
+              pool: Optional[DecodePool] = None, summary: Optional[Summary] = None,
+              on_event: Optional[Callable[[Event], None]] = None) -> Summary:
     """Compress ``items`` into ``output`` (a cache directory, or one ``.safetensors`` file when
-    ``single_file``). Videos already cached with the same content hash and configuration
-    fingerprint are skipped unless ``overwrite``. ``on_event`` receives one dict per finished
-    video (status ok / skipped / failed)."""
+    ``single_file``) and return the run's :class:`Summary`.
+
+    Videos already cached with the same content hash and configuration fingerprint are skipped
+    unless ``overwrite``; failed ones are tried again. Files are hashed and decoded by
+    ``decode_workers`` processes (None: :func:`~.workers.default_workers`; 0: in this process)
+    with a hard limit of ``cfg.decode.timeout`` seconds per video; at most ``prefetch`` videos are
+    read ahead. Decoded videos that are ready are gathered until ``gather_frames`` frames (None:
+    the adapter's ``batch_frames``; 1: one video per call) and go through the tower in one call. Finished videos are committed once the oldest of them has
+    waited ``flush_every`` seconds (0: after every video), when a shard is full, at the end, and
+    when the run is interrupted (any exception, e.g. KeyboardInterrupt: buffered videos are
+    committed before it propagates). ``pool``: a :class:`DecodePool` started earlier (its
+    workers/timeout are used). ``summary``: filled in place (so a caller sees the counts of an
+    interrupted run). ``on_event`` receives one dict per video: ``status`` "ok" (once committed),
+    "skipped", or a failure status ("unreadable", "decode_error", "timeout", "crashed",
+    "compress_error") with ``error``. Raises CacheError when the output cannot be written."""
     from ..models import load_model
 
     t_start = time.perf_counter()
-    summary = Summary()
-    emit = on_event or (lambda e: None)
+    summary = summary if summary is not None else Summary()
+    emit = on_event or (lambda event: None)
     adapter = adapter or load_model(cfg.model)
     method = resolve_method(cfg, adapter.profile)
     fingerprint = config_fingerprint(cfg, method, adapter.describe())
-    existing = _existing(output)
-
-    def stage(name: str, dt: float) -> None:
-        summary.stage_seconds[name] = summary.stage_seconds.get(name, 0.0) + dt
-
-    def fail(item: VideoInput, status: str, exc: BaseException, sha: Optional[str]) -> None:
-        msg = _one_line(exc)
-        if not msg.startswith(str(item.path)):
-            msg = f"{item.path}: {msg}"
-        summary.failed += 1
-        summary.failures.append({"id": item.video_id, "path": str(item.path), "status": status, "error": msg})
-        if writer is not None:
-            writer.add_failure(item.video_id, item.path, status, msg,
-                               meta={"sha256": sha, "config_fingerprint": fingerprint, "extra": item.extra})
-        emit({"id": item.video_id, "path": str(item.path), "status": status, "error": msg})
-
-    # Which items need work (resume).
-    todo: List[tuple] = []
-    for item in items:
-        try:
-            sha = file_sha256(item.path)
-        except OSError as e:
-            todo.append((item, None, e))
-            continue
-        row = existing.lookup(item.video_id) if existing is not None and not overwrite else None
-        if row is not None and row.get("sha256") == sha and row.get("config_fingerprint") == fingerprint:
-            summary.skipped += 1
-            emit({"id": item.video_id, "path": str(item.path), "status": "skipped"})
-            continue
-        todo.append((item, sha, None))
-
-    writer = None
-    if not single_file and todo:
-        part = f"{rank.part}-{uuid.uuid4().hex[:8]}"
-        writer = CacheWriter(output, shard_size=cfg.storage.shard_size, part=part, flush_interval=60.0)
-
-    def decode(item: VideoInput):
-        t0 = time.perf_counter()
-        d = decode_video(item.path, cfg.decode, default_frames=adapter.profile.default_frames)
-        return d, time.perf_counter() - t0
-
+    existing = None if overwrite else _existing(output)
+    jobs = [DecodeJob(str(item.path), cfg.decode, adapter.profile.default_frames,
+                      known_sha256(existing, item.video_id, fingerprint)) for item in items]
+    if existing is not None:
+        existing.close()
+    sink = _Sink(output, single_file, rank.part, cfg.storage.shard_size,
+                 flush_every, summary, emit, fingerprint)
+    if any(job.known_sha256 is None for job in jobs):
+        sink.open()  # fail early when the output cannot be written
+    if pool is None:
+        workers = default_workers() if decode_workers is None else decode_workers
+        pool = DecodePool(workers, timeout=cfg.decode.timeout, lookahead=prefetch)
+    if gather_frames is None:
+        gather_frames = int(getattr(adapter, "batch_frames", cfg.model.batch_frames))
+    batch_frames = max(1, int(gather_frames))
     try:
-        with ThreadPoolExecutor(max_workers=max(1, prefetch)) as pool:
-            futures: Dict[int, Future] = {}
-
-            def submit(i: int) -> None:
-                if i < len(todo) and todo[i][2] is None and i not in futures:
-                    futures[i] = pool.submit(decode, todo[i][0])
-
-            for i in range(prefetch + 1):
-                submit(i)
-            for i, (item, sha, err) in enumerate(todo):
-                for j in range(i + 1, i + prefetch + 1):
-                    submit(j)
-                if err is not None:
-                    fail(item, "unreadable", err, None)
-                    continue
-                try:
-                    decoded, t_dec = futures.pop(i).result()
-                except VideoDecodeError as e:
-                    fail(item, "decode_error", e, sha)
-                    continue
-                except Exception as e:  # a decoder crash on one file must not stop the batch
-                    fail(item, "decode_error", e, sha)
-                    continue
-                stage("decode", t_dec)
-                try:
-                    res = compress_frames(item.video_id, decoded, adapter, cfg, extra_meta=item.extra or None)
-                except (RuntimeError, ValueError) as e:
-                    fail(item, "compress_error", e, sha)
-                    continue
-                for k, v in res.timings.items():
-                    stage(k, v)
-                res.meta["timings_s"]["decode"] = round(t_dec, 4)
-                res.meta["config_fingerprint"] = fingerprint
-                t0 = time.perf_counter()
-                if single_file:
-                    write_single(output, item.video_id, res.tensors, res.meta)
-                    nbytes = output.stat().st_size
-                else:
-                    writer.add(item.video_id, res.tensors, res.meta)
-                    nbytes = sum(t.numel() * t.element_size() for t in res.tensors.values())
-                stage("write", time.perf_counter() - t0)
-                summary.done += 1
-                summary.tokens += int(res.meta["counts"]["achieved"])
-                summary.frames += int(res.meta["counts"]["frames"])
-                summary.bytes += nbytes
-                emit({"id": item.video_id, "path": str(item.path), "status": "ok",
-                      "tokens": res.meta["counts"]["achieved"], "planned": res.meta["counts"]["planned"],
-                      "frames": res.meta["counts"]["frames"], "ratio": round(res.meta["counts"]["ratio"], 5),
-                      "uncompressed": res.meta["counts"]["uncompressed_tokens"],
-                      "output": str(output)})
+        if jobs:
+            with pool:
+                pool.submit(jobs)
+                _drive(items, pool, adapter, cfg, method, fingerprint, sink, summary, emit, batch_frames)
+        else:
+            pool.close()  # a caller may have started it
     finally:
-        if writer is not None:
-            writer.close()
-    summary.seconds = time.perf_counter() - t_start
+        try:
+            sink.close()
+        finally:
+            summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def _drive(items: List[VideoInput], pool: DecodePool, adapter, cfg: RunConfig, method: AOTConfig,
+           fingerprint: str, sink: _Sink, summary: Summary, emit: Callable[[Event], None],
+           batch_frames: int) -> None:
+    """The main loop: take outcomes in order, gather decoded videos while more are ready and the
+    group has fewer than ``batch_frames`` frames, run each group; commit on time."""
+    position = 0
+    while pool.pending():
+        group: List[_Ready] = []
+        frames = 0
+        while pool.pending() and (not group or (frames < batch_frames and pool.ready())):
+            while not group and not pool.wait(sink.due_in()):
+                sink.tick()  # nothing to run yet: commit what waits instead of holding it
+            item = items[position]
+            outcome = pool.next()
+            position += 1
+            summary.stage("decode", outcome.seconds)
+            if outcome.status == "ok":
+                group.append(_Ready(item, outcome))
+                frames += int(outcome.decoded.frames.shape[0])
+            elif outcome.status == "skipped":
+                summary.skipped += 1
+                emit({"id": item.video_id, "path": str(item.path), "status": "skipped"})
+            else:
+                sink.fail(item, outcome.status, outcome.error or f"{item.path}: {outcome.status}", outcome.sha256)
+        if group:
+            _process_group(group, adapter, cfg, method, fingerprint, sink, summary)
+        sink.tick()

@@ -2,12 +2,14 @@
 progress and a summary. Kept out of cli.py so the CLI stays a thin shell."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import os
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from ..config import DecodeConfig, ModelConfig, StorageConfig, from_dict
 from ..core import AOTConfig
@@ -87,13 +89,49 @@ def default_output(items, output: Optional[str]) -> tuple:
     return Path("aot-cache"), False
 
 
+class Interrupted(Exception):
+    """The run received a termination signal (SIGTERM, SIGHUP); ``signum`` is its number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"received {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def termination_raises() -> Iterator[None]:
+    """While active, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread (once: a
+    second signal during the cleanup that follows is ignored, so the final commit completes).
+    Outside the main thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.getsignal(s) for s in wanted}
+
+    def handler(signum, frame):
+        for s in wanted:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    for s in wanted:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
 def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, file_cfg, flags, size_parser) -> int:
+    """`aot compress`: returns the exit status (0 all done, 1 some videos failed, 2 bad usage or
+    the output cannot be written, 128 + signal number when interrupted)."""
     from ..cache import CacheError
     from ..models import ModelLoadError, load_model
-    from .batch import run_batch
+    from .batch import DEFAULT_FLUSH_EVERY, Summary, run_batch
     from .inputs import InputError, expand_inputs
     from .progress import Reporter
-    from .ranks import detect_rank, take_share
+    from .ranks import detect_rank, device_for_rank, take_share
+    from .workers import DecodePool, DecodeWorkerError, default_workers
 
     def err(msg: str) -> int:
         print(f"aot: error: {msg}", file=sys.stderr)
@@ -103,8 +141,15 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, f
     quiet = bool(flags.pop("quiet", False))
     overwrite = bool(flags.pop("overwrite", False))
     num_shards, shard_id = flags.pop("num_shards", None), flags.pop("shard_id", None)
+    workers = flags.pop("decode_workers", None)
+    flush_every = flags.pop("flush_every", None)
+    flush_every = DEFAULT_FLUSH_EVERY if flush_every is None else flush_every
     try:
         cfg = build_run_config(file_cfg, flags, size_parser)
+        if workers is not None and workers < 0:
+            raise ValueError(f"--decode-workers must be >= 0, got {workers}")
+        if flush_every < 0:
+            raise ValueError(f"--flush-every must be >= 0 seconds, got {flush_every:g}")
         if not inputs and list_file is None and manifest is None:
             return err("no input videos (give files, directories, globs, --list or --manifest)")
         items = expand_inputs(inputs, list_file, manifest, path_column, id_mode)
@@ -113,21 +158,54 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, f
         rank = detect_rank(num_shards, shard_id)
         mine = take_share(items, rank)
         out, single = default_output(items, output)
+        if single and rank.world > 1:
+            raise ValueError(f"{out}: a .safetensors output holds one video; with {rank.world} parts "
+                             f"({rank.source}) give a cache directory")
     except (ValueError, InputError) as e:
         return err(str(e))
+    cfg.model = dataclasses.replace(cfg.model, device=device_for_rank(cfg.model.device, rank, _cuda_count()))
     reporter = Reporter(total=len(mine), jsonl=jsonl, quiet=quiet)
-    try:
-        adapter = load_model(cfg.model)
-    except ModelLoadError as e:
-        return err(str(e))
-    try:
-        with reporter:
-            summary = run_batch(mine, out, cfg, adapter=adapter, rank=rank, overwrite=overwrite,
-                                single_file=single, on_event=reporter.event)
-    except CacheError as e:
-        return err(str(e))
-    except KeyboardInterrupt:
-        print("aot: interrupted; committed videos are kept, rerun the same command to resume", file=sys.stderr)
-        return 130
+    if workers is None:
+        workers = default_workers(_processes_per_node())
+    pool = DecodePool(workers, timeout=cfg.decode.timeout)
+    summary = Summary()
+    with termination_raises():
+        try:
+            if mine:
+                pool.start()  # workers start while the model loads
+            try:
+                adapter = load_model(cfg.model)
+            except ModelLoadError as e:
+                pool.close()
+                return err(str(e))
+            with reporter:
+                run_batch(mine, out, cfg, adapter=adapter, rank=rank, overwrite=overwrite, single_file=single,
+                          pool=pool, flush_every=flush_every, summary=summary, on_event=reporter.event)
+        except (CacheError, DecodeWorkerError) as e:
+            reporter.summary(summary, out, rank)
+            return err(str(e))
+        except (KeyboardInterrupt, Interrupted) as e:
+            pool.close()
+            reporter.summary(summary, out, rank)
+            signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+            name = signal.Signals(signum).name
+            print(f"aot: interrupted ({name}): the {summary.done} videos this run committed are kept; rerun "
+                  "the same command to resume", file=sys.stderr)
+            return 128 + int(signum)
     reporter.summary(summary, out, rank)
     return 1 if summary.failed else 0
+
+
+def _processes_per_node() -> int:
+    """Processes a launcher started on this node (they share its CPUs)."""
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import csv
 import glob
-import hashlib
 import io
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts",
                     ".mts", ".flv", ".wmv", ".3gp", ".ogv", ".mjpeg", ".mjpg", ".h264", ".264", ".hevc"}
@@ -25,6 +25,13 @@ class VideoInput:
     path: Path
     video_id: str
     extra: Dict[str, object] = field(default_factory=dict)
+
+
+def _regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _norm_id(p: str) -> str:
@@ -67,7 +74,7 @@ def read_manifest(path: Path, path_column: str = "path") -> List[VideoInput]:
     are taken relative to the manifest); the other columns go into the video's metadata."""
     rows: List[dict] = []
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # tolerate the BOM spreadsheet programs write
     except OSError as e:
         raise InputError(f"{path}: cannot read manifest ({e.strerror or e})") from None
     if path.suffix.lower() in (".jsonl", ".ndjson"):
@@ -128,6 +135,8 @@ def expand_inputs(specs: Sequence[str], list_file: Optional[str] = None, manifes
     if id_mode == "hash":
         from ..video import file_sha256
         for it in unique:
+            if not _regular_file(it.path):
+                continue  # a pipe or device could block here; it is reported when processed
             try:
                 it.video_id = file_sha256(it.path)
             except OSError:

@@ -1,0 +1,475 @@
+"""Reading videos in worker processes, ahead of the tower, under a hard time limit.
+
+Each job hashes one file (for resuming) and decodes its frames (:func:`aot_cli.video.decode_video`)
+in a worker process. The parent hands jobs out, keeps a bounded number of finished ones waiting,
+and returns outcomes in job order. The time limit counts from the last sign of progress: while
+hashing, the worker reports after every second of reading, and once more when decoding starts,
+which then has the whole limit (the decoder's own cooperative check fires first when it can). A
+worker that makes no progress within the limit is killed (a decoder stuck inside FFmpeg, or an
+``open()`` that never returns, cannot hold the batch) and one that dies (a crash in native code)
+is reported; both are replaced and the run goes on.
+
+Frames travel from a worker to the parent as raw bytes on the job's pipe, read straight into the
+array that becomes the frame tensor (no pickling of pixel data).
+
+With ``workers=0`` the jobs run in the calling process, one at a time, when their outcome is asked
+for: no isolation and only the decoder's own (cooperative) timeout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..config import DecodeConfig
+from ..video import DecodedVideo, VideoDecodeError, decode_video, file_sha256
+
+#: Outcome statuses. "ok": decoded; "skipped": the file's hash equals the job's ``known_sha256``.
+#: The others are failures: the file cannot be opened or read ("unreadable"), the decoder rejected
+#: it ("decode_error"), it ran past the time limit ("timeout"), the worker died ("crashed").
+FAILURE_STATUSES = ("unreadable", "decode_error", "timeout", "crashed")
+#: Seconds between a worker's checks that the process that started it is still alive.
+PARENT_CHECK_S = 0.5
+#: First message of a worker: it started and waits for jobs.
+READY = "aot-decode-ready"
+#: A worker's sign of progress: its job's time limit starts again (sent while hashing, between
+#: reads, and once hashing is done, so reading a large file is not mistaken for a hang).
+PROGRESS = "aot-decode-progress"
+#: Seconds between two progress messages while hashing; bytes per read.
+PROGRESS_EVERY_S = 1.0
+HASH_CHUNK = 1 << 22
+#: Why a worker that dies before it is ready cannot be a problem of one video.
+START_HINT = ("a script that runs batches must guard its top level with `if __name__ == '__main__':` "
+              "(worker processes import the main module), or pass decode_workers=0")
+
+
+class DecodeWorkerError(RuntimeError):
+    """The decode worker processes cannot run at all (not a problem of one video)."""
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One video to read. ``known_sha256``: skip decoding when the file's sha256 equals it (the
+    video is already cached with the same configuration). ``default_frames``: frames sampled when
+    ``cfg.frames`` is None (the model profile's)."""
+
+    path: str
+    cfg: DecodeConfig
+    default_frames: int
+    known_sha256: Optional[str] = None
+
+
+@dataclass
+class DecodeOutcome:
+    """What became of one job: ``status`` ("ok", "skipped" or one of :data:`FAILURE_STATUSES`),
+    the file's ``sha256`` (None when it could not be read), the ``decoded`` video (frames
+    torch.uint8 [F, H, W, 3]; only for "ok"), a one-line ``error`` for failures, and the
+    ``seconds`` the job took (hashing and decoding)."""
+
+    status: str
+    sha256: Optional[str] = None
+    decoded: Optional[DecodedVideo] = None
+    error: Optional[str] = None
+    seconds: float = 0.0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error(path: str, exc: BaseException) -> str:
+    """A one-line message that starts with the path."""
+    text = _one_line(str(exc)) or type(exc).__name__
+    return text if text.startswith(path) else f"{path}: {text}"
+
+
+def hash_file(path: str, progress: Optional[Callable[[], None]] = None) -> str:
+    """sha256 of the file's bytes (lowercase hex, as :func:`aot_cli.video.file_sha256`), calling
+    ``progress()`` about every :data:`PROGRESS_EVERY_S` seconds while reading."""
+    if progress is None:
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    last = time.monotonic()
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(HASH_CHUNK)
+            if not chunk:
+                return digest.hexdigest()
+            digest.update(chunk)
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                progress()
+                last = time.monotonic()
+
+
+def run_job(job: DecodeJob, progress: Optional[Callable[[], None]] = None) -> DecodeOutcome:
+    """Hash and decode one file in this process. Never raises for a bad file: the failure is the
+    outcome's status and error. ``progress`` is called while hashing and once before decoding."""
+    t0 = time.perf_counter()
+    try:
+        sha = hash_file(job.path, progress)
+    except OSError as exc:
+        cause = exc.strerror or str(exc)
+        return DecodeOutcome("unreadable", None, None, f"{job.path}: cannot read ({cause})", time.perf_counter() - t0)
+    if job.known_sha256 is not None and sha == job.known_sha256:
+        return DecodeOutcome("skipped", sha, None, None, time.perf_counter() - t0)
+    if progress is not None:
+        progress()  # the decoder's own time limit starts now
+    try:
+        decoded = decode_video(job.path, job.cfg, default_frames=job.default_frames)
+    except Exception as exc:  # VideoDecodeError, and any crash of a decoder library on one file
+        status = "timeout" if isinstance(exc, VideoDecodeError) and "timeout" in str(exc) else "decode_error"
+        return DecodeOutcome(status, sha, None, _error(job.path, exc), time.perf_counter() - t0)
+    return DecodeOutcome("ok", sha, decoded, None, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------- worker side
+
+def _parent_alive(main_pid: int) -> bool:
+    try:
+        os.kill(main_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch_parent(main_pid: int, ppid: int) -> None:
+    """Exit this worker once the run's main process is gone (also after a SIGKILL of it, when no
+    cleanup code runs there)."""
+    while True:
+        time.sleep(PARENT_CHECK_S)
+        if os.getppid() != ppid or not _parent_alive(main_pid):
+            os._exit(0)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while len(data):
+        data = data[os.write(fd, data):]
+
+
+def _read_exactly(fd: int, buffer: memoryview) -> None:
+    while len(buffer):
+        n = os.readv(fd, [buffer])
+        if n == 0:
+            raise EOFError("worker closed its pipe")
+        buffer = buffer[n:]
+
+
+def worker_main(conn: Connection, main_pid: int) -> None:
+    """A decode worker: run jobs received on ``conn`` until it closes or sends None. Interrupts
+    (SIGINT from a terminal, SIGTERM to the process group) are left to the main process, which
+    stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(main_pid, os.getppid()), daemon=True).start()
+    conn.send(READY)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        outcome = run_job(job, lambda: conn.send(PROGRESS))
+        frames = None
+        if outcome.decoded is not None:
+            frames = np.ascontiguousarray(outcome.decoded.frames.numpy())
+            outcome.decoded = dataclasses.replace(outcome.decoded, frames=None)
+        conn.send((outcome, None if frames is None else tuple(frames.shape)))
+        if frames is not None and frames.size:
+            _write_all(conn.fileno(), memoryview(frames).cast("B"))
+
+
+# ------------------------------------------------------------------------------- parent side
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which batch schedulers set), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers(processes_per_node: int = 1) -> int:
+    """Decode workers per process when the user does not say: half the usable CPUs shared by the
+    ``processes_per_node`` processes of a launcher, at least 1, at most 8."""
+    return max(1, min(8, usable_cpus() // (2 * max(1, processes_per_node))))
+
+
+def _context():
+    """forkserver where it exists (fast, clean children: not forked from a process holding a
+    model and threads), else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class _Worker:
+    """One worker process, its pipe, and the job it is running (index into the job list)."""
+
+    def __init__(self, ctx) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=worker_main, args=(child, os.getpid()), daemon=True,
+                                   name="aot-decode")
+        self.process.start()
+        child.close()
+        self.job: Optional[int] = None
+        self.started = 0.0  # when the job was handed out, or its last progress message
+        self.dispatched = 0.0  # when the job was handed out
+        self.ready = False  # its READY message has arrived
+
+    def stop(self, kill: bool) -> None:
+        """End the process (SIGKILL when ``kill``, else ask it to exit); never waits long (a
+        process stuck in uninterruptible I/O cannot be reaped until the I/O returns)."""
+        if not kill:
+            try:
+                self.conn.send(None)
+            except (OSError, ValueError):
+                kill = True
+        if kill and self.process.is_alive():
+            self.process.kill()
+        self.process.join(1.0 if kill else 2.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(1.0)
+        self.conn.close()
+
+
+class DecodePool:
+    """Runs :class:`DecodeJob` s ahead of the consumer and returns their outcomes in job order.
+
+    ``workers``: processes (0: run each job in this process when its outcome is asked for).
+    ``timeout``: seconds a job may take before its worker is killed (None or <= 0: no limit);
+    ``grace``: extra seconds given to the decoder's own timeout check to report first.
+    ``lookahead``: at most this many jobs handed out but not yet returned (bounds the decoded
+    frames held in memory). Use as a context manager; :meth:`start` may be called early (it
+    launches the processes in the background) so they start while a model loads.
+    """
+
+    def __init__(self, workers: int, timeout: Optional[float] = 60.0, lookahead: Optional[int] = None,
+                 grace: Optional[float] = None) -> None:
+        if workers < 0:
+            raise ValueError(f"decode workers must be >= 0, got {workers}")
+        self.workers = int(workers)
+        self.timeout = float(timeout) if timeout and timeout > 0 else None
+        self.grace = grace if grace is not None else (1.0 + 0.05 * self.timeout if self.timeout else 0.0)
+        self.lookahead = max(1, lookahead if lookahead is not None else 2 * self.workers + 2)
+        self._jobs: List[DecodeJob] = []
+        self._outcomes: Dict[int, DecodeOutcome] = {}
+        self._next_dispatch = 0
+        self._next_return = 0
+        self._pool: List[_Worker] = []
+        self._starter: Optional[threading.Thread] = None
+        self._start_error: Optional[BaseException] = None
+        self._ctx = _context() if self.workers else None
+        self.replaced = 0  # workers killed or lost and started again
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def start(self) -> "DecodePool":
+        """Launch the worker processes in a background thread (returns at once)."""
+        if self.workers and self._starter is None:
+            self._starter = threading.Thread(target=self._launch, name="aot-decode-start", daemon=True)
+            self._starter.start()
+        return self
+
+    def _launch(self) -> None:
+        try:
+            for _ in range(self.workers):
+                self._pool.append(_Worker(self._ctx))
+        except BaseException as exc:  # reported to the caller by _ready_pool
+            self._start_error = exc
+
+    def _ready_pool(self) -> None:
+        self.start()
+        if self._starter is not None:
+            self._starter.join()
+        if self._start_error is not None:
+            raise DecodeWorkerError(f"cannot start decode workers ({_one_line(str(self._start_error))})")
+
+    def close(self) -> None:
+        """Stop every worker (running jobs are abandoned)."""
+        if self._starter is not None:
+            self._starter.join()
+        for worker in self._pool:
+            worker.stop(kill=worker.job is not None)
+        self._pool = []
+
+    def __enter__(self) -> "DecodePool":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def submit(self, jobs: Sequence[DecodeJob]) -> None:
+        """Queue ``jobs`` (outcomes come back in this order, after those queued before)."""
+        self._jobs.extend(jobs)
+
+    def pending(self) -> int:
+        """Outcomes not yet returned."""
+        return len(self._jobs) - self._next_return
+
+    def ready(self) -> bool:
+        """Whether the next outcome can be returned without waiting."""
+        if not self.pending():
+            return False
+        if not self.workers:
+            return True
+        self._pump(0.0)
+        return self._next_return in self._outcomes
+
+    def wait(self, seconds: Optional[float]) -> bool:
+        """Wait up to ``seconds`` (None: as long as it takes) for the next outcome; True when it
+        can be returned without waiting (or nothing is pending)."""
+        if not self.pending() or not self.workers:
+            return True
+        self._ready_pool()
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while self._next_return not in self._outcomes:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._pump(remaining)
+        return True
+
+    def next(self) -> DecodeOutcome:
+        """The next outcome in job order (waits for it). IndexError when none is left."""
+        if not self.pending():
+            raise IndexError("no decode job left")
+        index = self._next_return
+        if not self.workers:
+            outcome = run_job(self._jobs[index])
+        else:
+            self._ready_pool()
+            while index not in self._outcomes:
+                self._pump(None)
+            outcome = self._outcomes.pop(index)
+        self._next_return += 1
+        if self.workers:
+            self._dispatch()
+        return outcome
+
+    # -- internals ------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        for worker in self._pool:
+            if self._next_dispatch >= len(self._jobs) or self._next_dispatch - self._next_return >= self.lookahead:
+                return
+            if worker.job is None:
+                index = self._next_dispatch
+                try:
+                    worker.conn.send(self._jobs[index])
+                except (OSError, ValueError):  # the worker died while idle: replace it, send again
+                    self._check_started(worker)
+                    worker = self._replace(worker)
+                    worker.conn.send(self._jobs[index])
+                worker.job, worker.started = index, time.monotonic()
+                worker.dispatched = worker.started
+                self._next_dispatch += 1
+
+    def _limit(self) -> Optional[float]:
+        return None if self.timeout is None else self.timeout + self.grace
+
+    def _pump(self, block: Optional[float]) -> None:
+        """Hand out jobs, then wait up to ``block`` seconds (None: until something happens) for
+        results, and enforce time limits."""
+        if self._starter is not None and self._starter.is_alive():
+            if block == 0.0:
+                return
+            self._ready_pool()
+        self._dispatch()
+        busy = [w for w in self._pool if w.job is not None]
+        if not busy:
+            return
+        limit = self._limit()
+        wait_s = block
+        if limit is not None:
+            now = time.monotonic()
+            nearest = min(w.started + limit for w in busy) - now
+            wait_s = max(0.0, nearest) if wait_s is None else min(wait_s, max(0.0, nearest))
+        readable = wait([w.conn for w in busy], timeout=wait_s)
+        for worker in busy:
+            if worker.conn in readable:
+                self._receive(worker)
+        if limit is not None:
+            now = time.monotonic()
+            for worker in [w for w in self._pool if w.job is not None and now - w.started >= limit]:
+                path = self._jobs[worker.job].path
+                self._fail(worker, "timeout", f"{path}: no progress for {self.timeout:g} s (decode timeout); "
+                                              "decoder process stopped")
+        self._dispatch()
+
+    def _receive(self, worker: _Worker) -> None:
+        index = worker.job
+        try:
+            message = worker.conn.recv()
+            while message in (READY, PROGRESS):
+                if message == READY:
+                    worker.ready = True
+                else:
+                    worker.started = time.monotonic()  # making progress: the time limit starts again
+                if not worker.conn.poll(0):
+                    return
+                message = worker.conn.recv()
+            outcome, shape = message
+            if shape is not None:
+                frames = np.empty(shape, dtype=np.uint8)
+                if frames.size:
+                    _read_exactly(worker.conn.fileno(), memoryview(frames).cast("B"))
+                outcome.decoded = dataclasses.replace(outcome.decoded, frames=torch.from_numpy(frames))
+        except (EOFError, OSError, ValueError) as exc:
+            self._check_started(worker)
+            code = worker.process.exitcode
+            if code is None:
+                worker.process.join(0.5)
+                code = worker.process.exitcode
+            how = (f"killed by signal {-code}" if code is not None and code < 0
+                   else f"exit code {code}" if code is not None else _one_line(str(exc)) or "pipe closed")
+            self._fail(worker, "crashed", f"{self._jobs[index].path}: the decoder process died ({how})")
+            return
+        self._outcomes[index] = outcome
+        worker.job = None
+
+    def _check_started(self, worker: _Worker) -> None:
+        """A worker gone before it was ready fails the run, not a video (it would fail for every
+        video: e.g. the main module cannot be imported in a child process)."""
+        if worker.ready:
+            return
+        if not worker.conn.closed and worker.conn.poll(0):
+            try:
+                worker.ready = worker.conn.recv() == READY
+            except (EOFError, OSError):
+                pass
+            if worker.ready:
+                return
+        worker.process.join(1.0)
+        code = worker.process.exitcode
+        raise DecodeWorkerError(f"a decode worker process failed to start (exit code {code}); {START_HINT}")
+
+    def _fail(self, worker: _Worker, status: str, error: str) -> None:
+        """Record a failure for the worker's job, and replace the worker."""
+        index = worker.job
+        self._outcomes[index] = DecodeOutcome(status, None, None, error, time.monotonic() - worker.dispatched)
+        worker.job = None
+        self._replace(worker)
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        """Kill ``worker`` and put a new one in its place."""
+        worker.stop(kill=True)
+        fresh = _Worker(self._ctx)
+        self._pool[self._pool.index(worker)] = fresh
+        self.replaced += 1
+        return fresh

@@ -1,0 +1,462 @@
+"""Batch runs of `aot compress`: inputs, resume, broken and hanging files, SIGKILL / SIGTERM,
+write failures, ranks, cross-video tower batching, containers with wrong or missing counts.
+
+Real clips from samples/ (copied under other names) plus short generated videos; a tiny random
+SigLIP tower; 4 frames per video. Runs that must be killed or run side by side are subprocesses;
+the others go through click's CliRunner in this process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors import safe_open
+
+from aot_cli.cache import CacheWriter, TokenCache
+from aot_cli.cli import main
+from aot_cli.config import DecodeConfig, ModelConfig
+from aot_cli.models import load_model
+from aot_cli.pipeline.batch import Summary, run_batch
+from aot_cli.pipeline.inputs import InputError, expand_inputs
+from aot_cli.pipeline.ranks import RankInfo, detect_rank, device_for_rank, owner, take_share
+from aot_cli.pipeline.run import RunConfig, compress_video
+from aot_cli.pipeline.workers import DecodeJob, DecodePool, hash_file
+from aot_cli.video import file_sha256
+from checkpoints import build_siglip
+from videogen import (encoder_available, make_lying_avi, make_random_bytes, make_text_file, make_truncated,
+                      make_video, make_zero_bytes)
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+BASE = ["--frames", "4", "--dtype", "fp32", "--decode-workers", "1", "-q"]
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return build_siglip(tmp_path_factory.mktemp("batch-ckpt") / "siglip")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """10 good videos: the four samples under new names (one in a subfolder) and six generated
+    ones (mp4, mkv and webm without frame counts, an AVI whose header claims 5x its frames)."""
+    root = tmp_path_factory.mktemp("videos")
+    (root / "sub").mkdir()
+    for clip, name in (("bikes.mp4", "clip_a.mp4"), ("carphone_pristine.mp4", "clip_b.mp4"),
+                       ("motion.mov", "sub/clip_c.mov"), ("realshort.mp4", "sub/clip_d.mp4")):
+        shutil.copy(SAMPLES / clip, root / name)
+    make_video(root / "gen_1.mp4", n=12)
+    make_video(root / "gen_2.mp4", n=20, size=(96, 64))
+    make_video(root / "nocount.mkv", n=15)
+    if encoder_available("libvpx-vp9"):
+        make_video(root / "nocount.webm", codec="libvpx-vp9", n=15)
+    else:
+        make_video(root / "nocount.webm", codec="libvpx", n=15)
+    honest = make_video(tmp_path_factory.mktemp("honest") / "honest.avi", codec="mpeg4", n=20).path
+    make_lying_avi(honest, root / "lying.avi", claimed=100)
+    make_video(root / "sub" / "gen_3.mp4", n=8)
+    return root
+
+
+def good_ids(root: Path) -> List[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("broken")
+    make_truncated(SAMPLES / "bikes.mp4", root / "truncated.mp4", keep=0.5)
+    make_random_bytes(root / "random.mp4")
+    make_zero_bytes(root / "empty.mp4")
+    make_text_file(root / "notes.mp4")
+    return root
+
+
+def cli(args: List[str], cwd: Optional[Path] = None):
+    runner = CliRunner()
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        return runner.invoke(main, args, catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def events_of(stdout: str) -> List[dict]:
+    """Every stdout line must be one JSON object."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    return [json.loads(line) for line in lines]
+
+
+def ok_rows(cache_dir: Path) -> List[dict]:
+    """All 'ok' rows of all index parts whose shard exists (what a reader can serve)."""
+    rows = []
+    for part in sorted((cache_dir / "index").glob("*.jsonl")):
+        for line in part.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("status") == "ok" and (cache_dir / row["shard"]).is_file():
+                rows.append(dict(row, part=part.name))
+    return rows
+
+
+def assert_cache_sound(cache_dir: Path, expected_ids: List[str]) -> TokenCache:
+    """Every id cached exactly once, every shard loads, every video reads back."""
+    counts = Counter(row["id"] for row in ok_rows(cache_dir))
+    assert sorted(counts) == sorted(expected_ids)
+    assert set(counts.values()) == {1}, counts
+    for shard in (cache_dir / "shards").glob("*.safetensors"):
+        with safe_open(str(shard), framework="pt") as f:
+            for key in f.keys():
+                f.get_tensor(key)
+    cache = TokenCache(cache_dir)
+    assert sorted(cache.ids()) == sorted(expected_ids)
+    for vid in cache.ids():
+        v = cache[vid]
+        assert v.tokens.shape[0] == v.frame.shape[0] == v.kind.shape[0] > 0
+    return cache
+
+
+def aot_command(*args: str) -> List[str]:
+    return [sys.executable, "-m", "aot_cli.cli", "compress", *args]
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+def test_inputs_mix_list_stdin_manifest_and_ids(videos, tmp_path, monkeypatch):
+    monkeypatch.chdir(videos)
+    # a directory (recursive), a file, a glob and a list file together, de-duplicated by path
+    listing = tmp_path / "list.txt"
+    listing.write_text("# comment\nclip_a.mp4\n\nsub/clip_d.mp4\n")
+    items = expand_inputs(["sub", "clip_b.mp4", "gen_*.mp4"], list_file=str(listing))
+    ids = [it.video_id for it in items]
+    assert ids == ["clip_c.mov", "clip_d.mp4", "gen_3.mp4", "clip_b.mp4", "gen_1.mp4", "gen_2.mp4", "clip_a.mp4"]
+    # stdin list
+    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("clip_a.mp4\nlying.avi\n"))
+    assert [it.video_id for it in expand_inputs([], list_file="-")] == ["clip_a.mp4", "lying.avi"]
+    # CSV and JSONL manifests: relative to the manifest, other columns carried
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text(f"path,label,split\n{videos / 'clip_a.mp4'},cat,train\n{videos / 'gen_1.mp4'},dog,val\n")
+    items = expand_inputs([], manifest=str(csv_path))
+    assert [it.extra for it in items] == [{"label": "cat", "split": "train"}, {"label": "dog", "split": "val"}]
+    jl = videos / "m.jsonl"
+    jl.write_text(json.dumps({"video": "sub/clip_c.mov", "label": 3, "tags": ["x"]}) + "\n")
+    try:
+        items = expand_inputs([], manifest=str(jl), path_column="video")
+        assert items[0].video_id == "sub/clip_c.mov" and items[0].extra == {"label": 3, "tags": ["x"]}
+        assert items[0].path.resolve() == (videos / "sub/clip_c.mov").resolve()
+    finally:
+        jl.unlink()
+    # the same name from two places: a clear error, and --id hash resolves it
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(SAMPLES / "realshort.mp4", other / "clip_d.mp4")
+    with pytest.raises(InputError, match="clip_d.mp4.*--id hash"):
+        expand_inputs(["sub", str(other)])
+    hashed = expand_inputs(["sub/clip_d.mp4", str(other / "clip_d.mp4")], id_mode="hash")
+    assert len(hashed) == 1 and len(hashed[0].video_id) == 64  # same content twice is one video
+    with pytest.raises(InputError, match="nothing_here"):
+        expand_inputs(["nothing_here*.mp4"])
+
+
+def test_manifest_columns_reach_the_cache(ckpt, videos, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\n" + "".join(f"{videos / n},L{i}\n" for i, n in enumerate(["gen_1.mp4", "lying.avi"])))
+    r = cli(["compress", "--manifest", str(manifest), "-o", str(tmp_path / "c"), "--model", str(ckpt), *BASE])
+    assert r.exit_code == 0, r.output
+    cache = TokenCache(tmp_path / "c")
+    labels = {vid: cache[vid].meta["extra"]["label"] for vid in cache.ids()}
+    assert sorted(labels.values()) == ["L0", "L1"]
+
+
+# ------------------------------------------------------------------------------------ failures
+
+def test_broken_files_are_reported_and_the_batch_goes_on(ckpt, videos, broken, tmp_path):
+    out = tmp_path / "cache"
+    r = cli(["compress", str(videos / "clip_a.mp4"), str(videos / "nocount.mkv"), str(broken), "-o", str(out),
+             "--model", str(ckpt), "--jsonl", *BASE[:-1]])
+    assert r.exit_code == 1
+    events = {e["id"]: e for e in events_of(r.stdout)}  # stdout holds JSON lines only
+    assert {k: v["status"] for k, v in events.items() if v["status"] == "ok"} == {"clip_a.mp4": "ok", "nocount.mkv": "ok"}
+    bad = {"truncated.mp4", "random.mp4", "empty.mp4", "notes.mp4"}
+    assert {k for k, v in events.items() if v["status"] == "decode_error"} == bad
+    for name in bad:
+        assert events[name]["error"].startswith(str(broken / name)) and "\n" not in events[name]["error"]
+    cache = TokenCache(out)
+    assert sorted(cache.ids()) == ["clip_a.mp4", "nocount.mkv"]
+    assert {row["id"]: row["status"] for row in cache.failures()} == {n: "decode_error" for n in bad}
+    logged = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert sorted(row["id"] for row in logged) == sorted(bad)
+    assert "2 done, 0 skipped, 4 failed" in r.stderr and "failures.jsonl" in r.stderr
+    assert all(line.count("failed (") <= 1 for line in r.stderr.splitlines())
+
+
+def test_hanging_decoder_is_stopped_by_the_watchdog(ckpt, videos, tmp_path):
+    """open() of a named pipe blocks forever inside the decoder: the worker is killed after the
+    timeout and the batch finishes the other videos."""
+    fifo = tmp_path / "stuck.mp4"
+    os.mkfifo(fifo)
+    out = tmp_path / "cache"
+    t0 = time.monotonic()
+    r = cli(["compress", str(fifo), str(videos / "gen_1.mp4"), str(videos / "clip_b.mp4"), "-o", str(out),
+             "--model", str(ckpt), "--decode-timeout", "1", "--jsonl", *BASE])
+    elapsed = time.monotonic() - t0
+    assert r.exit_code == 1
+    events = {e["id"]: e for e in events_of(r.stdout)}
+    assert events[fifo.name]["status"] == "timeout" and "no progress for 1 s (decode timeout)" in events[fifo.name]["error"]
+    assert events["gen_1.mp4"]["status"] == events["clip_b.mp4"]["status"] == "ok"
+    assert elapsed < 30
+    assert TokenCache(out).failures()[0]["status"] == "timeout"
+
+
+def test_a_decoder_process_that_dies_is_reported_and_replaced(videos, tmp_path):
+    fifo = tmp_path / "held.mp4"
+    os.mkfifo(fifo)
+    cfg = DecodeConfig(frames=4, timeout=600)
+    jobs = [DecodeJob(str(fifo), cfg, 4), DecodeJob(str(videos / "gen_1.mp4"), cfg, 4)]
+    with DecodePool(1, timeout=600) as pool:
+        pool.submit(jobs)
+        assert not pool.wait(0.5)  # hands the first job out; the worker blocks opening the pipe
+        writer = os.open(fifo, os.O_WRONLY)  # returns once the worker has opened the pipe
+        try:
+            assert not pool.ready()
+            os.kill(pool._pool[0].process.pid, signal.SIGKILL)  # as a segfault or the OOM killer would
+            died = pool.next()
+        finally:
+            os.close(writer)
+        ok = pool.next()
+    assert died.status == "crashed" and "killed by signal 9" in died.error and died.error.startswith(str(fifo))
+    assert ok.status == "ok" and tuple(ok.decoded.frames.shape) == (4, 48, 64, 3)
+    assert ok.sha256 == hash_file(str(videos / "gen_1.mp4"), progress=lambda: None) == file_sha256(videos / "gen_1.mp4")
+    assert pool.replaced == 1
+
+
+def test_unwritable_output_and_write_failure_mid_run(ckpt, videos, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    r = cli(["compress", str(videos / "gen_1.mp4"), str(videos / "gen_2.mp4"), "-o", str(blocker / "cache"),
+             "--model", str(ckpt), *BASE])
+    assert r.exit_code == 2
+    lines = [line for line in r.stderr.splitlines() if line.startswith("aot: error")]
+    assert len(lines) == 1 and str(blocker) in lines[0]
+    # no file may grow past 16000 bytes: the first shard fits, the index part soon does not
+    out = tmp_path / "cache"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16000, hard))
+    try:
+        r = cli(["compress", str(videos), "-o", str(out), "--model", str(ckpt), "--flush-every", "0", "--jsonl", *BASE])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert r.exit_code == 2
+    err = [line for line in r.stderr.splitlines() if line.startswith("aot: error")]
+    assert len(err) == 1 and "File too large" in err[0] and str(out) in err[0]
+    committed = [e["id"] for e in events_of(r.stdout) if e["status"] == "ok"]
+    assert 1 <= len(committed) < len(good_ids(videos))
+    assert sorted(TokenCache(out).ids()) == sorted(committed)  # what was reported is kept, and loads
+    assert not [p for p in (out / "shards").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_a_part_in_use_gets_a_part_of_its_own(ckpt, videos, tmp_path):
+    out = tmp_path / "cache"
+    holder = CacheWriter(out, part="rank00000-of-00001")  # another writer of the same rank, still running
+    try:
+        r = cli(["compress", str(videos / "gen_1.mp4"), str(videos / "lying.avi"), "-o", str(out),
+                 "--model", str(ckpt), *BASE])
+        assert r.exit_code == 0, r.output
+    finally:
+        holder.close()
+    parts = {p.name for p in (out / "index").glob("*.jsonl")}
+    assert "rank00000-of-00001.jsonl" in parts and len(parts) == 2
+    assert (parts - {"rank00000-of-00001.jsonl"}).pop().startswith("rank00000-of-00001-")
+    assert sorted(TokenCache(out).ids()) == ["gen_1.mp4", "lying.avi"]
+
+
+# ------------------------------------------------------------------------------------ resume
+
+def test_resume_skips_cached_retries_failed_and_overwrite_recomputes(ckpt, videos, broken, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(videos, data)
+    shutil.copy(broken / "random.mp4", data / "zz_random.mp4")
+    out = tmp_path / "cache"
+    args = ["compress", str(data), "-o", str(out), "--model", str(ckpt), "--jsonl", *BASE]
+    first = events_of(cli(args).stdout)
+    ids = good_ids(videos)
+    assert sorted(e["id"] for e in first if e["status"] == "ok") == ids
+    again = cli(args)
+    assert again.exit_code == 1  # the broken file is tried again and fails again
+    status = {e["id"]: e["status"] for e in events_of(again.stdout)}
+    assert status == {**{i: "skipped" for i in ids}, "zz_random.mp4": "decode_error"}
+    # changed content under the same name is recomputed; so is everything with --overwrite
+    shutil.copy(SAMPLES / "realshort.mp4", data / "gen_1.mp4")
+    status = {e["id"]: e["status"] for e in events_of(cli(args).stdout)}
+    assert status["gen_1.mp4"] == "ok" and status["clip_a.mp4"] == "skipped"
+    assert TokenCache(out)["gen_1.mp4"].meta["video"]["size_bytes"] == (SAMPLES / "realshort.mp4").stat().st_size
+    status = {e["id"]: e["status"] for e in events_of(cli(args + ["--overwrite"]).stdout)}
+    assert [i for i in ids if status[i] != "ok"] == []
+    assert sorted(TokenCache(out).ids()) == ids
+
+
+def test_sigkill_midway_then_rerun_completes_exactly_once(ckpt, videos, tmp_path):
+    out = tmp_path / "cache"
+    args = aot_command(str(videos), "-o", str(out), "--model", str(ckpt), "--jsonl", "--flush-every", "0",
+                       "--shard-size", "1", "--frames", "8", "--dtype", "fp32", "--decode-workers", "1", "-q")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "no video finished within 120 s"
+        first_line = proc.stdout.readline()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert json.loads(first_line)["status"] == "ok"
+    killed = TokenCache(out)  # loads right after the kill
+    assert json.loads(first_line)["id"] in killed
+    n_killed = len(killed)
+    assert n_killed < len(good_ids(videos))
+    rerun = cli(args[args.index("compress"):])  # the same command, in this process (quicker)
+    assert rerun.exit_code == 0, rerun.stderr[-2000:]
+    status = Counter(e["status"] for e in events_of(rerun.stdout))
+    assert status["skipped"] == n_killed and status["ok"] == len(good_ids(videos)) - n_killed
+    assert_cache_sound(out, good_ids(videos))
+
+
+def test_sigterm_commits_finished_videos_and_exits_nonzero(ckpt, videos, tmp_path):
+    """Finished videos wait in memory (--flush-every 1000) while a named pipe holds the decoder;
+    SIGTERM commits them, reports them, and exits with 128 + 15."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(videos / "gen_1.mp4", data / "a1.mp4")
+    shutil.copy(videos / "sub" / "gen_3.mp4", data / "a2.mp4")
+    os.mkfifo(data / "z_pipe.mp4")
+    out = tmp_path / "cache"
+    args = aot_command(str(data), "-o", str(out), "--model", str(ckpt), "--jsonl", "--flush-every", "1000",
+                       "--decode-timeout", "600", "--frames", "4", "--dtype", "fp32", "--decode-workers", "1")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        writer = os.open(data / "z_pipe.mp4", os.O_WRONLY)  # returns once a worker opened the pipe
+        time.sleep(3.0)  # a1 and a2 are decoded before the pipe; let the tower finish them
+        assert not list((out / "shards").glob("*.safetensors"))  # nothing committed yet
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+        os.close(writer)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "interrupted (SIGTERM)" in stderr and "rerun the same command to resume" in stderr
+    done = sorted(e["id"] for e in events_of(stdout) if e["status"] == "ok")
+    assert done == ["a1.mp4", "a2.mp4"]
+    assert_cache_sound(out, done)
+
+
+# ------------------------------------------------------------------------------------ ranks
+
+def test_rank_detection_and_partition():
+    assert detect_rank(env={}) == RankInfo(0, 1, "single")
+    assert detect_rank(4, 3, env={}) == RankInfo(3, 4, "explicit")
+    assert detect_rank(env={"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == RankInfo(1, 2, "torchrun", 1)
+    slurm = {"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "10",
+             "SLURM_ARRAY_TASK_STEP": "2"}
+    assert detect_rank(env=slurm) == RankInfo(1, 3, "slurm-array")
+    both = detect_rank(env={**slurm, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    assert (both.rank, both.world, both.source) == (3, 6, "slurm-array+torchrun")
+    assert detect_rank(env={"SLURM_PROCID": "2", "SLURM_NTASKS": "4", "SLURM_LOCALID": "0"}).source == "srun"
+    with pytest.raises(ValueError, match="go together"):
+        detect_rank(4, None, env={})
+    with pytest.raises(ValueError, match="out of range"):
+        detect_rank(env={"RANK": "2", "WORLD_SIZE": "2"})
+    assert device_for_rank("auto", both, cuda_count=4) == "cuda:1"
+    assert device_for_rank("auto", both, cuda_count=0) == "auto"
+    assert device_for_rank("cpu", both, cuda_count=4) == "cpu"
+    ids = [f"v{i}.mp4" for i in range(200)]
+    parts = [set(take_share(ids, RankInfo(r, 3, "explicit"), key=lambda x: x)) for r in range(3)]
+    assert set.union(*parts) == set(ids) and sum(map(len, parts)) == len(ids) and min(map(len, parts)) > 40
+    assert all(owner(i, 3) == owner(i, 3) for i in ids)
+
+
+def test_two_ranks_split_one_input_set(ckpt, videos, tmp_path):
+    out = tmp_path / "cache"
+    args = aot_command(str(videos), "-o", str(out), "--model", str(ckpt), "--jsonl", "--frames", "4", "--dtype",
+                       "fp32", "--decode-workers", "0", "-q")  # in-process decoding: quicker to start
+    procs = []
+    for rank in (0, 1):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_RANK"))}
+        env.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                      cwd=tmp_path))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outputs]
+    by_rank = [{e["id"] for e in events_of(o[0]) if e["status"] == "ok"} for o in outputs]
+    assert by_rank[0] and by_rank[1] and not by_rank[0] & by_rank[1]
+    assert by_rank[0] | by_rank[1] == set(good_ids(videos))
+    rows = ok_rows(out)
+    for rank, ids in enumerate(by_rank):
+        assert {r["id"] for r in rows if r["part"].startswith(f"rank{rank:05d}-of-00002")} == ids
+    assert_cache_sound(out, good_ids(videos))
+
+
+# ------------------------------------------------------------------------------------ throughput
+
+def test_short_videos_share_tower_calls_and_match_single_runs(ckpt, videos, tmp_path):
+    cfg = RunConfig()
+    cfg.decode = DecodeConfig(frames=4)
+    cfg.model = ModelConfig(model=str(ckpt), dtype="fp32", batch_frames=16)
+    adapter = load_model(cfg.model)
+    items = expand_inputs([str(videos)])
+    assert len(items) == 10
+    events: List[dict] = []
+    summary = run_batch(items, tmp_path / "cache", cfg, adapter=adapter, decode_workers=0, on_event=events.append)
+    assert summary.done == 10 and summary.frames == 40
+    assert summary.tower_calls == 3  # 16 + 16 + 8 frames: four videos per call, then two
+    cache = TokenCache(tmp_path / "cache")
+    for item in items[:2] + items[-1:]:
+        alone = compress_video(item.path, cfg, adapter=adapter, video_id=item.video_id)
+        got = cache[item.video_id]
+        assert torch.equal(got.kind, alone.tensors["kind"]) and torch.equal(got.index, alone.tensors["index"])
+        torch.testing.assert_close(got.tokens, alone.tensors["tokens"], atol=1e-5, rtol=1e-4)
+    # in worker processes the same videos give the same tokens
+    summary2 = run_batch(items, tmp_path / "cache2", cfg, adapter=adapter, decode_workers=2)
+    assert summary2.done == 10 and isinstance(summary2, Summary)
+    other = TokenCache(tmp_path / "cache2")
+    for vid in cache.ids():
+        torch.testing.assert_close(other[vid].tokens, cache[vid].tokens, atol=1e-5, rtol=1e-4)
+
+
+def test_wrong_and_missing_frame_counts_compress_correctly(ckpt, videos, tmp_path):
+    out = tmp_path / "cache"
+    names = ["lying.avi", "nocount.mkv", "nocount.webm"]
+    r = cli(["compress", *[str(videos / n) for n in names], "-o", str(out), "--model", str(ckpt),
+             "--frames", "6", "--dtype", "fp32", "--decode-workers", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    cache = TokenCache(out)
+    lying = cache["lying.avi"]
+    assert lying.meta["video"]["num_frames_header"] == 100 and lying.meta["video"]["num_frames"] == 20
+    assert lying["frame_indices"].tolist() == [0, 3, 7, 11, 15, 19]
+    for name in ("nocount.mkv", "nocount.webm"):
+        v = cache[name]
+        assert v.meta["video"]["num_frames_header"] is None and v.meta["video"]["num_frames"] == 15
+        assert v["frame_indices"].tolist() == [0, 2, 5, 8, 11, 14]
+    for v in (cache[n] for n in names):
+        assert v.meta["counts"]["frames"] == 6 and v.meta["counts"]["achieved"] == v.meta["counts"]["planned"]
