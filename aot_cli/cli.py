@@ -1,7 +1,6 @@
 """The `aot` command line: parses flags, calls the library, prints. No logic of its own."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sys
@@ -10,7 +9,6 @@ from typing import Any, Dict, Optional
 
 import click
 
-from .config import DecodeConfig, ModelConfig, StorageConfig, from_dict
 
 EXIT_FAILED_VIDEOS = 1
 EXIT_USAGE = 2

@@ -29,7 +29,7 @@ an even spread get one more). The anchor budget on the tower grid is ``V = ceil(
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from .pool import pooled_grid

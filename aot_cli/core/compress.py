@@ -2,14 +2,14 @@
 inter-frame OT (§5), driven by one :class:`AOTConfig` that records every parameter."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from .anchors import select_anchors
 from .budget import BudgetPlan, plan_budget
-from .inter import KIND_KEPT, InterFrameResult, inter_frame_merge
+from .inter import KIND_KEPT, inter_frame_merge
 from .intra import intra_frame_merge
 from .pool import spatial_pool, top_cells
 from .segments import dynamic_segments, fixed_segments

@@ -64,7 +64,6 @@ def intra_frame_merge(
         raise ValueError("intra_frame_merge needs the same number of anchors in every frame")
     if V == 0 or V == N:
         return tokens.clone()
-    M = N - V
     device = tokens.device
     x = tokens.float()
     a_idx, _, _ = split_by_mask(anchor_mask)  # [F,V]

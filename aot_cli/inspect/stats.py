@@ -1,9 +1,7 @@
 """Per-video and per-cache statistics computed from the cache alone (no model, no video)."""
 from __future__ import annotations
 
-from typing import List, Optional
-
-import torch
+from typing import Optional
 
 from ..cache import TokenCache
 from ..core import KIND_ANCHOR, KIND_KEPT, KIND_KEYFRAME, KIND_NEWLINE

@@ -9,13 +9,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 
 from ..config import DecodeConfig, ModelConfig, StorageConfig, to_dict
 from ..core import KIND_NEWLINE, AOTConfig, CompressResult, compress
-from ..core.budget import target_tokens
 
 SAVE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
