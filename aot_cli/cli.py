@@ -68,6 +68,79 @@ def main():
     hf_logging.disable_progress_bar()
 
 
+# ------------------------------------------------------------------ options shared by commands
+
+# budget: how many tokens are kept (aot_cli.core.AOTConfig; sweep has its own --ratios)
+BUDGET_OPTIONS = (
+    click.option("--ratio", type=float, help="Keep round(RATIO x frames x tokens-per-frame) tokens exactly. Default 0.1."),
+    click.option("--method", type=click.Choice(["aot", "none"]), help="'none': no compression (the model's own tokens)."),
+    click.option("--anchors", "num_anchors", type=int, help="Reference rules: anchors per frame V (with --keep-ratio)."),
+    click.option("--keep-ratio", type=float, help="Reference rules: quantile keep ratio of the inter-frame stage."),
+)
+
+# method: the other AOT parameters (aot_cli.core.AOTConfig)
+METHOD_OPTIONS = (
+    click.option("--global-ratio", type=float, help="Share of global anchors (default 0.5)."),
+    click.option("--window", type=int, help="Local-anchor window side in cells (default: 3x3 windows)."),
+    click.option("--pooling", type=click.Choice(["auto", "bilinear", "average", "none"]), default="auto", show_default=True,
+                  help="2x2 pooling after the intra-frame merge; auto = the model profile's."),
+    click.option("--clip-length", type=int, help="Frames per clip (default: the profile's, 4 OneVision / 8 LLaVA-Video)."),
+    click.option("--segments", type=click.Choice(["fixed", "dynamic"]), help="Fixed clips or dynamic segments (SPEC §7)."),
+    click.option("--dynamic-c", type=int, help="Dynamic segments: number of lowest-similarity cuts + 1 (default 8)."),
+    click.option("--dynamic-tau", type=float, help="Dynamic segments: also cut below this similarity (default 0.8)."),
+    click.option("--keyframe-once", is_flag=True, default=None, help="Emit each keyframe once (as merged anchors), not twice."),
+    click.option("--no-inter", is_flag=True, default=None, help="Skip the inter-frame stage (as the published LLaVA-Video run)."),
+    click.option("--intra-update", type=click.Choice(["reference", "normalized"]), help="Intra-frame OT update rule."),
+    click.option("--intra-stop", type=click.Choice(["video", "frame"]), help="Intra-frame Sinkhorn stopping: all frames together (reference) or per frame."),
+    click.option("--sinkhorn-iters", type=int, help="Sinkhorn iteration cap (default 100)."),
+    click.option("--sinkhorn-tol", type=float, help="Sinkhorn stopping threshold (default 1e-2)."),
+    click.option("--log-domain", is_flag=True, default=None, help="Log-domain Sinkhorn (automatic when the kernel would underflow)."),
+)
+
+# decode: which frames are read (aot_cli.video.DecodeConfig)
+DECODE_OPTIONS = (
+    click.option("--frames", type=int, help="Frames sampled uniformly over the video (default: the profile's, 32 or 64)."),
+    click.option("--fps", type=float, help="Sample at this rate instead (capped by --max-frames)."),
+    click.option("--max-frames", type=int, help="Cap for --fps sampling."),
+    click.option("--start", type=float, help="Start of the sampled span, seconds."),
+    click.option("--end", type=float, help="End of the sampled span, seconds."),
+    click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="Decoder (auto: decord, PyAV on failure)."),
+    click.option("--decode-timeout", type=float, help="Seconds without progress before reading a video is abandoned "
+                  "as hung and its decoder process killed (default 60)."),
+)
+
+# model: the vision tower (aot_cli.models.ModelConfig)
+MODEL_OPTIONS = (
+    click.option("--model", help="Hub id, local directory or named model (default google/siglip-so400m-patch14-384)."),
+    click.option("--revision", help="Hub revision of --model."),
+    click.option("--profile", type=click.Choice(["siglip", "siglip2", "clip", "dinov2", "llava-onevision", "llava-video"]),
+                  help="Override the model profile (frames, pooling, clips, newline)."),
+    click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
+    click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Tower dtype."),
+    click.option("--batch-frames", type=int, help="Frames per tower forward; short videos share one (default 16)."),
+    click.option("--score-layers", help="Shallow,deep attention layers for anchor scores (default 5,-2)."),
+)
+
+# storage and pipeline: stored dtype, decode workers, commit timing
+PIPELINE_OPTIONS = (
+    click.option("--save-dtype", type=click.Choice(["model", "fp32", "bf16", "fp16"]), help="Dtype of stored tokens."),
+    click.option("--decode-workers", type=int, help="Processes that read videos ahead of the tower (0: in the main "
+                  "process, without the hard decode timeout). Default: half the CPUs, 1 to 8."),
+    click.option("--flush-every", type=float, metavar="SECONDS", help="Commit finished videos once the oldest has "
+                  "waited this long (0: after every video). Default 5."),
+)
+
+
+def with_options(*groups):
+    """Apply option groups to a command, in the order given (compress, bench and sweep share them)."""
+    def apply(fn):
+        for group in reversed(groups):
+            for option in reversed(group):
+                fn = option(fn)
+        return fn
+    return apply
+
+
 # ------------------------------------------------------------------------------------- compress
 
 @main.command()
@@ -80,53 +153,10 @@ def main():
 @click.option("--id", "id_mode", type=click.Choice(["path", "hash"]), default="path", show_default=True,
               help="Video ids: relative path, or content sha256.")
 @click.option("--config", "config_file", metavar="FILE", help="JSON/TOML file with decode/model/method/storage sections; flags override it.")
-# method
-@click.option("--ratio", type=float, help="Keep round(RATIO x frames x tokens-per-frame) tokens exactly. Default 0.1.")
-@click.option("--method", type=click.Choice(["aot", "none"]), help="'none': no compression (the model's own tokens).")
-@click.option("--anchors", "num_anchors", type=int, help="Reference rules: anchors per frame V (with --keep-ratio).")
-@click.option("--keep-ratio", type=float, help="Reference rules: quantile keep ratio of the inter-frame stage.")
-@click.option("--global-ratio", type=float, help="Share of global anchors (default 0.5).")
-@click.option("--window", type=int, help="Local-anchor window side in cells (default: 3x3 windows).")
-@click.option("--pooling", type=click.Choice(["auto", "bilinear", "average", "none"]), default="auto", show_default=True,
-              help="2x2 pooling after the intra-frame merge; auto = the model profile's.")
-@click.option("--clip-length", type=int, help="Frames per clip (default: the profile's, 4 OneVision / 8 LLaVA-Video).")
-@click.option("--segments", type=click.Choice(["fixed", "dynamic"]), help="Fixed clips or dynamic segments (SPEC §7).")
-@click.option("--dynamic-c", type=int, help="Dynamic segments: number of lowest-similarity cuts + 1 (default 8).")
-@click.option("--dynamic-tau", type=float, help="Dynamic segments: also cut below this similarity (default 0.8).")
-@click.option("--keyframe-once", is_flag=True, default=None, help="Emit each keyframe once (as merged anchors), not twice.")
-@click.option("--no-inter", is_flag=True, default=None, help="Skip the inter-frame stage (as the published LLaVA-Video run).")
-@click.option("--intra-update", type=click.Choice(["reference", "normalized"]), help="Intra-frame OT update rule.")
-@click.option("--intra-stop", type=click.Choice(["video", "frame"]), help="Intra-frame Sinkhorn stopping: all frames together (reference) or per frame.")
-@click.option("--sinkhorn-iters", type=int, help="Sinkhorn iteration cap (default 100).")
-@click.option("--sinkhorn-tol", type=float, help="Sinkhorn stopping threshold (default 1e-2).")
-@click.option("--log-domain", is_flag=True, default=None, help="Log-domain Sinkhorn (automatic when the kernel would underflow).")
-# decode
-@click.option("--frames", type=int, help="Frames sampled uniformly over the video (default: the profile's, 32 or 64).")
-@click.option("--fps", type=float, help="Sample at this rate instead (capped by --max-frames).")
-@click.option("--max-frames", type=int, help="Cap for --fps sampling.")
-@click.option("--start", type=float, help="Start of the sampled span, seconds.")
-@click.option("--end", type=float, help="End of the sampled span, seconds.")
-@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="Decoder (auto: decord, PyAV on failure).")
-@click.option("--decode-timeout", type=float, help="Seconds without progress before reading a video is abandoned "
-              "as hung and its decoder process killed (default 60).")
-# model
-@click.option("--model", help="Hub id, local directory or named model (default google/siglip-so400m-patch14-384).")
-@click.option("--revision", help="Hub revision of --model.")
-@click.option("--profile", type=click.Choice(["siglip", "siglip2", "clip", "dinov2", "llava-onevision", "llava-video"]),
-              help="Override the model profile (frames, pooling, clips, newline).")
-@click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Tower dtype.")
-@click.option("--batch-frames", type=int, help="Frames per tower forward; short videos share one (default 16).")
-@click.option("--score-layers", help="Shallow,deep attention layers for anchor scores (default 5,-2).")
-# storage / run
-@click.option("--save-dtype", type=click.Choice(["model", "fp32", "bf16", "fp16"]), help="Dtype of stored tokens.")
+@with_options(BUDGET_OPTIONS, METHOD_OPTIONS, DECODE_OPTIONS, MODEL_OPTIONS, PIPELINE_OPTIONS)
 @click.option("--shard-size", help="Close cache shards at this size (default 1GiB).")
 @click.option("--overwrite", is_flag=True, help="Recompute videos already in the cache.")
 @click.option("--jsonl", is_flag=True, help="One JSON line per video on stdout (an ok video once it is committed).")
-@click.option("--decode-workers", type=int, help="Processes that read videos ahead of the tower (0: in the main "
-              "process, without the hard decode timeout). Default: half the CPUs, 1 to 8.")
-@click.option("--flush-every", type=float, metavar="SECONDS", help="Commit finished videos once the oldest has "
-              "waited this long (0: after every video). Default 5.")
 @click.option("--num-shards", type=int, help="Split the inputs into this many parts (with --shard-id).")
 @click.option("--shard-id", type=int, help="Which part this process takes (0-based).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
@@ -142,6 +172,34 @@ def compress(inputs, output, list_file, manifest, path_column, id_mode, config_f
     code = run_compress(inputs=inputs, output=output, list_file=list_file, manifest=manifest,
                         path_column=path_column, id_mode=id_mode, file_cfg=_load_config_file(config_file),
                         flags=flags, size_parser=_size)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------------------- bench
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--config", "config_file", metavar="FILE", help="JSON/TOML file with decode/model/method/storage sections; flags override it.")
+@with_options(BUDGET_OPTIONS, METHOD_OPTIONS, DECODE_OPTIONS, MODEL_OPTIONS, PIPELINE_OPTIONS)
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run every measurement this many times; times are the best run, memory the highest peak.")
+@click.option("--warmup/--no-warmup", default=True, show_default=True, help="One untimed plain and scored tower pass first.")
+@click.option("--json", "json_path", metavar="FILE", help="Also write the whole report as JSON ('-': JSON on stdout only).")
+@click.option("-o", "--output", "workdir", type=click.Path(), help="Keep the caches the benchmark writes in this "
+              "directory (default: a temporary directory, removed afterwards).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
+def bench(inputs, config_file, json_path, workdir, repeat, warmup, quiet, **flags):
+    """Time the pipeline on videos: per-stage seconds, videos/frames/tokens per second, peak memory,
+    bytes per video on disk, and the same frames through the tower alone.
+
+    \b
+    aot bench samples/ --model llava-hf/llava-onevision-qwen2-0.5b-ov-hf --batch-frames 32 --json bench.json
+    """
+    from .bench.cli_support import run_bench_command
+
+    code = run_bench_command(inputs=inputs, file_cfg=_load_config_file(config_file), flags=flags,
+                             json_path=json_path, workdir=workdir, repeat=repeat, warmup=warmup, quiet=quiet,
+                             size_parser=_size)
     sys.exit(code)
 
 
@@ -228,26 +286,7 @@ def ask(cache_path, question, video_id, checkpoint, max_new_tokens, device, dtyp
               help="Write requested vs achieved retention as a PNG (needs matplotlib: pip install 'aot-cli[viz]').")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--config", "config_file", metavar="FILE", help="JSON/TOML file with decode/model/method sections; flags override it.")
-@click.option("--model", help="Hub id, local directory or named model (default google/siglip-so400m-patch14-384).")
-@click.option("--revision", help="Hub revision of --model.")
-@click.option("--profile", type=click.Choice(["siglip", "siglip2", "clip", "dinov2", "llava-onevision", "llava-video"]),
-              help="Override the model profile (frames, pooling, clips, newline).")
-@click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Tower dtype.")
-@click.option("--batch-frames", type=int, help="Frames per tower forward (default 16).")
-@click.option("--score-layers", help="Shallow,deep attention layers for anchor scores (default 5,-2).")
-@click.option("--frames", type=int, help="Frames sampled uniformly over the video (default: the profile's).")
-@click.option("--fps", type=float, help="Sample at this rate instead (capped by --max-frames).")
-@click.option("--max-frames", type=int, help="Cap for --fps sampling.")
-@click.option("--start", type=float, help="Start of the sampled span, seconds.")
-@click.option("--end", type=float, help="End of the sampled span, seconds.")
-@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="Decoder (auto: decord, PyAV on failure).")
-@click.option("--pooling", type=click.Choice(["auto", "bilinear", "average", "none"]), default="auto", show_default=True,
-              help="2x2 pooling after the intra-frame merge; auto = the model profile's.")
-@click.option("--clip-length", type=int, help="Frames per clip (default: the profile's).")
-@click.option("--global-ratio", type=float, help="Share of global anchors (default 0.5).")
-@click.option("--keyframe-once", is_flag=True, default=None, help="Emit each keyframe once (as merged anchors), not twice.")
-@click.option("--no-inter", is_flag=True, default=None, help="Skip the inter-frame stage.")
+@with_options(METHOD_OPTIONS, DECODE_OPTIONS, MODEL_OPTIONS)
 def sweep(video, ratios, references, plot_png, as_json, config_file, **flags):
     """Compress one video at several ratios from a single tower run; print (and plot) the token counts.
 

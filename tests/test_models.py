@@ -352,6 +352,53 @@ def test_hooks_are_removed_after_encode(tiny_siglip_dir):
     assert all(not m._forward_hooks for m in adapter.tower.modules())
 
 
+def test_scored_layers_route_through_the_scored_attention_only_inside_the_capture(tiny_siglip_dir):
+    from aot_cli.models.scores import SCORED_ATTENTION, ScoreCapture
+
+    adapter = load(tiny_siglip_dir)
+    shallow, deep = adapter.tower.attention(1), adapter.tower.attention(4)
+    other = adapter.tower.attention(2)
+    before = shallow.config
+    with ScoreCapture([shallow, deep]):
+        assert shallow.config._attn_implementation == SCORED_ATTENTION
+        assert deep.config._attn_implementation == SCORED_ATTENTION
+        assert other.config._attn_implementation == "sdpa"  # the shared config is untouched
+    assert shallow.config is before and before._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("fixture", ["tiny_siglip_dir", "tiny_dinov2_registers_dir"])
+def test_routed_and_hook_scores_agree_and_tokens_equal_the_plain_pass(fixture, request, monkeypatch):
+    import aot_cli.models.scores as scores
+
+    adapter = load(request.getfixturevalue(fixture), score_layers=(1, -1))
+    pixels = adapter.preprocess(random_frames(2))
+    routed = adapter.encode(pixels)
+    assert_close(routed.tokens, adapter.features(pixels))
+    monkeypatch.setattr(scores, "_routable", lambda module: False)  # the hook path (non-transformers towers)
+    hooked = adapter.encode(pixels)
+    assert_close(hooked.shallow, routed.shallow)
+    assert_close(hooked.deep, routed.deep)
+    assert_close(hooked.tokens, routed.tokens)
+
+
+def test_scored_pass_reuses_the_layers_own_q_k_projections(tiny_siglip_dir):
+    # the scores come from the q/k the layer computed anyway: each projection runs once per pass
+    adapter = load(tiny_siglip_dir, score_layers=(1, -2))
+    pixels = adapter.preprocess(random_frames(2))
+    calls = []
+    handles = [m.register_forward_hook(lambda mod, a, o: calls.append(mod))
+               for m in adapter.tower.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        adapter.features(pixels)
+        plain = len(calls)
+        calls.clear()
+        adapter.encode(pixels)
+    finally:
+        for h in handles:
+            h.remove()
+    assert plain > 0 and len(calls) == plain
+
+
 # --------------------------------------------------------------------------------- memory bound
 
 

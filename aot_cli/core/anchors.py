@@ -129,8 +129,13 @@ def select_anchors(
         kk = min(k, cells.shape[1])
         top = s.topk(kk, dim=2).indices  # [F, windows, kk]
         chosen = torch.gather(cells.expand(F_, -1, -1), 2, top)
-        ok = torch.gather(valid.expand(F_, -1, -1), 2, top)  # drop picks of padding in small windows
-        local.scatter_(1, chosen.reshape(F_, -1), ok.reshape(F_, -1))
+        ok = torch.gather(valid.expand(F_, -1, -1), 2, top)
+        # Picks of padding (windows smaller than k) go to a spare column N that is cut off again, so
+        # that they never overwrite a real pick of the cell the padding id happens to name.
+        chosen = torch.where(ok, chosen, torch.full_like(chosen, N))
+        spare = torch.zeros(F_, N + 1, dtype=torch.bool, device=device)
+        spare.scatter_(1, chosen.reshape(F_, -1), True)
+        local = spare[:, :N]
     anchor = local.clone()
     if global_count > 0:
         # The reference zeroes the local anchors' deep scores before the top-k; received attention

@@ -3,18 +3,29 @@
 For a layer's softmax attention ``A[F, heads, T(query), T(key)]`` the score of a key token is
 ``sum over queries, mean over heads`` -> ``[F, T]`` float32: how much attention it receives.
 
-The tower runs with SDPA, which never returns the attention map, so the map is recomputed: a
-forward hook (``with_kwargs=True``) on each scored layer's attention module takes the hook's
-input ``hidden_states`` (the layer-normed input of the attention), recomputes ``q`` and ``k``
-with the module's own ``q_proj``/``k_proj`` and reduces ``softmax(q k^T * scale)`` over the query
-axis in chunks of queries, so the ``[F, heads, T, T]`` map never exists: each chunk is
-``[F, heads, chunk, T]`` with ``chunk = head_dim`` by default, the same number of elements as
-one hidden-state tensor ``[F, T, C]``. Logits are computed in the model dtype (as the eager
-attention does), the softmax and the sums in float32. Hooks are removed when the context exits.
+The tower runs with SDPA, which never returns the attention map. Two ways to get the scores
+without ever holding a ``[F, heads, T, T]`` map, both in chunks of queries (``chunk = head_dim``
+by default, so a chunk ``[F, heads, chunk, T]`` has as many elements as one hidden state
+``[F, T, C]``), logits in the model dtype (as eager attention), softmax and sums in float32:
+
+1. transformers towers (attention through ``ALL_ATTENTION_FUNCTIONS``): during the scored pass,
+   and for the two scored layers only, the attention module gets a copy of its config whose
+   ``_attn_implementation`` is :data:`SCORED_ATTENTION`, a function registered with transformers'
+   public ``AttentionInterface``. It computes the layer's attention itself, chunk by chunk, and
+   sums each chunk's probabilities as it goes: the logits are computed once, for the output and
+   the scores together. Every other layer, and every layer of a plain pass, runs SDPA untouched.
+   Numerically the scored layers compute what transformers' eager attention computes.
+2. anything else (e.g. the offline DINOv2): forward hooks keep the layer's own ``q_proj`` and
+   ``k_proj`` outputs, and a forward hook on the attention module recomputes ``softmax(q k^T)``
+   from them after the layer ran (when the projections were not seen, from the hook's input
+   ``hidden_states`` with the module's own projections).
+
+The config copies and hooks exist only inside :class:`ScoreCapture`; nothing is patched.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+import copy
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -50,14 +61,17 @@ def attention_geometry(module: nn.Module) -> Tuple[nn.Module, nn.Module, int, in
     raise ModelLoadError(f"{type(module).__name__}: no q/k projections found to recompute attention scores")
 
 
-def received_attention(module: nn.Module, hidden: torch.Tensor, query_chunk: Optional[int] = None) -> torch.Tensor:
+def received_attention(module: nn.Module, hidden: torch.Tensor, query_chunk: Optional[int] = None,
+                       projections: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """Scores ``[F, T]`` float32 of the attention ``module`` for its input ``hidden`` [F, T, C]:
     ``softmax(q k^T * scale)`` summed over queries, averaged over heads; ``query_chunk`` queries
-    at a time (default: head_dim)."""
+    at a time (default: head_dim). ``projections``: the module's own ``(q_proj(hidden),
+    k_proj(hidden))`` when already computed; otherwise they are computed here."""
     q_proj, k_proj, heads, head_dim, scale = attention_geometry(module)
     frames, tokens, _ = hidden.shape
-    q = q_proj(hidden).view(frames, tokens, heads, head_dim).transpose(1, 2)
-    k = k_proj(hidden).view(frames, tokens, heads, head_dim).transpose(1, 2)
+    q_lin, k_lin = projections if projections is not None else (q_proj(hidden), k_proj(hidden))
+    q = q_lin.reshape(frames, tokens, heads, head_dim).transpose(1, 2)
+    k = k_lin.reshape(frames, tokens, heads, head_dim).transpose(1, 2)
     k_t = k.transpose(-1, -2)
     step = max(1, int(query_chunk or head_dim))
     total = torch.zeros(frames, heads, tokens, dtype=torch.float32, device=hidden.device)
@@ -70,6 +84,84 @@ def received_attention(module: nn.Module, hidden: torch.Tensor, query_chunk: Opt
     return total.mean(dim=1)
 
 
+SCORED_ATTENTION = "aot_scored_sdpa"
+
+
+class _Sink:
+    """Where the routed attention function leaves a layer's scores for :class:`ScoreCapture`."""
+
+    def __init__(self, query_chunk: Optional[int]) -> None:
+        self.query_chunk = query_chunk
+        self.scores: Optional[torch.Tensor] = None
+
+
+def attention_with_scores(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          attention_mask: Optional[torch.Tensor], scaling: float,
+                          query_chunk: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of ``query/key/value [F, heads, T, hd]`` in chunks of queries:
+    ``(output [F, T, heads, hd], scores [F, T] float32)`` (the output in the layout the attention
+    module reshapes, written chunk by chunk into one tensor); the scores are the probabilities
+    summed over queries and averaged over heads. ``attention_mask``: None, boolean (True = attend) or
+    additive, broadcastable to ``[F, heads, T, T]``."""
+    frames, heads, tokens, head_dim = query.shape
+    step = max(1, int(query_chunk or head_dim))
+    mask = attention_mask
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(~mask, float("-inf"))
+    k_t = key.transpose(-1, -2)
+    total = torch.zeros(frames, heads, key.shape[2], dtype=torch.float32, device=query.device)
+    output = torch.empty(frames, tokens, heads, value.shape[-1], dtype=value.dtype, device=value.device)
+    for start in range(0, tokens, step):
+        logits = torch.matmul(query[:, :, start : start + step], k_t) * scaling
+        if mask is not None:
+            logits = logits + (mask if mask.shape[-2] == 1 else mask[..., start : start + step, :])
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        del logits
+        total += probs.sum(dim=2)
+        output[:, start : start + step] = torch.matmul(probs.to(value.dtype), value).transpose(1, 2)
+        del probs
+    return output, total.mean(dim=1)
+
+
+def scored_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          attention_mask: Optional[torch.Tensor], dropout: float = 0.0,
+                          scaling: Optional[float] = None, **kwargs: Any):
+    """The attention function behind :data:`SCORED_ATTENTION` (transformers' attention-function
+    signature). With a score sink on the module's config (set by :class:`ScoreCapture`) and a
+    plain bidirectional attention it computes the attention with :func:`attention_with_scores`
+    and leaves the scores in the sink; otherwise it is transformers' SDPA attention."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    sink = getattr(getattr(module, "config", None), "aot_score_sink", None)
+    plain = (sink is not None and not dropout and kwargs.get("position_bias") is None
+             and not kwargs.get("is_causal", getattr(module, "is_causal", False))
+             and query.shape[1] == key.shape[1])
+    if not plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
+    output, sink.scores = attention_with_scores(query, key, value, attention_mask, scale, sink.query_chunk)
+    return output, None
+
+
+def _register_scored_attention() -> bool:
+    """Register :data:`SCORED_ATTENTION` with transformers (once); False without transformers."""
+    try:
+        from transformers import AttentionInterface
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    if SCORED_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(SCORED_ATTENTION, scored_sdpa_attention)
+    return True
+
+
+def _routable(module: nn.Module) -> bool:
+    """Whether ``module`` picks its attention function from its config (transformers modules)."""
+    config = getattr(module, "config", None)
+    return config is not None and hasattr(config, "_attn_implementation") and type(module).__module__.startswith(
+        "transformers.")
+
+
 class ScoreCapture:
     """Context manager that records :func:`received_attention` of the given attention modules
     during one forward pass. ``scores[i]`` is ``[F, T]`` float32 for ``modules[i]`` (the same
@@ -80,26 +172,56 @@ class ScoreCapture:
         self.query_chunk = query_chunk
         self.scores: List[Optional[torch.Tensor]] = [None] * len(self.modules)
         self._handles: List[torch.utils.hooks.RemovableHandle] = []
+        self._configs: List[Tuple[nn.Module, Any]] = []
 
     def __enter__(self) -> "ScoreCapture":
         slots: Dict[int, List[int]] = {}
         for i, module in enumerate(self.modules):
             slots.setdefault(id(module), []).append(i)
+        routed = _register_scored_attention()
         for module in {id(m): m for m in self.modules}.values():
-            self._handles.append(module.register_forward_hook(self._hook(slots[id(module)]), with_kwargs=True))
+            sink = _Sink(self.query_chunk)
+            seen: Dict[str, torch.Tensor] = {}
+            if routed and _routable(module):
+                config = copy.copy(module.config)
+                config._attn_implementation = SCORED_ATTENTION
+                config.aot_score_sink = sink
+                self._configs.append((module, module.config))
+                module.config = config
+            else:
+                q_proj, k_proj = attention_geometry(module)[:2]
+                self._handles.append(q_proj.register_forward_hook(self._keep(seen, "q")))
+                self._handles.append(k_proj.register_forward_hook(self._keep(seen, "k")))
+            self._handles.append(
+                module.register_forward_hook(self._hook(slots[id(module)], sink, seen), with_kwargs=True))
         return self
 
     def __exit__(self, *exc_info) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for module, config in self._configs:
+            module.config = config
+        self._configs.clear()
 
-    def _hook(self, positions: List[int]):
+    @staticmethod
+    def _keep(seen: Dict[str, torch.Tensor], name: str):
+        def hook(proj: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            seen[name] = output
+
+        return hook
+
+    def _hook(self, positions: List[int], sink: _Sink, seen: Dict[str, torch.Tensor]):
         def hook(module: nn.Module, args: tuple, kwargs: dict, output) -> None:
-            hidden = kwargs.get("hidden_states")
-            if hidden is None:
-                hidden = args[0]
-            scores = received_attention(module, hidden, self.query_chunk)
+            if sink.scores is not None:  # computed by the routed attention function
+                scores, sink.scores = sink.scores, None
+            else:
+                hidden = kwargs.get("hidden_states")
+                if hidden is None:
+                    hidden = args[0]
+                q, k = seen.pop("q", None), seen.pop("k", None)
+                own = (q, k) if q is not None and k is not None and q.shape[:-1] == hidden.shape[:-1] else None
+                scores = received_attention(module, hidden, self.query_chunk, projections=own)
             for i in positions:
                 self.scores[i] = scores
 
