@@ -228,8 +228,12 @@ def inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols
 
     try:
         cache = TokenCache(path)
-        if video_id is not None and video_id not in cache:
-            _fail(f"{path}: no video with id {video_id!r} (ids: {', '.join(cache.ids()[:5])}{' ...' if len(cache) > 5 else ''})")
+        if video_id is not None:
+            found = cache.find(video_id)
+            if found is None:
+                _fail(f"{path}: no video with id {video_id!r} (ids: {', '.join(cache.ids()[:5])}"
+                      f"{' ...' if len(cache) > 5 else ''})")
+            video_id = found
         stats = cache_stats(cache, video_id)
     except CacheError as e:
         _fail(str(e))

@@ -218,6 +218,17 @@ def test_unknown_ids_and_tensor_names_raise_key_errors(tmp_path: Path) -> None:
     assert cache["a"].tensors(["kind"]).keys() == {"kind"}
 
 
+def test_find_takes_an_id_or_its_unique_file_name(tmp_path: Path) -> None:
+    with CacheWriter(tmp_path / "c") as writer:
+        for i, vid in enumerate(["a/bikes.mp4", "b/bikes.mp4", "clips/motion.mov", "motion.mov.bak"]):
+            writer.add(vid, make_tensors(i), {})
+    cache = TokenCache(tmp_path / "c")
+    assert cache.find("a/bikes.mp4") == "a/bikes.mp4"
+    assert cache.find("motion.mov") == "clips/motion.mov"
+    assert cache.find("bikes.mp4") is None  # two candidates: ambiguous
+    assert cache.find("ov") is None and cache.find("nothing.mp4") is None
+
+
 # -- damaged and foreign inputs ---------------------------------------------------------------
 
 def test_foreign_random_and_truncated_files_raise_cache_errors(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,17 @@ def test_single_video_default_output_and_exact_count(tiny, tmp_path, monkeypatch
     r2 = CliRunner().invoke(main, ["inspect", str(out), "--json"])
     stats = json.loads(r2.stdout)
     assert stats["videos"][0]["tokens"] == planned and stats["videos"][0]["planned"] == planned
+    # a relative input path is the id; --video also takes its file name
+    (tmp_path / "clips").mkdir()
+    shutil.copy(SAMPLES / "bikes.mp4", tmp_path / "clips" / "bikes.mp4")
+    r3 = CliRunner().invoke(main, ["compress", "clips/bikes.mp4", "-o", "rel.safetensors", "--model", str(tiny["siglip"]),
+                                   "--frames", "8", "--dtype", "fp32", "-q"])
+    assert r3.exit_code == 0, r3.output
+    assert TokenCache(tmp_path / "rel.safetensors").ids() == ["clips/bikes.mp4"]
+    for name in ("clips/bikes.mp4", "bikes.mp4"):
+        r4 = CliRunner().invoke(main, ["inspect", "rel.safetensors", "--video", name, "--json"])
+        assert r4.exit_code == 0, r4.output
+        assert json.loads(r4.stdout)["videos"][0]["tokens"] == planned
 
 
 def test_llava_onevision_identity_with_compression_off(tiny, tmp_path):

@@ -220,6 +220,15 @@ class TokenCache:
         """Ids of the cached videos, in commit order."""
         return list(self._ok)
 
+    def find(self, name: str) -> Optional[str]:
+        """The id ``name`` names: the id itself, else the one id whose last path components are
+        ``name`` (``bikes.mp4`` finds ``samples/bikes.mp4`` when no other id ends that way);
+        None when there is none or more than one."""
+        if name in self._ok:
+            return name
+        matches = [i for i in self._ok if i.endswith("/" + name.lstrip("/"))]
+        return matches[0] if len(matches) == 1 else None
+
     def __getitem__(self, video_id: str) -> CachedVideo:
         row = self._ok.get(video_id)
         if row is None:
