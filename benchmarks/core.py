@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
 
+from aot_cli.bench.machine import cpu_model
 from aot_cli.core import AOTConfig, compress
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def time_core(x, sh, dp, cfg, repeats, device):
@@ -80,7 +70,7 @@ def main():
     t_ref, n_ref = time_core(x, sh, dp, AOTConfig(num_anchors=126, keep_ratio=0.3), args.repeats, device)
     t_bud, n_bud = time_core(x, sh, dp, AOTConfig(ratio=0.1), args.repeats, device)
     result = {
-        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "device": str(device),
+        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "device": str(device),
                     "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
                     "torch": torch.__version__},
         "frames": args.frames,

@@ -630,17 +630,23 @@ def _compose(frames: np.ndarray, marks: Sequence[FrameMarks], info: SheetInfo, p
     return sheet, layout
 
 
-def write_png(image: Image.Image, out_png: str | Path) -> Path:
-    """Save ``image`` as PNG at ``out_png`` atomically (temporary file, fsync, rename)."""
+def _write_picture(data: bytes, out_png: str | Path) -> Path:
+    """Write encoded picture bytes at ``out_png`` atomically (temporary file, fsync, rename),
+    creating its folder; PictureError (one line) when the folder cannot be made."""
     out = Path(out_png)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PictureError(f"{out}: cannot create its folder ({exc.strerror or exc})") from None
-    atomic_write_bytes(out, buffer.getvalue())
+    atomic_write_bytes(out, data)
     return out
+
+
+def write_png(image: Image.Image, out_png: str | Path) -> Path:
+    """Save ``image`` as PNG at ``out_png`` atomically (temporary file, fsync, rename)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return _write_picture(buffer.getvalue(), out_png)
 
 
 # ------------------------------------------------------------------------------------- plots
@@ -670,13 +676,7 @@ def _new_figure(width_in: float, height_in: float):
 def _save_figure(fig, out_png: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    out = Path(out_png)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PictureError(f"{out}: cannot create its folder ({exc.strerror or exc})") from None
-    atomic_write_bytes(out, buffer.getvalue())
-    return out
+    return _write_picture(buffer.getvalue(), out_png)
 
 
 def _rgb(colour: RGB) -> Tuple[float, float, float]:

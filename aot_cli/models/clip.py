@@ -11,12 +11,11 @@ from __future__ import annotations
 import torch
 
 from aot_cli.models.adapter import Tower, VisionAdapter
-from aot_cli.models.common import LoadContext, base_info, image_spec, move, require_fixed_size
-from aot_cli.models.errors import ModelLoadError, first_line
+from aot_cli.models.common import LoadContext, base_info, image_spec, load_pretrained, require_fixed_size
+from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import clip_spec
 from aot_cli.models.profiles import select_profile
 from aot_cli.models.siglip import vision_core
-from aot_cli.models.source import ensure_weight_files
 
 CLIP_TYPES = ("clip", "clip_vision_model")
 
@@ -36,12 +35,8 @@ def load_clip(ctx: LoadContext) -> VisionAdapter:
     """A CLIP tower from a ``clip`` / ``clip_vision_model`` checkpoint."""
     from transformers import CLIPVisionModel
 
-    ensure_weight_files(ctx.source)
-    try:
-        model = CLIPVisionModel.from_pretrained(str(ctx.source.root), dtype=ctx.dtype, attn_implementation="sdpa")
-    except Exception as exc:
-        raise ModelLoadError(f"{ctx.config_path}: cannot load the CLIP vision tower ({first_line(exc)})") from None
-    core = vision_core(move(model, ctx))
+    model = load_pretrained(ctx, CLIPVisionModel, "the CLIP vision tower")
+    core = vision_core(model)
     config = model.config
     if config.num_hidden_layers < 2:
         raise ModelLoadError(f"{ctx.config_path}: CLIP features use the penultimate layer; the tower has one layer")

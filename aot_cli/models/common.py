@@ -7,9 +7,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 
 from aot_cli.config import ModelConfig
-from aot_cli.models.errors import ModelLoadError
+from aot_cli.models.errors import ModelLoadError, first_line
 from aot_cli.models.preprocess import ImageSpec, spec_from_processor_config
-from aot_cli.models.source import ModelSource
+from aot_cli.models.source import ModelSource, ensure_weight_files
 
 PROCESSOR_FILES = ("preprocessor_config.json",)
 VIDEO_PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
@@ -80,6 +80,18 @@ def config_int(config: Dict[str, Any], key: str, where: str, default: Optional[i
 def move(module: torch.nn.Module, ctx: LoadContext) -> torch.nn.Module:
     """``module`` on the context's device and dtype, in eval mode."""
     return module.to(device=ctx.device, dtype=ctx.dtype).eval()
+
+
+def load_pretrained(ctx: LoadContext, model_class: Any, what: str, **kwargs: Any) -> torch.nn.Module:
+    """``model_class.from_pretrained`` on the checkpoint, with SDPA attention, moved to the
+    context's device and dtype; any failure is one ModelLoadError line naming the config and
+    ``what`` ("the CLIP vision tower")."""
+    ensure_weight_files(ctx.source)
+    try:
+        model = model_class.from_pretrained(str(ctx.source.root), dtype=ctx.dtype, attn_implementation="sdpa", **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"{ctx.config_path}: cannot load {what} ({first_line(exc)})") from None
+    return move(model, ctx)
 
 
 def feature_positions(layer: Any, total_layers: int, where: str) -> Tuple[int, ...]:

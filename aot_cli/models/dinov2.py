@@ -9,11 +9,10 @@ from __future__ import annotations
 from torch import nn
 
 from aot_cli.models.adapter import Tower, VisionAdapter
-from aot_cli.models.common import LoadContext, base_info, image_spec, move
-from aot_cli.models.errors import ModelLoadError, first_line
+from aot_cli.models.common import LoadContext, base_info, image_spec, load_pretrained
+from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import dinov2_spec
 from aot_cli.models.profiles import select_profile
-from aot_cli.models.source import ensure_weight_files
 
 DINOV2_TYPES = ("dinov2", "dinov2_with_registers")
 
@@ -33,12 +32,7 @@ def load_dinov2(ctx: LoadContext) -> VisionAdapter:
 
     registers = ctx.config.get("model_type") == "dinov2_with_registers"
     model_class = transformers.Dinov2WithRegistersModel if registers else transformers.Dinov2Model
-    ensure_weight_files(ctx.source)
-    try:
-        model = model_class.from_pretrained(str(ctx.source.root), dtype=ctx.dtype, attn_implementation="sdpa")
-    except Exception as exc:
-        raise ModelLoadError(f"{ctx.config_path}: cannot load the DINOv2 tower ({first_line(exc)})") from None
-    model = move(model, ctx)
+    model = load_pretrained(ctx, model_class, "the DINOv2 tower")
     config = model.config
     spec = image_spec(ctx, dinov2_spec())
     if spec.crop is None and spec.resize != "exact":

@@ -61,29 +61,6 @@ def attention_geometry(module: nn.Module) -> Tuple[nn.Module, nn.Module, int, in
     raise ModelLoadError(f"{type(module).__name__}: no q/k projections found to recompute attention scores")
 
 
-def received_attention(module: nn.Module, hidden: torch.Tensor, query_chunk: Optional[int] = None,
-                       projections: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
-    """Scores ``[F, T]`` float32 of the attention ``module`` for its input ``hidden`` [F, T, C]:
-    ``softmax(q k^T * scale)`` summed over queries, averaged over heads; ``query_chunk`` queries
-    at a time (default: head_dim). ``projections``: the module's own ``(q_proj(hidden),
-    k_proj(hidden))`` when already computed; otherwise they are computed here."""
-    q_proj, k_proj, heads, head_dim, scale = attention_geometry(module)
-    frames, tokens, _ = hidden.shape
-    q_lin, k_lin = projections if projections is not None else (q_proj(hidden), k_proj(hidden))
-    q = q_lin.reshape(frames, tokens, heads, head_dim).transpose(1, 2)
-    k = k_lin.reshape(frames, tokens, heads, head_dim).transpose(1, 2)
-    k_t = k.transpose(-1, -2)
-    step = max(1, int(query_chunk or head_dim))
-    total = torch.zeros(frames, heads, tokens, dtype=torch.float32, device=hidden.device)
-    for start in range(0, tokens, step):
-        logits = torch.matmul(q[:, :, start : start + step], k_t) * scale
-        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-        del logits
-        total += probs.sum(dim=2)
-        del probs
-    return total.mean(dim=1)
-
-
 SCORED_ATTENTION = "aot_scored_sdpa"
 
 
@@ -95,13 +72,13 @@ class _Sink:
         self.scores: Optional[torch.Tensor] = None
 
 
-def attention_with_scores(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+def attention_with_scores(query: torch.Tensor, key: torch.Tensor, value: Optional[torch.Tensor],
                           attention_mask: Optional[torch.Tensor], scaling: float,
-                          query_chunk: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                          query_chunk: Optional[int] = None) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
     """Softmax attention of ``query/key/value [F, heads, T, hd]`` in chunks of queries:
     ``(output [F, T, heads, hd], scores [F, T] float32)`` (the output in the layout the attention
-    module reshapes, written chunk by chunk into one tensor); the scores are the probabilities
-    summed over queries and averaged over heads. ``attention_mask``: None, boolean (True = attend) or
+    module reshapes, written chunk by chunk into one tensor; None when ``value`` is None, for the
+    scores alone); the scores are the probabilities summed over queries and averaged over heads. ``attention_mask``: None, boolean (True = attend) or
     additive, broadcastable to ``[F, heads, T, T]``."""
     frames, heads, tokens, head_dim = query.shape
     step = max(1, int(query_chunk or head_dim))
@@ -110,7 +87,9 @@ def attention_with_scores(query: torch.Tensor, key: torch.Tensor, value: torch.T
         mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(~mask, float("-inf"))
     k_t = key.transpose(-1, -2)
     total = torch.zeros(frames, heads, key.shape[2], dtype=torch.float32, device=query.device)
-    output = torch.empty(frames, tokens, heads, value.shape[-1], dtype=value.dtype, device=value.device)
+    output = None
+    if value is not None:
+        output = torch.empty(frames, tokens, heads, value.shape[-1], dtype=value.dtype, device=value.device)
     for start in range(0, tokens, step):
         logits = torch.matmul(query[:, :, start : start + step], k_t) * scaling
         if mask is not None:
@@ -118,9 +97,24 @@ def attention_with_scores(query: torch.Tensor, key: torch.Tensor, value: torch.T
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
         del logits
         total += probs.sum(dim=2)
-        output[:, start : start + step] = torch.matmul(probs.to(value.dtype), value).transpose(1, 2)
+        if output is not None:
+            output[:, start : start + step] = torch.matmul(probs.to(value.dtype), value).transpose(1, 2)
         del probs
     return output, total.mean(dim=1)
+
+
+def received_attention(module: nn.Module, hidden: torch.Tensor, query_chunk: Optional[int] = None,
+                       projections: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """Scores ``[F, T]`` float32 of the attention ``module`` for its input ``hidden`` [F, T, C]:
+    ``softmax(q k^T * scale)`` summed over queries, averaged over heads; ``query_chunk`` queries
+    at a time (default: head_dim). ``projections``: the module's own ``(q_proj(hidden),
+    k_proj(hidden))`` when already computed; otherwise they are computed here."""
+    q_proj, k_proj, heads, head_dim, scale = attention_geometry(module)
+    frames, tokens, _ = hidden.shape
+    q_lin, k_lin = projections if projections is not None else (q_proj(hidden), k_proj(hidden))
+    q = q_lin.reshape(frames, tokens, heads, head_dim).transpose(1, 2)
+    k = k_lin.reshape(frames, tokens, heads, head_dim).transpose(1, 2)
+    return attention_with_scores(q, k, None, None, scale, query_chunk)[1]
 
 
 def scored_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -14,11 +14,10 @@ import torch
 from torch import nn
 
 from aot_cli.models.adapter import Tower, VisionAdapter
-from aot_cli.models.common import LoadContext, base_info, image_spec, move, require_fixed_size
-from aot_cli.models.errors import ModelLoadError, first_line
+from aot_cli.models.common import LoadContext, base_info, image_spec, load_pretrained, require_fixed_size
+from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import square_spec
 from aot_cli.models.profiles import select_profile
-from aot_cli.models.source import ensure_weight_files
 
 SIGLIP_TYPES = ("siglip", "siglip_vision_model")
 
@@ -37,14 +36,8 @@ def load_siglip(ctx: LoadContext) -> VisionAdapter:
     """A plain SigLIP tower from a ``siglip`` / ``siglip_vision_model`` checkpoint."""
     from transformers import SiglipVisionModel
 
-    ensure_weight_files(ctx.source)
-    try:
-        model = SiglipVisionModel.from_pretrained(
-            str(ctx.source.root), dtype=ctx.dtype, attn_implementation="sdpa", vision_use_head=False
-        )
-    except Exception as exc:
-        raise ModelLoadError(f"{ctx.config_path}: cannot load the SigLIP vision tower ({first_line(exc)})") from None
-    core = vision_core(move(model, ctx))
+    model = load_pretrained(ctx, SiglipVisionModel, "the SigLIP vision tower", vision_use_head=False)
+    core = vision_core(model)
     config = model.config
     spec = image_spec(ctx, square_spec(config.image_size))
     require_fixed_size(spec, config.image_size, ctx.config_path)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import torch
 
 from aot_cli.models.adapter import Tower, VisionAdapter
-from aot_cli.models.common import LoadContext, base_info, image_spec, move
-from aot_cli.models.errors import ModelLoadError, first_line
+from aot_cli.models.common import LoadContext, base_info, image_spec, load_pretrained
+from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import naflex_spec
 from aot_cli.models.profiles import select_profile
 from aot_cli.models.siglip import vision_core
-from aot_cli.models.source import ensure_weight_files
 
 SIGLIP2_TYPES = ("siglip2", "siglip2_vision_model")
 
@@ -46,14 +45,8 @@ def load_siglip2(ctx: LoadContext) -> VisionAdapter:
     """A SigLIP2 naflex tower from a ``siglip2`` / ``siglip2_vision_model`` checkpoint."""
     from transformers import Siglip2VisionModel
 
-    ensure_weight_files(ctx.source)
-    try:
-        model = Siglip2VisionModel.from_pretrained(
-            str(ctx.source.root), dtype=ctx.dtype, attn_implementation="sdpa", vision_use_head=False
-        )
-    except Exception as exc:
-        raise ModelLoadError(f"{ctx.config_path}: cannot load the SigLIP2 vision tower ({first_line(exc)})") from None
-    core = vision_core(move(model, ctx))
+    model = load_pretrained(ctx, Siglip2VisionModel, "the SigLIP2 vision tower", vision_use_head=False)
+    core = vision_core(model)
     config = model.config
     spec = image_spec(ctx, naflex_spec(config.patch_size))
     if spec.patch_size != config.patch_size:
