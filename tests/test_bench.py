@@ -28,7 +28,8 @@ def report(tmp_path_factory):
     out = root / "bench.json"
     result = CliRunner().invoke(main, [
         "bench", str(SAMPLES / "realshort.mp4"), "--model", str(model), "--frames", str(FRAMES),
-        "--dtype", "fp32", "--ratio", "0.2", "--repeat", "2", "--json", str(out), "-q",
+        "--dtype", "fp32", "--ratio", "0.2", "--repeat", "2", "--decode-workers", "0", "--flush-every", "0",
+        "--json", str(out), "-q",
     ], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
@@ -134,6 +135,35 @@ def test_text_output_names_every_figure(report):
                  "videos/s", "frames/s", "tokens/s", "peak memory", "per video on disk", "targets"):
         assert word in text, word
     assert render_report(report).splitlines()[0] == text.splitlines()[0]
+
+
+def test_pipeline_options_reach_the_end_to_end_run(report, tmp_path, monkeypatch):
+    assert report["config"]["pipeline"] == {"decode_workers": 0, "flush_every": 0}
+    import aot_cli.pipeline.batch as batch
+
+    seen = []
+    real = batch.run_batch
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("decode_workers"), kwargs.get("flush_every")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "run_batch", spy)
+    model = build_llava_hf(tmp_path / "llava")
+    result = CliRunner().invoke(main, [
+        "bench", str(SAMPLES / "realshort.mp4"), "--model", str(model), "--frames", "2", "--dtype", "fp32",
+        "--decode-workers", "0", "--flush-every", "3", "--no-warmup", "-q", "--json", str(tmp_path / "b.json"),
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert seen == [(0, 3.0)]
+
+
+def test_negative_pipeline_options_are_one_line_usage_errors(tmp_path):
+    for flag, value in (("--decode-workers", "-1"), ("--flush-every", "-2")):
+        result = CliRunner().invoke(main, ["bench", str(SAMPLES / "realshort.mp4"), "--model", str(tmp_path), flag, value])
+        assert result.exit_code == 2
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and flag in lines[0], lines
 
 
 def test_missing_video_is_a_one_line_usage_error(tmp_path):

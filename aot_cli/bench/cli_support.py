@@ -35,13 +35,14 @@ def run_bench_command(*, inputs: Sequence[str], file_cfg: Dict[str, Dict[str, An
     """Run ``aot bench``; returns the exit code (0 ok, 1 a video failed, 2 bad usage)."""
     from ..cache import CacheError
     from ..models import ModelLoadError, load_model
-    from ..pipeline.cli_support import build_run_config
+    from ..pipeline.cli_support import build_run_config, pop_pipeline_options
     from ..pipeline.inputs import InputError, expand_inputs
     from ..video import VideoDecodeError
 
     if repeat < 1:
         return _err(f"--repeat must be >= 1, got {repeat}")
     try:
+        workers, flush_every = pop_pipeline_options(flags)
         cfg = build_run_config(file_cfg, flags, size_parser)
         items = expand_inputs(list(inputs))
     except (ValueError, InputError) as e:
@@ -54,7 +55,8 @@ def run_bench_command(*, inputs: Sequence[str], file_cfg: Dict[str, Dict[str, An
         return _err(str(e))
     log = (lambda msg: None) if quiet else (lambda msg: print(f"aot bench: {msg}", file=sys.stderr, flush=True))
     try:
-        report = run_bench(items, adapter, cfg, repeat=repeat, warmup=warmup,
+        report = run_bench(items, adapter, cfg, repeat=repeat, warmup=warmup, decode_workers=workers,
+                           flush_every=flush_every,
                            workdir=Path(workdir) if workdir else None, log=log)
     except (VideoDecodeError, RuntimeError, CacheError) as e:
         print(f"aot: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from ..config import to_dict
+from ..pipeline.batch import DEFAULT_FLUSH_EVERY
 from ..pipeline.inputs import VideoInput
 from ..pipeline.run import RunConfig, resolve_method
 from .machine import load_average, machine_info
@@ -91,16 +92,19 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_pipeline(items: List[VideoInput], adapter, cfg: RunConfig, out: Path) -> Tuple[float, object, MemoryPeak]:
-    """One ``run_batch`` over ``items`` into the new cache directory ``out``:
-    (wall seconds, its Summary, memory of this process and its decode workers)."""
+def run_pipeline(items: List[VideoInput], adapter, cfg: RunConfig, out: Path, *, decode_workers: Optional[int] = None,
+                 flush_every: float = DEFAULT_FLUSH_EVERY) -> Tuple[float, object, MemoryPeak]:
+    """One ``run_batch`` over ``items`` into the new cache directory ``out`` (``decode_workers``
+    and ``flush_every`` as for ``aot compress``): (wall seconds, its Summary, memory of this
+    process and its decode workers)."""
     from ..pipeline.batch import run_batch
 
     if out.exists():
         shutil.rmtree(out)
     with PeakMemory(adapter.device, tree=True) as mem:
         t0 = time.perf_counter()
-        summary = run_batch(items, out, cfg, adapter=adapter, overwrite=True)
+        summary = run_batch(items, out, cfg, adapter=adapter, overwrite=True, decode_workers=decode_workers,
+                            flush_every=flush_every)
         wall = time.perf_counter() - t0
     if summary.failed:
         first = summary.failures[0]
@@ -159,10 +163,13 @@ def _cache_block(videos: List[VideoStages], end_to_end: dict) -> dict:
 
 
 def run_bench(items: List[VideoInput], adapter, cfg: RunConfig, *, repeat: int = 1, warmup: bool = True,
-              workdir: Optional[Path] = None, log: Callable[[str], None] = lambda msg: None) -> dict:
+              workdir: Optional[Path] = None, decode_workers: Optional[int] = None,
+              flush_every: float = DEFAULT_FLUSH_EVERY, log: Callable[[str], None] = lambda msg: None) -> dict:
     """Benchmark ``cfg`` with the loaded ``adapter`` on ``items``; returns the JSON-ready report
     (see the package docstring). ``workdir`` keeps the caches written (default: a temporary
-    directory, removed afterwards). ``log`` receives one line per step."""
+    directory, removed afterwards). ``decode_workers`` / ``flush_every``: the end-to-end
+    pipeline's, as for ``aot compress`` (None: its default worker count). ``log`` receives one
+    line per step."""
     if not items:
         raise ValueError("no videos to benchmark")
     if repeat < 1:
@@ -185,18 +192,20 @@ def run_bench(items: List[VideoInput], adapter, cfg: RunConfig, *, repeat: int =
                 videos[i] = measure_video(item, adapter, cfg, method, root / "stages" / str(i), into=videos[i])
             log(f"run {r + 1}/{repeat}, end to end: the aot compress pipeline on {len(items)} video(s)")
             out = root / "pipeline" / f"cache-{r}"
-            runs.append((*run_pipeline(items, adapter, cfg, out), out))
+            runs.append((*run_pipeline(items, adapter, cfg, out, decode_workers=decode_workers,
+                                       flush_every=flush_every), out))
         end_to_end = end_to_end_block(runs)
     finally:
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
     if own_dir:
         end_to_end.pop("cache_dir")
-    return build_report(videos, end_to_end, adapter, cfg, method, repeat, started, load_start)
+    pipeline = {"decode_workers": decode_workers, "flush_every": flush_every}
+    return build_report(videos, end_to_end, adapter, cfg, method, repeat, started, load_start, pipeline)
 
 
 def build_report(videos: List[VideoStages], end_to_end: dict, adapter, cfg: RunConfig, method, repeat: int,
-                 started: str, load_start) -> dict:
+                 started: str, load_start, pipeline: Optional[dict] = None) -> dict:
     """Assemble the report: stages, tower passes, end to end, cache, ratios, targets."""
     frames = sum(v.frames for v in videos)
     stages = sum_stages(videos)
@@ -228,7 +237,7 @@ def build_report(videos: List[VideoStages], end_to_end: dict, adapter, cfg: RunC
         "layers_run": adapter.layers_run,
         "score_layers": desc.get("score_layers", {}).get("resolved"),
         "config": {"decode": to_dict(cfg.decode), "model": to_dict(cfg.model), "method": to_dict(method),
-                   "storage": to_dict(cfg.storage)},
+                   "storage": to_dict(cfg.storage), "pipeline": dict(pipeline or {})},
         "repeat": repeat,
         "videos": [v.to_dict() for v in videos],
         "totals": {"videos": len(videos), "frames": frames, "tokens": sum(v.tokens for v in videos),

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from ..config import DecodeConfig, ModelConfig, StorageConfig, from_dict
 from ..core import AOTConfig
@@ -122,12 +122,27 @@ def termination_raises() -> Iterator[None]:
             signal.signal(s, old)
 
 
+def pop_pipeline_options(flags: Dict[str, Any]) -> Tuple[Optional[int], float]:
+    """Take ``--decode-workers`` and ``--flush-every`` out of the flags: ``(decode_workers or None,
+    flush_every seconds)``; ValueError (one line) when either is negative."""
+    from .batch import DEFAULT_FLUSH_EVERY
+
+    workers = flags.pop("decode_workers", None)
+    flush_every = flags.pop("flush_every", None)
+    flush_every = DEFAULT_FLUSH_EVERY if flush_every is None else flush_every
+    if workers is not None and workers < 0:
+        raise ValueError(f"--decode-workers must be >= 0, got {workers}")
+    if flush_every < 0:
+        raise ValueError(f"--flush-every must be >= 0 seconds, got {flush_every:g}")
+    return workers, flush_every
+
+
 def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, file_cfg, flags, size_parser) -> int:
     """`aot compress`: returns the exit status (0 all done, 1 some videos failed, 2 bad usage or
     the output cannot be written, 128 + signal number when interrupted)."""
     from ..cache import CacheError
     from ..models import ModelLoadError, load_model
-    from .batch import DEFAULT_FLUSH_EVERY, Summary, run_batch
+    from .batch import Summary, run_batch
     from .inputs import InputError, expand_inputs
     from .progress import Reporter
     from .ranks import detect_rank, device_for_rank, take_share
@@ -141,15 +156,9 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, f
     quiet = bool(flags.pop("quiet", False))
     overwrite = bool(flags.pop("overwrite", False))
     num_shards, shard_id = flags.pop("num_shards", None), flags.pop("shard_id", None)
-    workers = flags.pop("decode_workers", None)
-    flush_every = flags.pop("flush_every", None)
-    flush_every = DEFAULT_FLUSH_EVERY if flush_every is None else flush_every
     try:
+        workers, flush_every = pop_pipeline_options(flags)
         cfg = build_run_config(file_cfg, flags, size_parser)
-        if workers is not None and workers < 0:
-            raise ValueError(f"--decode-workers must be >= 0, got {workers}")
-        if flush_every < 0:
-            raise ValueError(f"--flush-every must be >= 0 seconds, got {flush_every:g}")
         if not inputs and list_file is None and manifest is None:
             return err("no input videos (give files, directories, globs, --list or --manifest)")
         items = expand_inputs(inputs, list_file, manifest, path_column, id_mode)
