@@ -85,7 +85,7 @@ METHOD_OPTIONS = (
     click.option("--pooling", type=click.Choice(["auto", "bilinear", "average", "none"]), default="auto", show_default=True,
                   help="2x2 pooling after the intra-frame merge; auto = the model profile's."),
     click.option("--clip-length", type=int, help="Frames per clip (default: the profile's, 4 OneVision / 8 LLaVA-Video)."),
-    click.option("--segments", type=click.Choice(["fixed", "dynamic"]), help="Fixed clips or dynamic segments (SPEC §7)."),
+    click.option("--segments", type=click.Choice(["fixed", "dynamic"]), help="Fixed clips or dynamic segments (docs/method.md §7)."),
     click.option("--dynamic-c", type=int, help="Dynamic segments: number of lowest-similarity cuts + 1 (default 8)."),
     click.option("--dynamic-tau", type=float, help="Dynamic segments: also cut below this similarity (default 0.8)."),
     click.option("--keyframe-once", is_flag=True, default=None, help="Emit each keyframe once (as merged anchors), not twice."),

@@ -12,7 +12,7 @@ What it does, per video (the model is loaded first and not timed):
    vision tower called once on all frames with ``output_attentions=True`` and
    ``output_hidden_states=True`` (every layer's ``[F, heads, N, N]`` map is kept), features from
    ``vision_feature_layer``, then the projector;
-4. method (SPEC §1-§6, reference rules: ``V`` anchors per frame, quantile keep ratio): scores from
+4. method (docs/method.md §1-§6, reference rules: ``V`` anchors per frame, quantile keep ratio): scores from
    attention maps 5 and -2, then Python loops per frame (anchor windows, cost matrices,
    nearest-anchor updates, pooling) and per clip frame (inter-frame OT), Sinkhorn in kernel form
    (all frames of the intra-frame stage in one batched solve, as the released code);

@@ -1,5 +1,5 @@
 """A deliberately naive, loop-per-frame implementation of the AOT chain written straight from
-SPEC §2-§6, independent of ``aot_cli.core``. The tests compare the library against it."""
+docs/method.md §2-§6, independent of ``aot_cli.core``. The tests compare the library against it."""
 from __future__ import annotations
 
 import math

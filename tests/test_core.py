@@ -1,4 +1,4 @@
-"""The method core against the SPEC's reference computation, POT, and its own contracts."""
+"""The method core against the reference computation of docs/method.md, POT, and its own contracts."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +29,7 @@ def rel_err(a, b):
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
 
 
-# ---------------------------------------------------------------- reference parity (SPEC settings)
+# ---------------------------------------------------------------- reference parity (docs/method.md reference settings)
 
 @pytest.mark.parametrize("F,V,keep_ratio,pool,clip,seed", [
     (32, 126, 0.3, "bilinear", 4, 0),

@@ -56,7 +56,7 @@ def load(path, **kwargs) -> VisionAdapter:
 
 
 def reduce_eager(attentions, index: int, prefix: int) -> torch.Tensor:
-    """The SPEC §1 reduction of an eager attention map: sum over queries, mean over heads."""
+    """The docs/method.md §1 reduction of an eager attention map: sum over queries, mean over heads."""
     return attentions[index].float().sum(dim=2).mean(dim=1)[:, prefix:]
 
 

@@ -1,6 +1,6 @@
 """The AOT method as small, pure, batched tensor functions (no model, file or I/O knowledge).
 
-Stages, in pipeline order (see SPEC §0):
+Stages, in pipeline order (see docs/method.md §0):
 
 - :func:`select_anchors`      §2  anchors per frame from two attention-score maps
 - :func:`intra_frame_merge`   §3  anchors absorb their frame's other tokens by entropic OT

@@ -1,4 +1,4 @@
-"""Anchor selection per frame (SPEC §2): local anchors by window from the shallow attention map,
+"""Anchor selection per frame (docs/method.md §2): local anchors by window from the shallow attention map,
 global anchors over the whole grid from the deep map."""
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def select_anchors(
     """Choose anchors per frame.
 
     Args:
-        shallow, deep: ``[F, N]`` received-attention scores (SPEC §1), ``N = H*W`` row-major.
+        shallow, deep: ``[F, N]`` received-attention scores (docs/method.md §1), ``N = H*W`` row-major.
         grid: ``(H, W)``.
         num_anchors: the budget ``V``.
         global_ratio: share ``g`` of global anchors.

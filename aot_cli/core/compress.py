@@ -40,7 +40,7 @@ class AOTConfig:
     spatial_weight: float = 0.5
     nn_mix: float = 0.1
     intra_scale: float = 1.0
-    intra_update: str = "reference"  # | "normalized" (SPEC §8.1)
+    intra_update: str = "reference"  # | "normalized" (docs/method.md §8.1)
     intra_stop: str = "video"  # Sinkhorn stop grouping: "video" (reference, frames stop together) | "frame"
     # pooling (§4)
     pooling: Optional[str] = "bilinear"  # | "average" | None
@@ -54,7 +54,7 @@ class AOTConfig:
     inter_eps: float = 0.1
     sigma_t: float = 1.5
     inter_scale: float = 1.0
-    keyframe_once: bool = False  # SPEC §8.3
+    keyframe_once: bool = False  # docs/method.md §8.3
     keep_fraction: float = 0.3  # budget planner: share of a non-key frame kept
     # Sinkhorn (§6)
     sinkhorn_max_iter: int = 100

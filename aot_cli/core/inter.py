@@ -1,4 +1,4 @@
-"""Inter-frame OT merge over clips with a keyframe (SPEC §5)."""
+"""Inter-frame OT merge over clips with a keyframe (docs/method.md §5)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,7 +82,7 @@ def inter_frame_merge(
         eps, sigma_t, scale: Sinkhorn regularisation, temporal-cost width, merge strength.
         emit_keyframe: emit the untouched keyframe tokens before the clip's kept tokens (the
             reference emits the keyframe twice: raw and as merged anchors; ``False`` emits it once,
-            as anchors, SPEC §8.3).
+            as anchors, docs/method.md §8.3).
 
     Each frame step is one batched Sinkhorn over all clips, every clip stopping on its own (in the
     reference each clip and frame is a separate call).

@@ -1,4 +1,4 @@
-"""Intra-frame OT merge (SPEC §3): each frame's anchors absorb context from its non-anchor tokens."""
+"""Intra-frame OT merge (docs/method.md §3): each frame's anchors absorb context from its non-anchor tokens."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -36,7 +36,7 @@ def intra_frame_merge(
         nn_mix: share of the nearest-neighbour update in the final anchor.
         scale: ``s`` in the OT and nearest-neighbour updates.
         update: ``"reference"`` — ``(a + s*agg) / (1 + s*load)`` as released (the plan's column
-            mass is ``1/V``, so the anchor barely moves, SPEC §8.1); ``"normalized"`` — the
+            mass is ``1/V``, so the anchor barely moves, docs/method.md §8.1); ``"normalized"`` — the
             barycentre variant ``(a + s*agg/load) / (1 + s)``, where the transported sources weigh
             as much as ``s`` anchors.
         max_iter, tol, log_domain, stop: Sinkhorn options.

@@ -1,4 +1,4 @@
-"""Spatial pooling of tokens and of the anchor mask (SPEC §4)."""
+"""Spatial pooling of tokens and of the anchor mask (docs/method.md §4)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Clip boundaries for the inter-frame stage (SPEC §5 fixed clips, §7 dynamic segments)."""
+"""Clip boundaries for the inter-frame stage (docs/method.md §5 fixed clips, §7 dynamic segments)."""
 from __future__ import annotations
 
 from typing import List, Tuple

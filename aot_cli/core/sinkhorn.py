@@ -1,4 +1,4 @@
-"""Entropic optimal transport by Sinkhorn iterations, batched (SPEC §6).
+"""Entropic optimal transport by Sinkhorn iterations, batched (docs/method.md §6).
 
 Every problem in a batch is ``cost[b]`` of shape ``[M, N]`` with uniform marginals over its valid
 rows and columns. Problems of different sizes share one batch through ``row_mask``/``col_mask``
@@ -63,7 +63,7 @@ def sinkhorn(
             and the log domain is used automatically (same iterates); ``None`` behaves like ``False``.
         row_mask, col_mask: ``[B, M]`` / ``[B, N]`` booleans marking the valid rows / columns.
         batch_stop: ``"per_problem"`` or ``"joint"`` (see module docstring).
-        stop: ``"reference"`` — mean absolute change of ``r`` below ``tol`` (SPEC §6);
+        stop: ``"reference"`` — mean absolute change of ``r`` below ``tol`` (docs/method.md §6);
             ``"marginal"`` — a converged solve: L1 error of the row marginal below ``tol``.
         check_every: iterations between host checks of the stopping flags (default: 1 on CPU,
             10 on accelerators). Does not change the result.

@@ -22,7 +22,7 @@ from ..core import AOTConfig, BudgetError, compress
 #: Cells per frame of the grid the released code's anchor counts were chosen for (SigLIP-so400m
 #: at 384 px: 27 x 27).
 REFERENCE_CELLS = 27 * 27
-#: The released code's (V, keep_ratio) settings for LLaVA-OneVision, 32 frames (SPEC §5).
+#: The released code's (V, keep_ratio) settings for LLaVA-OneVision, 32 frames (docs/method.md §5).
 REFERENCE_RULES: Tuple[Tuple[int, float], ...] = ((126, 0.3), (108, 0.1))
 
 

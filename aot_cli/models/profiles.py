@@ -1,5 +1,5 @@
 """Per-family defaults the pipeline reads: frames to sample, spatial pooling, clip length,
-newline placement and the two attention layers that score tokens (SPEC §1, §4, §5).
+newline placement and the two attention layers that score tokens (docs/method.md §1, §4, §5).
 
 Profiles are plain data. A model's profile comes from its family; LLaVA checkpoints are told
 apart as OneVision or Video by :func:`llava_profile_name`, and ``ModelConfig.profile`` overrides

@@ -1,4 +1,4 @@
-"""Received-attention scores of two layers, captured while the tower runs (SPEC §1).
+"""Received-attention scores of two layers, captured while the tower runs (docs/method.md §1).
 
 For a layer's softmax attention ``A[F, heads, T(query), T(key)]`` the score of a key token is
 ``sum over queries, mean over heads`` -> ``[F, T]`` float32: how much attention it receives.
