@@ -221,37 +221,13 @@ def bench(inputs, config_file, json_path, workdir, repeat, warmup, quiet, **flag
 @click.option("--cell-px", type=click.FloatRange(min=1), default=16, show_default=True,
               help="--overlay: approximate size of an output-grid cell in pixels.")
 def inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px):
-    """Statistics of a cache: tokens, achieved ratio, per-frame anchors / kept / merged, clips."""
-    from .cache import CacheError, TokenCache
-    from .inspect import cache_stats
-    from .inspect.render import print_stats
+    """Statistics of a cache: tokens, achieved ratio, per-frame anchors / kept / merged, clips.
 
-    try:
-        cache = TokenCache(path)
-        if video_id is not None:
-            found = cache.find(video_id)
-            if found is None:
-                _fail(f"{path}: no video with id {video_id!r} (ids: {', '.join(cache.ids()[:5])}"
-                      f"{' ...' if len(cache) > 5 else ''})")
-            video_id = found
-        stats = cache_stats(cache, video_id)
-    except CacheError as e:
-        _fail(str(e))
-    if as_json:
-        click.echo(json.dumps(stats, indent=2))
-    else:
-        print_stats(stats, per_frame=frames if frames is not None else video_id is not None)
-    if overlay_png or plot_png:
-        from .inspect.pictures import PictureError, plot_tokens_per_frame, render_overlay
+    Exit status: 0 all listed; 1 listed, but some entries could not be read (reported one per
+    line) or index rows / shards were skipped; 2 the cache cannot be read, or no such --video."""
+    from .inspect.command import run_inspect
 
-        try:
-            if overlay_png:
-                res = render_overlay(cache, video_id, overlay_png, video_path=source, cols=cols, cell_px=cell_px)
-                click.echo(f"wrote {res.path} ({res.size[0]}x{res.size[1]} px, {len(res.picture_boxes)} frames)", err=True)
-            if plot_png:
-                click.echo(f"wrote {plot_tokens_per_frame(cache, video_id, plot_png)}", err=True)
-        except (PictureError, CacheError) as e:
-            _fail(str(e))
+    sys.exit(run_inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px))
 
 
 # ------------------------------------------------------------------------------------- ask

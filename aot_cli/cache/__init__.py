@@ -1,7 +1,8 @@
 """The token cache: compressed visual tokens of many videos in safetensors files.
 
-Depends only on torch, safetensors and json (never on models, decoders or the method), so anything
-that reads a cache needs nothing else.
+Depends only on json and numpy, and on torch only where torch tensors are written or asked for
+(never on models, decoders or the method): reading headers, the index and the small per-frame
+tensors as numpy arrays needs no torch, so anything that reads a cache needs nothing else.
 
 Layout of a cache directory::
 
@@ -24,15 +25,17 @@ Layout of a cache directory::
       failures.jsonl                 the failure rows again, as one log shared by all writers
                                      (for people and grep; readers use the index)
 
-Each writer owns one ``part`` (e.g. one per rank): it locks ``index/<part>.jsonl`` and appends
-only there, so concurrent writers never touch each other's files. Readers merge all parts.
+Each writer owns one ``part`` (e.g. one per rank): it locks ``index/<part>.jsonl`` (``flock``),
+describes itself in ``index/.<part>.owner`` and appends only there, so concurrent writers never
+touch each other's files; a second writer on a part in use is refused (:class:`PartInUseError`,
+naming the holder). Readers merge all parts.
 
 Commit protocol (per shard, so per video): the shard is written under a temporary name
 (``.<shard>.<uuid8>.aot-tmp``) in ``shards/``, fsynced, renamed to its final name, the directory
 fsynced; only then are the shard's rows appended to the index part in one write, and fsynced. A
 video is in the cache iff an ok row names it and that row's shard file exists. Readers never list
 ``shards/``, so temporary files and shards whose rows were never written (a crash between rename
-and append) are invisible. A torn last index line is skipped (a writer reopening the part first
+and append) are invisible; the next writer of the same part removes both. A torn last index line is skipped (a writer reopening the part first
 ends it with a newline). When an id has several ok rows (stored again), the latest by
 ``committed_at`` wins (ties: part name, then line order).
 
@@ -40,16 +43,19 @@ A single-video output (:func:`write_single`) is one safetensors file in the same
 (``aot_kind`` "single", key ``v0``); :class:`TokenCache` reads it as a one-video cache, and also
 reads a lone shard file.
 
-Errors are :class:`CacheError` with a one-line message that starts with the path; loading never
-runs code (safetensors only, no pickle).
+Reading checks everything it trusts (:mod:`.reader`, README "Cache format"): bounded sizes and
+nesting of all JSON, field types, tensor entries, standard tensor dtypes and shapes; regular files
+only and no symbolic link followed inside the cache (:mod:`.fs`); tensors read with ``pread``,
+never memory-mapped. Errors are :class:`CacheError` with a one-line message that starts with the
+path; loading never runs code (safetensors only, no pickle).
 """
 from .atomic import atomic_write_bytes
 from .errors import CacheError, UnknownTensorError, UnknownVideoError
 from .format import FORMAT_VERSION
 from .reader import CachedVideo, TokenCache
-from .writer import CacheWriter, write_single
+from .writer import CacheWriter, PartInUseError, write_single
 
 __all__ = [
     "CacheWriter", "write_single", "TokenCache", "CachedVideo", "CacheError", "UnknownVideoError",
-    "UnknownTensorError", "FORMAT_VERSION", "atomic_write_bytes",
+    "UnknownTensorError", "PartInUseError", "FORMAT_VERSION", "atomic_write_bytes",
 ]

@@ -2,7 +2,9 @@
 rolled back. Temporary files carry ``.aot-tmp`` in their name so readers (and git) ignore them."""
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import uuid
 from pathlib import Path
 from typing import Iterable, Union
@@ -150,9 +152,14 @@ def append_durably(fd: int, data: bytes) -> None:
 
 def append_shared(path: Path, data: bytes) -> None:
     """Append ``data`` to a log file that several writers share (``O_APPEND``: each write lands
-    whole at the end on a local file system), then fsync. Raises :class:`OSError`."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    whole at the end on a local file system), then fsync. Never through a symbolic link, never to
+    a FIFO or device (OSError ELOOP / EINVAL). Raises :class:`OSError`."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags, 0o644)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         write_all(fd, data)
         os.fsync(fd)
     finally:

@@ -16,14 +16,20 @@ file (no second in-memory copy); they are read back with the ``safetensors`` lib
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import os
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-import torch
-
+from . import safejson
 from .errors import CacheError
+from .fs import pread_exact
+
+if TYPE_CHECKING:  # torch is imported only where tensors are written or asked for
+    import torch
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "aot_format"
@@ -32,17 +38,37 @@ CREATED_KEY = "aot_created_at"
 VIDEOS_KEY = "aot_videos"
 MAX_HEADER_BYTES = 100_000_000  # the safetensors library refuses larger headers
 HEADER_BUDGET = MAX_HEADER_BYTES // 4  # a writer closes a shard before its header grows past this
+MAX_META_BYTES = 16 << 20  # one video's meta, as JSON; the writer refuses more
+MAX_DIMS = 8
 
-_DTYPE_CODES: Dict[torch.dtype, str] = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
-    torch.uint8: "U8", torch.bool: "BOOL",
-}
-for _name, _code in (("uint16", "U16"), ("uint32", "U32"), ("uint64", "U64"),
-                     ("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):
-    if hasattr(torch, _name):
-        _DTYPE_CODES[getattr(torch, _name)] = _code
+# What each ``kind`` value of a cached token means (docs/method.md §8; the same numbers as
+# aot_cli.core's KIND_* constants, repeated here so that readers need neither torch nor the method).
+KIND_KEYFRAME, KIND_KEPT, KIND_ANCHOR, KIND_NEWLINE = 0, 1, 2, 3
+_KEY_RE = re.compile(r"^v[0-9]{1,9}$")
 
+
+class DType(NamedTuple):
+    """A safetensors dtype: its code, numpy dtype string (None: numpy has none), size in bytes and
+    the torch dtype name."""
+
+    code: str
+    numpy: Optional[str]
+    itemsize: int
+    torch: str
+
+
+DTYPES: Dict[str, DType] = {d.code: d for d in (
+    DType("F64", "<f8", 8, "float64"), DType("F32", "<f4", 4, "float32"), DType("F16", "<f2", 2, "float16"),
+    DType("BF16", None, 2, "bfloat16"), DType("I64", "<i8", 8, "int64"), DType("I32", "<i4", 4, "int32"),
+    DType("I16", "<i2", 2, "int16"), DType("I8", "i1", 1, "int8"), DType("U8", "u1", 1, "uint8"),
+    DType("U16", "<u2", 2, "uint16"), DType("U32", "<u4", 4, "uint32"), DType("U64", "<u8", 8, "uint64"),
+    DType("BOOL", "?", 1, "bool"), DType("F8_E4M3", None, 1, "float8_e4m3fn"),
+    DType("F8_E5M2", None, 1, "float8_e5m2"),
+)}
+_CODE_OF_TORCH_NAME = {d.torch: d.code for d in DTYPES.values()}
+FLOATS = frozenset({"F16", "BF16", "F32", "F64"})
+INTEGERS = frozenset({"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"})
+MASKS = INTEGERS | {"BOOL"}
 
 def utc_now() -> str:
     """The current time as ISO-8601 UTC with microseconds, e.g. ``2026-03-01T12:00:00.123456Z``."""
@@ -65,16 +91,18 @@ def split_tensor_name(stored: str) -> Tuple[str, str]:
     return key, name
 
 
-def dtype_code(dtype: torch.dtype) -> str:
+def dtype_code(dtype: "torch.dtype") -> str:
     """The safetensors dtype code of a torch dtype; ValueError for dtypes safetensors cannot hold."""
-    try:
-        return _DTYPE_CODES[dtype]
-    except KeyError:
-        raise ValueError(f"dtype {dtype} cannot be stored in safetensors") from None
+    code = _CODE_OF_TORCH_NAME.get(str(dtype).replace("torch.", ""))
+    if code is None:
+        raise ValueError(f"dtype {dtype} cannot be stored in safetensors")
+    return code
 
 
-def tensor_bytes(tensor: torch.Tensor) -> memoryview:
+def tensor_bytes(tensor: "torch.Tensor") -> memoryview:
     """The raw little-endian bytes of a contiguous CPU tensor, without copying."""
+    import torch
+
     flat = tensor.reshape(-1)
     if flat.numel() == 0:
         return memoryview(b"")
@@ -87,7 +115,7 @@ class VideoRecord:
     string and as the dict parsed back from it (a private copy of the caller's meta)."""
 
     video_id: str
-    tensors: Dict[str, torch.Tensor]
+    tensors: Dict[str, "torch.Tensor"]
     meta_json: str
     meta: Dict[str, Any]
 
@@ -107,7 +135,7 @@ def encode(videos: Sequence[VideoRecord], kind: str) -> Iterator[memoryview]:
     """The pieces of a safetensors file holding ``videos`` under keys ``v0, v1, …``: the length
     prefix and header first, then each tensor's bytes. Tensors are laid out widest element first, so
     every tensor starts at an offset aligned to its element size."""
-    order: List[Tuple[str, torch.Tensor]] = []
+    order: List[Tuple[str, "torch.Tensor"]] = []
     listing: Dict[str, dict] = {}
     for k, record in enumerate(videos):
         key = video_key(k)
@@ -134,16 +162,36 @@ def encode(videos: Sequence[VideoRecord], kind: str) -> Iterator[memoryview]:
         yield tensor_bytes(t)
 
 
+
+# -- reading ----------------------------------------------------------------------------------
+
+class TensorEntry(NamedTuple):
+    """One checked tensor entry of a header: dtype code, shape, and its byte range in the data
+    section (``start``/``end``, relative to the first byte after the header)."""
+
+    dtype: str
+    shape: Tuple[int, ...]
+    start: int
+    end: int
+
+
 @dataclass
 class FileHeader:
-    """What the header of an aot safetensors file says. ``videos``: key → {"id", "meta"};
-    ``tensors``: stored tensor name → {"dtype", "shape", "data_offsets"}."""
+    """What the header of an aot safetensors file says, checked.
+
+    ``videos``: key → {"id": str, "meta": dict} for every well-formed video; ``bad``: key →
+    (id or None, one-line message) for entries that cannot be read (wrong types, malformed or
+    inconsistent tensor entries); ``tensors``: stored tensor name → :class:`TensorEntry` of the
+    well-formed videos; ``data_start``: file offset of the data section; ``size``: header bytes."""
 
     path: Path
     kind: str
     created_at: str
     videos: Dict[str, dict]
-    tensors: Dict[str, dict]
+    tensors: Dict[str, TensorEntry]
+    bad: Dict[str, Tuple[Optional[str], str]] = field(default_factory=dict)
+    data_start: int = 8
+    size: int = 0
 
     def names_of(self, key: str) -> List[str]:
         """The tensor names (without the ``v{k}.`` prefix) stored for video ``key``."""
@@ -151,67 +199,159 @@ class FileHeader:
         return [s[len(prefix):] for s in self.tensors if s.startswith(prefix)]
 
 
-def read_header(path: Path) -> FileHeader:
-    """Read and check the header of ``path``. Raises :class:`CacheError` (one line, naming the
-    path) for a missing/unreadable file, a file that is not safetensors, a safetensors file that is
-    not an aot cache, a damaged or truncated file, or a format version newer than this code."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            f.seek(0)
-            prefix = f.read(8)
-            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
-            raw = f.read(length) if 0 < length <= MAX_HEADER_BYTES else b""
-    except FileNotFoundError:
-        raise CacheError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise CacheError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(prefix) < 8 or not 2 <= length <= MAX_HEADER_BYTES or not raw.startswith(b"{"):
+def read_header(fd: int, path: Path) -> FileHeader:
+    """Read and check the header of the open regular file ``fd`` (named ``path`` in messages).
+
+    Raises :class:`CacheError` (one line, naming the path) for a file that is not safetensors, a
+    safetensors file that is not an aot cache, a header that is too large, nested too deeply,
+    holds non-finite numbers or is not JSON, a truncated file, or a format version newer than this
+    code. Problems of one video (its meta or id of the wrong type, a malformed or inconsistent
+    tensor entry, a standard tensor of the wrong dtype or shape) do not fail the file: they are
+    listed in ``FileHeader.bad``."""
+    size = os.fstat(fd).st_size
+    prefix = bytes(pread_exact(fd, 8, 0, path, "header", allow_short=True))
+    length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+    if len(prefix) < 8 or not 2 <= length <= MAX_HEADER_BYTES:
         raise CacheError(f"{path}: not a safetensors file")
-    if len(raw) < length:
+    if 8 + length > size:
         raise CacheError(f"{path}: damaged or truncated safetensors file "
-                         f"(header needs {length} bytes, file ends after {len(raw)})")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CacheError(f"{path}: damaged safetensors file (header is not valid JSON)") from None
+                         f"(header needs {length} bytes, file ends after {max(0, size - 8)})")
+    raw = pread_exact(fd, length, 8, path, "header")
+    if not raw.startswith(b"{"):
+        raise CacheError(f"{path}: not a safetensors file")
+    header = safejson.load_or_fail(raw, path, "damaged safetensors file: the header")
     if not isinstance(header, dict):
         raise CacheError(f"{path}: not a safetensors file")
-    metadata = header.pop("__metadata__", None) or {}
-    _check_data_section(path, header, size - 8 - length)
-    return _parse_aot_metadata(path, metadata, header)
-
-
-def _check_data_section(path: Path, tensors: Mapping[str, object], data_size: int) -> None:
-    end = 0
-    for name, info in tensors.items():
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise CacheError(f"{path}: damaged safetensors file (bad entry for tensor {name!r})")
-        end = max(end, offsets[1])
+    metadata = header.pop("__metadata__", None)
+    data_size = size - 8 - length
+    entries, broken = _tensor_entries(path, header)
+    end = max((e.end for e in entries.values()), default=0)
     if end > data_size:
         raise CacheError(f"{path}: truncated safetensors file (tensors need {end} bytes of data, "
                          f"the file holds {data_size})")
+    result = _parse_aot_metadata(path, metadata, entries)
+    result.data_start, result.size = 8 + length, length
+    for key, problem in broken.items():
+        _mark_bad(result, key, problem)
+    for key in list(result.videos):
+        problem = check_standard_tensors({n: entries[tensor_name(key, n)] for n in result.names_of(key)})
+        if problem:
+            _mark_bad(result, key, problem)
+    return result
 
 
-def _parse_aot_metadata(path: Path, metadata: object, tensors: Dict[str, dict]) -> FileHeader:
+def _mark_bad(header: FileHeader, key: str, problem: str) -> None:
+    """Move video ``key`` from ``videos`` to ``bad`` with a message naming file, video and field
+    (nothing to do for a key already bad, or tensors of no listed video)."""
+    video = header.videos.pop(key, None)
+    if video is None:
+        return
+    for name in header.names_of(key):
+        del header.tensors[tensor_name(key, name)]
+    header.bad[key] = (video["id"], f"{header.path}: video {video['id']!r} ({key}): {problem}")
+
+
+def _tensor_entries(path: Path, header: Dict[str, Any]) -> Tuple[Dict[str, TensorEntry], Dict[str, str]]:
+    """Checked entries by stored name, and key → problem for videos with a malformed entry."""
+    entries: Dict[str, TensorEntry] = {}
+    broken: Dict[str, str] = {}
+    for name, info in header.items():
+        key, tname = split_tensor_name(name)
+        problem, entry = _tensor_entry(info)
+        if problem:
+            broken.setdefault(key, f"tensor {tname!r}: {problem}")
+        else:
+            entries[name] = entry
+    return entries, broken
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _tensor_entry(info: object) -> Tuple[Optional[str], Optional[TensorEntry]]:
+    if not isinstance(info, dict):
+        return f"entry is a {type(info).__name__}, not an object", None
+    code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    dtype = DTYPES.get(code) if isinstance(code, str) else None
+    if dtype is None:
+        return f"unknown dtype {str(code)[:20]!r}", None
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(_is_int(d) and d >= 0 for d in shape)):
+        return f"shape {str(shape)[:40]} is not a list of at most {MAX_DIMS} non-negative integers", None
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)
+            and offsets[0] <= offsets[1]):
+        return f"data_offsets {str(offsets)[:40]} are not [begin, end] with 0 <= begin <= end", None
+    if math.prod(shape) * dtype.itemsize != offsets[1] - offsets[0]:
+        return (f"shape {shape} of {code} needs {math.prod(shape) * dtype.itemsize} bytes, its data_offsets "
+                f"give {offsets[1] - offsets[0]}"), None
+    return None, TensorEntry(code, tuple(shape), offsets[0], offsets[1])
+
+
+def parse_version(value: object) -> Optional[int]:
+    """A format version from a header (``"1"``) or cache.json (``1``): a positive integer of at
+    most 9 digits, else None."""
+    if _is_int(value):
+        return value if 0 < value < 10 ** 9 else None
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value) and int(value) > 0:
+        return int(value)
+    return None
+
+
+def _parse_aot_metadata(path: Path, metadata: object, tensors: Dict[str, TensorEntry]) -> FileHeader:
     if not isinstance(metadata, dict) or FORMAT_KEY not in metadata:
         raise CacheError(f"{path}: not an aot token cache (safetensors file without "
                          f"'{FORMAT_KEY}' metadata)")
-    try:
-        version = int(metadata[FORMAT_KEY])
-    except (TypeError, ValueError):
-        raise CacheError(f"{path}: damaged aot metadata ({FORMAT_KEY}={metadata[FORMAT_KEY]!r})") from None
+    version = parse_version(metadata[FORMAT_KEY])
+    if version is None:
+        raise CacheError(f"{path}: damaged aot metadata ({FORMAT_KEY}={str(metadata[FORMAT_KEY])[:40]!r} "
+                         "is not a positive integer)")
     check_version(path, version)
-    try:
-        videos = json.loads(metadata.get(VIDEOS_KEY, ""))
-    except (TypeError, json.JSONDecodeError):
-        raise CacheError(f"{path}: damaged aot metadata ('{VIDEOS_KEY}' is not valid JSON)") from None
-    if not isinstance(videos, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("id"), str) for v in videos.values()):
-        raise CacheError(f"{path}: damaged aot metadata ('{VIDEOS_KEY}' lacks video ids)")
-    return FileHeader(path=path, kind=str(metadata.get(KIND_KEY, "shard")),
-                      created_at=str(metadata.get(CREATED_KEY, "")), videos=videos, tensors=tensors)
+    listing = metadata.get(VIDEOS_KEY)
+    if not isinstance(listing, str):
+        raise CacheError(f"{path}: damaged aot metadata ('{VIDEOS_KEY}' is missing or not a string)")
+    videos = safejson.load_or_fail(listing, path, f"damaged aot metadata: '{VIDEOS_KEY}'")
+    if not isinstance(videos, dict):
+        raise CacheError(f"{path}: damaged aot metadata ('{VIDEOS_KEY}' is a {type(videos).__name__}, "
+                         "not an object)")
+    kind, created = metadata.get(KIND_KEY, "shard"), metadata.get(CREATED_KEY, "")
+    header = FileHeader(path=path, kind=kind if isinstance(kind, str) else "shard",
+                        created_at=created if isinstance(created, str) else "", videos={}, tensors={})
+    for key, video in videos.items():
+        vid = video.get("id") if isinstance(video, dict) else None
+        vid = vid if isinstance(vid, str) and vid else None
+        problem = _video_problem(key, video)
+        if problem:
+            header.bad[key] = (vid, f"{path}: video {vid!r} ({key}): {problem}" if vid is not None
+                               else f"{path}: video table entry {key!r}: {problem}")
+            continue
+        meta = video.get("meta")
+        header.videos[key] = {"id": vid, "meta": {} if meta is None else meta}
+    prefixes = {key + "." for key in header.videos}
+    header.tensors = {n: e for n, e in tensors.items() if n[:n.find(".") + 1] in prefixes}
+    return header
+
+
+def _video_problem(key: str, video: object) -> Optional[str]:
+    if not _KEY_RE.match(key):
+        return "the key is not of the form v<number>"
+    if not isinstance(video, dict):
+        return f"the entry is a {type(video).__name__}, not an object"
+    vid = video.get("id")
+    if not isinstance(vid, str) or not vid:
+        return f"id is {_type_name(vid)}, not a non-empty string"
+    meta = video.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        return f"meta is {_type_name(meta)}, not an object"
+    return None
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, str):
+        return "an empty string" if not value else "a string"
+    return {bool: "a boolean", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), f"a {type(value).__name__}")
 
 
 def check_version(path: Path, version: int) -> None:
@@ -219,3 +359,46 @@ def check_version(path: Path, version: int) -> None:
     if version > FORMAT_VERSION:
         raise CacheError(f"{path}: cache format version {version} is newer than this aot-cli reads "
                          f"(up to {FORMAT_VERSION}); upgrade aot-cli")
+
+
+# -- the standard tensors ---------------------------------------------------------------------
+
+#: name → (allowed dtype codes, number of dimensions, what the first dimension counts:
+#: "T" tokens, "F" sampled frames, "S" segments) of the tensors the pipeline writes (README
+#: "Cache format"). Other names are stored and read as they are.
+STANDARD_TENSORS: Dict[str, Tuple[frozenset, int, str]] = {
+    "tokens": (FLOATS, 2, "T"),
+    "frame": (INTEGERS, 1, "T"), "index": (INTEGERS, 1, "T"), "kind": (INTEGERS, 1, "T"),
+    "frame_indices": (INTEGERS, 1, "F"), "timestamps": (FLOATS | INTEGERS, 1, "F"),
+    "anchors_per_frame": (INTEGERS, 1, "F"), "cells_per_frame": (INTEGERS, 1, "F"),
+    "kept_per_frame": (INTEGERS, 1, "F"), "merged_per_frame": (INTEGERS, 1, "F"),
+    "anchor_mask": (MASKS, 2, "F"), "cell_mask": (MASKS, 2, "F"),
+    "segments": (INTEGERS, 2, "S"),
+}
+_COUNTS = {"T": "tokens", "F": "sampled frames"}
+
+
+def check_standard_tensors(shapes: Dict[str, Any]) -> Optional[str]:
+    """The first problem with the standard tensors among ``shapes`` (name → object with
+    ``dtype`` code and ``shape``, e.g. :class:`TensorEntry`), or None: wrong dtype family, wrong
+    number of dimensions, ``segments`` not [S, 2], or per-token / per-frame tensors whose first
+    dimensions differ. Absent tensors are fine."""
+    lengths: Dict[str, Tuple[str, int]] = {}
+    for name, (codes, dims, axis) in STANDARD_TENSORS.items():
+        entry = shapes.get(name)
+        if entry is None:
+            continue
+        shape = tuple(entry.shape)
+        if entry.dtype not in codes:
+            family = "floating-point" if codes == FLOATS else "integer" if codes <= MASKS else "numeric"
+            return f"tensor {name!r} is {DTYPES[entry.dtype].torch}, not {family}"
+        if len(shape) != dims:
+            return f"tensor {name!r} has shape {list(shape)}, not {dims}-D"
+        if name == "segments" and shape[1] != 2:
+            return f"tensor 'segments' has shape {list(shape)}, not [S, 2]"
+        if axis in _COUNTS:
+            first = lengths.setdefault(axis, (name, shape[0]))
+            if first[1] != shape[0]:
+                return (f"tensor {name!r} has {shape[0]} rows but {first[0]!r} has {first[1]} "
+                        f"(both count {_COUNTS[axis]})")
+    return None

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Optional, Sequence
 
+from . import safejson
 from .atomic import create_once, is_temp_name
 from .errors import CacheError
-from .format import FORMAT_VERSION, check_version, utc_now
+from .format import FORMAT_VERSION, check_version, parse_version, utc_now
+from .fs import open_regular, read_bounded
 
 MANIFEST = "cache.json"
 SHARDS = "shards"
@@ -18,6 +21,7 @@ FAILURES = "failures.jsonl"
 SHARD_SUFFIX = ".safetensors"
 INDEX_SUFFIX = ".jsonl"
 MANIFEST_KIND = "aot-token-cache"
+MAX_MANIFEST_BYTES = 1 << 20  # a manifest is about 100 bytes
 _PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _SHARD_RE = re.compile(r"^(.+)-\d{5,}-[0-9a-f]{8}\.safetensors$")
 
@@ -48,16 +52,23 @@ def shard_row_path(shard_name: str) -> str:
     return f"{SHARDS}/{shard_name}"
 
 
-def resolve_shard(directory: Path, ref: object) -> Optional[Path]:
-    """The shard file an index row's ``shard`` field names, or None when the field is not of the
-    form ``shards/<name>.safetensors`` (rows can never point outside the cache)."""
-    if not isinstance(ref, str):
+def shard_file_name(ref: object) -> Optional[str]:
+    """The file name an index row's ``shard`` field names inside ``shards/``, or None when the
+    field is not of the form ``shards/<name>.safetensors`` (rows can never point outside the
+    cache, nor at hidden or temporary files)."""
+    if not isinstance(ref, str) or "\x00" in ref:
         return None
     parts = PurePosixPath(ref).parts
     if len(parts) != 2 or parts[0] != SHARDS or parts[1].startswith(".") \
             or not parts[1].endswith(SHARD_SUFFIX):
         return None
-    return directory / SHARDS / parts[1]
+    return parts[1]
+
+
+def resolve_shard(directory: Path, ref: object) -> Optional[Path]:
+    """The shard file an index row's ``shard`` field names (see :func:`shard_file_name`)."""
+    name = shard_file_name(ref)
+    return None if name is None else directory / SHARDS / name
 
 
 def meta_field(meta: Dict[str, Any], name: str) -> Any:
@@ -89,20 +100,24 @@ def failure_row(video_id: str, path: str, status: str, error: str, meta: Dict[st
 
 
 def read_manifest(directory: Path) -> Dict[str, Any]:
-    """Read and check ``cache.json``; CacheError when missing, damaged, foreign or too new."""
+    """Read and check ``cache.json`` (a regular file of at most :data:`MAX_MANIFEST_BYTES`, not a
+    link); CacheError when missing, damaged, foreign or too new."""
     path = directory / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        fd = open_regular(directory, [MANIFEST])
     except FileNotFoundError:
         raise CacheError(f"{directory}: not an aot cache directory (no {MANIFEST})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CacheError(f"{path}: unreadable cache manifest ({type(exc).__name__})") from None
+    try:
+        raw = read_bounded(fd, path, "the cache manifest", MAX_MANIFEST_BYTES)
+    finally:
+        os.close(fd)
+    manifest = safejson.load_or_fail(raw, path, "unreadable cache manifest: it")
     if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
         raise CacheError(f"{path}: not an aot cache manifest (kind is not '{MANIFEST_KIND}')")
-    try:
-        version = int(manifest.get("format_version"))
-    except (TypeError, ValueError):
-        raise CacheError(f"{path}: damaged cache manifest (format_version missing)") from None
+    version = parse_version(manifest.get("format_version"))
+    if version is None:
+        raise CacheError(f"{path}: damaged cache manifest (format_version is missing or not a positive "
+                         "integer)")
     check_version(path, version)
     return manifest
 

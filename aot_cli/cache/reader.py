@@ -1,64 +1,123 @@
 """Reading the cache: :class:`TokenCache` over a cache directory or a single aot safetensors file,
-and :class:`CachedVideo`, one video whose tensors are read from the memory-mapped file on access."""
+and :class:`CachedVideo`, one video whose tensors are read from its file on access.
+
+Everything read is checked before it is trusted (README "Cache format", "What the reader
+checks"): sizes and nesting of every JSON document, the types of every field used, tensor
+entries against the file, and the dtypes and shapes of the standard tensors. A damaged entry
+makes only that video unreadable (``cache[id]`` raises its one-line :class:`CacheError`); the
+others stay readable. Tensors are read with plain ``pread`` calls, not a memory map, so a file
+cut short by another process while it is read gives a CacheError, never SIGBUS. Only
+:class:`CacheError` (and its KeyError subclasses for unknown ids or tensor names) is raised for
+damaged or hostile input. torch is imported only when a torch tensor is asked for
+(``video.tokens``, ``video["kind"]``); ``video.array(name)`` gives numpy arrays without it.
+"""
 from __future__ import annotations
 
-import json
+import os
+import stat
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-import torch
-from safetensors import SafetensorError, safe_open
+import numpy as np
 
 from .atomic import is_temp_name
-from .errors import CacheError, UnknownTensorError, UnknownVideoError
-from .format import FileHeader, read_header, tensor_name
-from .layout import INDEX, INDEX_SUFFIX, ok_row, read_manifest, resolve_shard
+from .errors import CacheError, UnknownTensorError, UnknownVideoError, describe_os_error
+from .format import DTYPES, FileHeader, read_header, tensor_name
+from .fs import NotRegularError, list_names, open_dir, open_regular, open_regular_path, pread_exact
+from .index import MAX_INDEX_BYTES, Row, read_part
+from .layout import INDEX, INDEX_SUFFIX, SHARDS, ok_row, read_manifest
 
-_OPEN_SHARDS = 16  # shard files kept open (memory-mapped) at once by one TokenCache
+if TYPE_CHECKING:
+    import torch
+
+_OPEN_SHARDS = 16  # shard files kept open by one TokenCache
+_OPEN_HEADER_BYTES = 256 << 20  # and at most this many bytes of their headers
+_KEPT_REASONS = 20  # skipped-row reasons kept for reports (all are counted)
 IndexRow = Dict[str, Any]
 
 
 class ShardFile:
-    """One opened aot safetensors file: its checked header and a memory-mapped ``safe_open`` handle.
-    Opening reads only the header; tensor bytes are read when a tensor is asked for."""
+    """One opened aot safetensors file: its descriptor and checked header. Opening reads only the
+    header; tensor bytes are read (``pread``) when a tensor is asked for."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
         self.path = path
-        self.header: FileHeader = read_header(path)
         try:
-            self._handle = safe_open(str(path), framework="pt")
-        except (SafetensorError, OSError) as exc:
-            raise CacheError(f"{path}: damaged safetensors file ({_first_line(exc)})") from None
+            self.header: FileHeader = read_header(fd, path)
+        except BaseException:
+            self.close()
+            raise
 
-    def tensor(self, key: str, name: str) -> torch.Tensor:
-        """Tensor ``name`` of the video stored under ``key``."""
-        try:
-            return self._handle.get_tensor(tensor_name(key, name))
-        except (SafetensorError, OSError) as exc:
-            raise CacheError(f"{self.path}: cannot read tensor {tensor_name(key, name)!r} "
-                             f"({_first_line(exc)})") from None
+    @classmethod
+    def open_in_cache(cls, directory: Path, name: str) -> "ShardFile":
+        """``directory/shards/name``, opened without following links (see :mod:`.fs`)."""
+        return cls(open_regular(directory, [SHARDS, name]), directory / SHARDS / name)
+
+    @classmethod
+    def open_file(cls, path: Path) -> "ShardFile":
+        """A file named by the caller (a link to a regular file is fine)."""
+        return cls(open_regular_path(path), path)
+
+    def read(self, key: str, name: str) -> Tuple[bytearray, Any]:
+        """The raw bytes of tensor ``name`` of video ``key`` and its entry; CacheError when the
+        file no longer holds them."""
+        stored = tensor_name(key, name)
+        entry = self.header.tensors[stored]
+        if self._fd < 0:
+            raise CacheError(f"{self.path}: the file was closed")
+        data = pread_exact(self._fd, entry.end - entry.start, self.header.data_start + entry.start,
+                           self.path, f"tensor {stored!r}")
+        return data, entry
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _numpy_array(data: bytearray, entry) -> np.ndarray:
+    """The tensor's bytes as a numpy array (bf16 widened to float32, exactly)."""
+    dtype = DTYPES[entry.dtype]
+    if dtype.numpy is not None:
+        return np.frombuffer(data, dtype=np.dtype(dtype.numpy)).reshape(entry.shape)
+    if entry.dtype == "BF16":
+        halves = np.frombuffer(data, dtype="<u2").astype("<u4") << 16
+        return halves.view("<f4").reshape(entry.shape)
+    raise TypeError(f"{dtype.torch} tensors have no numpy dtype; read them as torch tensors")
+
+
+def _torch_tensor(data: bytearray, entry) -> "torch.Tensor":
+    import torch
+
+    dtype = getattr(torch, DTYPES[entry.dtype].torch)
+    if not data:
+        return torch.empty(entry.shape, dtype=dtype)
+    return torch.frombuffer(data, dtype=dtype).reshape(entry.shape)
 
 
 class CachedVideo:
     """One cached video. ``id``, ``row`` (its index row) and ``meta`` come from the headers; each
-    tensor is read from the memory-mapped shard the first time it is accessed (``video.tokens``,
+    tensor is read from the shard file the first time it is accessed (``video.tokens``,
     ``video["segments"]``, ``video.tensors([...])``) and kept by this object afterwards.
 
-    Standard tensors: ``tokens`` [T, D] (bf16/fp16/fp32), ``frame``/``index`` int32 [T],
-    ``kind`` uint8 [T]; any other stored tensor by name (``names`` lists them)."""
+    Standard tensors (their dtypes and shapes are checked when the video is opened): ``tokens``
+    [T, D] (bf16/fp16/fp32), ``frame``/``index`` int32 [T], ``kind`` uint8 [T], per-frame [F]
+    tensors, ``segments`` [S, 2], masks [F, N]; any other stored tensor by name (``names`` lists
+    them). ``video[name]`` gives a torch tensor (torch is imported then), ``video.array(name)`` a
+    numpy array (no torch). Both raise :class:`CacheError` when the file changed underneath."""
 
     def __init__(self, shard: ShardFile, key: str, row: IndexRow) -> None:
         self.id: str = row["id"]
         self.row = row
         self.key = key
         self._shard = shard
-        self._loaded: Dict[str, torch.Tensor] = {}
+        self._loaded: Dict[str, "torch.Tensor"] = {}
+        self._arrays: Dict[str, np.ndarray] = {}
 
     @property
     def path(self) -> Path:
@@ -67,7 +126,7 @@ class CachedVideo:
 
     @property
     def meta(self) -> Dict[str, Any]:
-        """The meta stored with the video (video info, model, method config, counts…)."""
+        """The meta stored with the video (video info, model, method config, counts…); a dict."""
         return self._shard.header.videos[self.key]["meta"]
 
     @property
@@ -79,46 +138,105 @@ class CachedVideo:
     def shapes(self) -> Dict[str, Tuple[int, ...]]:
         """Shape of each stored tensor, from the header (nothing is read)."""
         entries = self._shard.header.tensors
-        return {n: tuple(entries[tensor_name(self.key, n)]["shape"]) for n in self.names}
+        return {n: entries[tensor_name(self.key, n)].shape for n in self.names}
+
+    def dtype_name(self, name: str) -> str:
+        """The torch name of tensor ``name``'s dtype (``"bfloat16"``), from the header."""
+        self._check_name(name)
+        return DTYPES[self._shard.header.tensors[tensor_name(self.key, name)].dtype].torch
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and tensor_name(self.key, name) in self._shard.header.tensors
 
-    def __getitem__(self, name: str) -> torch.Tensor:
+    def _check_name(self, name: str) -> None:
+        if name not in self:
+            raise UnknownTensorError(f"{self.path}: video {self.id!r} has no tensor {name!r} "
+                                     f"(it has: {', '.join(self.names)})")
+
+    def __getitem__(self, name: str) -> "torch.Tensor":
         if name not in self._loaded:
-            if name not in self:
-                raise UnknownTensorError(f"{self.path}: video {self.id!r} has no tensor {name!r} "
-                                         f"(it has: {', '.join(self.names)})")
-            self._loaded[name] = self._shard.tensor(self.key, name)
+            self._check_name(name)
+            self._loaded[name] = _torch_tensor(*self._shard.read(self.key, name))
         return self._loaded[name]
 
-    def tensors(self, names: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
+    def get(self, name: str, default: Any = None) -> Any:
+        """``video[name]``, or ``default`` when the video has no tensor ``name``."""
+        return self[name] if name in self else default
+
+    def array(self, name: str) -> np.ndarray:
+        """Tensor ``name`` as a read-only numpy array (little-endian; bfloat16 widened exactly to
+        float32; float8 raises TypeError). Needs no torch."""
+        if name not in self._arrays:
+            self._check_name(name)
+            array = _numpy_array(*self._shard.read(self.key, name))
+            array.flags.writeable = False
+            self._arrays[name] = array
+        return self._arrays[name]
+
+    def tensors(self, names: Optional[Iterable[str]] = None) -> Dict[str, "torch.Tensor"]:
         """The named tensors (all of them when ``names`` is None), name → tensor."""
         return {n: self[n] for n in (self.names if names is None else names)}
 
     @property
-    def tokens(self) -> torch.Tensor:
+    def tokens(self) -> "torch.Tensor":
         """The compressed visual tokens, [T, D]."""
         return self["tokens"]
 
     @property
-    def frame(self) -> torch.Tensor:
+    def frame(self) -> "torch.Tensor":
         """Sampled-frame number of each token, int32 [T]."""
         return self["frame"]
 
     @property
-    def index(self) -> torch.Tensor:
+    def index(self) -> "torch.Tensor":
         """Position of each token in its frame's pooled grid, int32 [T]."""
         return self["index"]
 
     @property
-    def kind(self) -> torch.Tensor:
+    def kind(self) -> "torch.Tensor":
         """What each token is (keyframe / kept / merged anchor…), uint8 [T]."""
         return self["kind"]
+
+    def meta_value(self, dotted: str, kind: str) -> Any:
+        """The meta field at ``dotted`` (``"counts.ratio"``), None when it or a parent is absent.
+        ``kind``: "number" (finite int or float), "int" (non-negative integer), "str", "dict" or
+        "grid" (a list of two positive integers). CacheError naming the file, the video and the
+        field when the value (or a parent) has another type."""
+        value: Any = self.meta
+        walked: List[str] = []
+        for part in dotted.split("."):
+            if value is None:
+                return None
+            if not isinstance(value, dict):
+                raise CacheError(f"{self.path}: video {self.id!r}: meta field {'.'.join(walked)!r} is a "
+                                 f"JSON {type(value).__name__}, not an object")
+            walked.append(part)
+            value = value.get(part)
+        if value is None or _is_kind(value, kind):
+            return value
+        raise CacheError(f"{self.path}: video {self.id!r}: meta field {dotted!r} is "
+                         f"{str(value)[:40]!r}, not {_KIND_WORDS[kind]}")
 
     def __repr__(self) -> str:
         shape = self.shapes.get("tokens")
         return f"CachedVideo(id={self.id!r}, tokens={list(shape) if shape else None}, file={self.path.name!r})"
+
+
+_KIND_WORDS = {"number": "a number", "int": "a non-negative integer", "str": "a string", "dict": "an object",
+               "grid": "a list of two positive integers"}
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind == "number":
+        return isinstance(value, (int, float))
+    if kind == "int":
+        return isinstance(value, int) and value >= 0
+    if kind == "grid":
+        return (isinstance(value, list) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+    return isinstance(value, {"str": str, "dict": dict}[kind])
 
 
 class TokenCache:
@@ -129,82 +247,170 @@ class TokenCache:
     ``video_id in cache``, ``cache[video_id]`` → :class:`CachedVideo`. ``entries()`` gives the
     index rows of the cached videos, ``failures()`` those of videos whose latest attempt failed,
     ``lookup(id)`` one row for resuming. The index is read once when the cache is opened
-    (``refresh()`` reads it again)."""
+    (``refresh()`` reads it again).
 
-    def __init__(self, path: Union[str, Path]) -> None:
+    What could not be used is reported, not raised: ``skipped_lines`` (index lines that are not
+    well-formed rows, e.g. a torn append) with ``skipped_rows`` (the first reasons, one line each),
+    ``missing_shards`` (shards that rows name but that do not exist) and ``ignored`` (one-line
+    notes: index parts or shards that are links or special files, video-table entries without a
+    usable id). ``max_index_bytes`` bounds the bytes of all index parts together (CacheError when
+    exceeded). Only :class:`CacheError` is raised for damaged or hostile input."""
+
+    def __init__(self, path: Union[str, Path], *, max_index_bytes: int = MAX_INDEX_BYTES) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise CacheError(f"{self.path}: no such file or directory")
-        self.is_directory = self.path.is_dir()
+        self.max_index_bytes = max_index_bytes
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError:
+            raise CacheError(f"{self.path}: no such file or directory") from None
+        except (OSError, ValueError) as exc:
+            cause = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            raise CacheError(f"{self.path}: cannot open: {cause}") from None
+        self.is_directory = stat.S_ISDIR(mode)
+        if not self.is_directory and not stat.S_ISREG(mode):
+            raise NotRegularError(f"{self.path}: not a regular file or a cache directory")
         self.manifest: Dict[str, Any] = {}
         self.skipped_lines = 0
+        self.skipped_rows: List[str] = []
         self.missing_shards: List[str] = []
-        self._shards: "OrderedDict[Path, ShardFile]" = OrderedDict()
-        self._ok: Dict[str, IndexRow] = {}
-        self._failed: Dict[str, IndexRow] = {}
+        self.ignored: List[str] = []
+        self._shards: "OrderedDict[Optional[str], ShardFile]" = OrderedDict()
+        self._ok: Dict[str, Row] = {}
+        self._failed: Dict[str, Row] = {}
         self.refresh()
 
     # -- loading ------------------------------------------------------------------------------
     def refresh(self) -> None:
         """(Re)read the manifest and index, picking up videos committed since."""
+        self.skipped_lines, self.skipped_rows, self.missing_shards, self.ignored = 0, [], [], []
         if self.is_directory:
             self.manifest = read_manifest(self.path)
             self._load_index()
         else:
-            self._shards.pop(self.path, None)  # the file may have been replaced
+            self._drop(None)  # the file may have been replaced
             self._load_file()
 
     def _load_file(self) -> None:
-        shard = self._shard(self.path)
-        header = shard.header
+        header = self._shard(None).header
         self._ok, self._failed = {}, {}
-        for key, video in header.videos.items():
-            meta = video.get("meta") if isinstance(video.get("meta"), dict) else {}
-            tokens = header.tensors.get(tensor_name(key, "tokens"), {})
-            row = ok_row(video["id"], self.path.name, key, tokens.get("shape"), meta, header.created_at)
-            self._ok.pop(row["id"], None)
-            self._ok[row["id"]] = row
+        keys = sorted(set(header.videos) | set(header.bad), key=_key_number)
+        for key in keys:
+            if key in header.videos:
+                vid, meta = header.videos[key]["id"], header.videos[key]["meta"]
+            else:
+                vid, message = header.bad[key]
+                if vid is None:
+                    self.ignored.append(message)
+                    continue
+                meta = {}
+            entry = header.tensors.get(tensor_name(key, "tokens"))
+            data = ok_row(vid, self.path.name, key, entry.shape if entry else None, meta, header.created_at)
+            self._ok.pop(vid, None)
+            self._ok[vid] = Row(data)
 
     def _load_index(self) -> None:
         """Merge every ``index/*.jsonl`` part: rows in commit order (``committed_at``, then part,
         then line); per id the last ok row whose shard file exists wins; a failure row counts as
-        the id's latest attempt. Lines that do not parse (a torn append) are skipped and counted."""
-        rows, self.skipped_lines = _read_index_rows(self.path / INDEX)
-        exists: Dict[Path, bool] = {}
-        missing = set()
-        ok: Dict[str, IndexRow] = {}
-        failed: Dict[str, IndexRow] = {}
+        the id's latest attempt. Lines that are not well-formed rows are skipped and counted."""
+        rows = self._read_rows()
+        usable = self._usable_shards({row.shard for row in rows if row.ok})
+        ok: Dict[str, Row] = {}
+        failed: Dict[str, Row] = {}
         latest_failed: Dict[str, bool] = {}
+        missing = set()
         for row in rows:
-            vid = row["id"]
-            if row["status"] == "ok":
-                shard = resolve_shard(self.path, row.get("shard"))
-                if shard is None or not isinstance(row.get("key"), str):
-                    self.skipped_lines += 1
+            if row.ok:
+                state = usable[row.shard]
+                if state != "ok":
+                    if state == "missing":
+                        missing.add(f"{SHARDS}/{row.shard}")
                     continue
-                if shard not in exists:
-                    exists[shard] = shard.is_file()
-                if not exists[shard]:
-                    missing.add(row["shard"])
-                    continue
-                ok.pop(vid, None)
-                ok[vid] = row
-                latest_failed[vid] = False
+                ok.pop(row.id, None)
+                ok[row.id] = row
+                latest_failed[row.id] = False
             else:
-                failed.pop(vid, None)
-                failed[vid] = row
-                latest_failed[vid] = True
+                failed.pop(row.id, None)
+                failed[row.id] = row
+                latest_failed[row.id] = True
         self._ok = ok
         self._failed = {vid: row for vid, row in failed.items() if latest_failed[vid]}
         self.missing_shards = sorted(missing)
 
-    def _shard(self, path: Path) -> ShardFile:
-        """The opened shard at ``path`` (kept in a small least-recently-used set)."""
-        shard = self._shards.pop(path, None) or ShardFile(path)
-        self._shards[path] = shard
-        while len(self._shards) > _OPEN_SHARDS:
+    def _read_rows(self) -> List[Row]:
+        """Well-formed rows of every index part, in commit order; counts and notes the rest."""
+        keyed: List[Tuple[Tuple[str, str, int], Row]] = []
+        total = 0
+        for name in list_names(self.path, [INDEX]):
+            if not name.endswith(INDEX_SUFFIX) or name.startswith(".") or is_temp_name(name):
+                continue
+            try:
+                fd = open_regular(self.path, [INDEX, name])
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except NotRegularError as exc:
+                self.ignored.append(f"{exc}; not read")
+                continue
+            try:
+                total += os.fstat(fd).st_size
+                if total > self.max_index_bytes:
+                    raise CacheError(f"{self.path / INDEX}: the index parts hold more than "
+                                     f"{self.max_index_bytes} bytes (the limit of this reader; "
+                                     "TokenCache(max_index_bytes=...) raises it)")
+                rows, skipped = read_part(fd, self.path / INDEX / name)
+            finally:
+                os.close(fd)
+            keyed.extend(((row.committed_at, name, number), row) for number, row in rows)
+            self.skipped_lines += len(skipped)
+            room = _KEPT_REASONS - len(self.skipped_rows)
+            self.skipped_rows.extend(f"{INDEX}/{name} line {number + 1}: {reason}" for number, reason in skipped[:room])
+        keyed.sort(key=lambda item: item[0])
+        return [row for _, row in keyed]
+
+    def _usable_shards(self, names: Iterable[str]) -> Dict[str, str]:
+        """For each shard file name: "ok" (a regular file), "missing", or "refused" (a link or a
+        special file; noted in ``ignored``). ``shards/`` itself must be a real directory."""
+        names = sorted(names)
+        if not names:
+            return {}
+        try:
+            fd = open_dir(self.path, [SHARDS])
+        except FileNotFoundError:
+            return {name: "missing" for name in names}
+        states = {}
+        try:
+            for name in names:
+                try:
+                    mode = os.lstat(name, dir_fd=fd).st_mode
+                except FileNotFoundError:
+                    states[name] = "missing"
+                    continue
+                except OSError as exc:
+                    raise CacheError(f"{self.path / SHARDS / name}: {describe_os_error(exc)}") from None
+                if stat.S_ISREG(mode):
+                    states[name] = "ok"
+                else:
+                    states[name] = "refused"
+                    kind = "a symbolic link (links inside a cache are not followed)" if stat.S_ISLNK(mode) \
+                        else "not a regular file"
+                    self.ignored.append(f"{self.path / SHARDS / name}: {kind}; not read")
+        finally:
+            os.close(fd)
+        return states
+
+    def _shard(self, name: Optional[str]) -> ShardFile:
+        """The opened shard ``name`` (None: the single file), kept in a small least-recently-used
+        set bounded by count and header bytes."""
+        shard = self._shards.pop(name, None)
+        if shard is None:
+            shard = ShardFile.open_file(self.path) if name is None else ShardFile.open_in_cache(self.path, name)
+        self._shards[name] = shard
+        while len(self._shards) > 1 and (len(self._shards) > _OPEN_SHARDS or sum(
+                s.header.size for s in self._shards.values()) > _OPEN_HEADER_BYTES):
             self._shards.popitem(last=False)
         return shard
+
+    def _drop(self, name: Optional[str]) -> None:
+        self._shards.pop(name, None)
 
     # -- mapping API --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -230,22 +436,25 @@ class TokenCache:
         return matches[0] if len(matches) == 1 else None
 
     def __getitem__(self, video_id: str) -> CachedVideo:
-        row = self._ok.get(video_id)
+        row = self._ok.get(video_id) if isinstance(video_id, str) else None
         if row is None:
             raise UnknownVideoError(self._unknown_message(video_id))
-        path = resolve_shard(self.path, row["shard"]) if self.is_directory else self.path
-        shard = self._shard(path)
-        stored = shard.header.videos.get(row["key"])
-        if stored is None or stored.get("id") != video_id:
-            raise CacheError(f"{path}: index row of {video_id!r} points to {row['key']!r}, which "
-                             f"holds {stored.get('id') if stored else None!r}")
-        return CachedVideo(shard, row["key"], row)
+        shard = self._shard(row.shard if self.is_directory else None)
+        header = shard.header
+        if row.key in header.bad:
+            raise CacheError(header.bad[row.key][1])
+        stored = header.videos.get(row.key)
+        if stored is None or stored["id"] != video_id:
+            raise CacheError(f"{shard.path}: index row of {video_id!r} points to {row.key!r}, which "
+                             f"holds {stored['id'] if stored else None!r}")
+        return CachedVideo(shard, row.key, row.data())
 
     def _unknown_message(self, video_id: object) -> str:
         failed = self._failed.get(video_id) if isinstance(video_id, str) else None
         if failed is not None:
+            data = failed.data()
             return (f"{self.path}: video {video_id!r} is not cached: it failed "
-                    f"({failed['status']}: {failed.get('error')})")
+                    f"({failed.status!r}: {str(data.get('error'))!r})")
         return (f"{self.path}: unknown video id {video_id!r} ({len(self)} videos cached; "
                 "list them with cache.ids())")
 
@@ -253,19 +462,32 @@ class TokenCache:
     def entries(self) -> List[IndexRow]:
         """Index rows of the cached videos (status "ok"), in commit order: ``id``, ``shard``,
         ``key``, ``num_tokens``, ``sha256``, ``config_fingerprint``, ``meta``, ``committed_at``."""
-        return list(self._ok.values())
+        return [row.data() for row in self._ok.values()]
 
     def failures(self) -> List[IndexRow]:
         """Rows of videos whose latest attempt failed (status other than "ok"): ``id``, ``status``,
         ``error``, ``path``, ``sha256``, ``config_fingerprint``, ``meta``, ``committed_at``. A video
         that failed and was later cached is not listed; one cached and later failed is listed (and
         still readable)."""
-        return list(self._failed.values())
+        return [row.data() for row in self._failed.values()]
 
     def lookup(self, video_id: str) -> Optional[IndexRow]:
         """For resuming: the video's ok row if it is cached, else its latest failure row, else
         None. Compare ``row["sha256"]``/``row["config_fingerprint"]`` to decide to skip it."""
-        return self._ok.get(video_id) or self._failed.get(video_id)
+        row = self._ok.get(video_id) or self._failed.get(video_id)
+        return row.data() if row is not None else None
+
+    def problems(self) -> List[str]:
+        """One line per thing the cache holds that could not be used (skipped index rows, missing
+        shards, ignored files), for reports; empty for a clean cache."""
+        lines = list(self.ignored)
+        if self.skipped_lines:
+            lines.append(f"{self.path}: skipped {self.skipped_lines} index row(s) that are not well-formed"
+                         + (f" (first: {self.skipped_rows[0]})" if self.skipped_rows else ""))
+        if self.missing_shards:
+            shown = ", ".join(self.missing_shards[:3]) + (" ..." if len(self.missing_shards) > 3 else "")
+            lines.append(f"{self.path}: {len(self.missing_shards)} shard(s) named by the index are missing: {shown}")
+        return lines
 
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -283,36 +505,6 @@ class TokenCache:
         return f"TokenCache({str(self.path)!r}, {kind}, videos={len(self)}, failures={len(self._failed)})"
 
 
-def _read_index_rows(index_dir: Path) -> Tuple[List[IndexRow], int]:
-    """All well-formed rows of all index parts, sorted into commit order, and the number of lines
-    that were skipped (not JSON, or lacking ``id``/``status``/``committed_at``)."""
-    keyed: List[Tuple[Tuple[str, str, int], IndexRow]] = []
-    skipped = 0
-    parts = sorted(p for p in index_dir.glob(f"*{INDEX_SUFFIX}")
-                   if not p.name.startswith(".") and not is_temp_name(p.name)) if index_dir.is_dir() else []
-    for part in parts:
-        try:
-            data = part.read_bytes()
-        except OSError as exc:
-            raise CacheError(f"{part}: cannot read index part ({exc.strerror or exc})") from None
-        for number, line in enumerate(data.split(b"\n")):
-            if not line.strip():
-                continue
-            row = _parse_row(line)
-            if row is None:
-                skipped += 1
-                continue
-            keyed.append(((row["committed_at"], part.name, number), row))
-    keyed.sort(key=lambda item: item[0])
-    return [row for _, row in keyed], skipped
-
-
-def _parse_row(line: bytes) -> Optional[IndexRow]:
-    try:
-        row = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not (isinstance(row, dict) and isinstance(row.get("id"), str)
-            and isinstance(row.get("status"), str) and isinstance(row.get("committed_at"), str)):
-        return None
-    return row
+def _key_number(key: str) -> Tuple[int, str]:
+    digits = key[1:]
+    return (int(digits), key) if key.startswith("v") and digits.isdigit() and len(digits) <= 9 else (1 << 31, key)

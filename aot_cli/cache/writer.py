@@ -5,26 +5,77 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
+import stat
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Union
 
-import torch
-
-from .atomic import append_durably, append_shared, commit_pieces, is_temp_name, remove_quietly
+from . import safejson
+from .atomic import (append_durably, append_shared, commit_pieces, fsync_directory, is_temp_name,
+                     remove_quietly)
 from .errors import CacheError, describe_os_error
-from .format import HEADER_BUDGET, VideoRecord, dtype_code, encode, utc_now, video_key
+from .format import (HEADER_BUDGET, MAX_META_BYTES, TensorEntry, VideoRecord, check_standard_tensors,
+                     dtype_code, encode, utc_now, video_key)
+from .fs import open_dir, open_regular, pread_exact, read_bounded
+from .index import MAX_INDEX_BYTES, MAX_ROW_BYTES, read_part
 from .layout import (FAILURES, INDEX, INDEX_SUFFIX, MANIFEST, SHARDS, allowed_in_new_cache,
                      check_part, ensure_manifest, failure_row, ok_row, read_manifest, shard_name,
                      shard_part, shard_row_path)
 
+if TYPE_CHECKING:
+    import torch
+
 PathLike = Union[str, Path]
+_OWNER_BYTES = 4096
 
 
-def make_record(where: Path, video_id: str, tensors: Mapping[str, torch.Tensor],
+class PartInUseError(CacheError):
+    """Another live writer holds the lock of this index part. ``owner``: what that writer wrote
+    about itself (``pid``, ``host``, ``started_at``), or None when it could not be read."""
+
+    def __init__(self, message: str, owner: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+def owner_path(directory: Path, part: str) -> Path:
+    """Where the writer holding part ``part`` describes itself: ``index/.<part>.owner``."""
+    return directory / INDEX / f".{part}.owner"
+
+
+def read_owner(directory: Path, part: str) -> Optional[Dict[str, Any]]:
+    """The description the writer holding ``part`` left (pid, host, started_at), or None."""
+    try:
+        fd = open_regular(directory, [INDEX, owner_path(directory, part).name])
+    except CacheError:
+        return None
+    try:
+        owner = safejson.loads(read_bounded(fd, directory, "owner file", _OWNER_BYTES))
+    except (CacheError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return owner if isinstance(owner, dict) else None
+
+
+def describe_owner(owner: Optional[Dict[str, Any]]) -> str:
+    """``"pid 123 on host-a, started 2026-…Z"`` (or "owner unknown")."""
+    if not owner:
+        return "owner unknown"
+    pid, host, since = owner.get("pid"), owner.get("host"), owner.get("started_at")
+    return f"pid {pid!r} on {str(host)[:64]!r}, started {str(since)[:40]}"
+
+
+def make_record(where: Path, video_id: str, tensors: Mapping[str, "torch.Tensor"],
                 meta: Mapping[str, Any]) -> VideoRecord:
     """Check one video's input and bring its tensors to contiguous CPU tensors (no copy when they
-    already are). CacheError (naming ``where`` and the video) for bad input."""
+    already are). CacheError (naming ``where`` and the video) for bad input, including anything the
+    reader would refuse: a standard tensor (``tokens``, ``frame``, ``segments``…) of the wrong dtype
+    or shape, and meta larger than 16 MiB, nested more than 62 levels, or holding integers of more
+    than 40 digits."""
+    import torch
+
     if not isinstance(video_id, str) or not video_id:
         raise CacheError(f"{where}: video id must be a non-empty string, got {video_id!r}")
     if not isinstance(tensors, Mapping) or not tensors:
@@ -41,21 +92,43 @@ def make_record(where: Path, video_id: str, tensors: Mapping[str, torch.Tensor],
         except ValueError as exc:
             raise CacheError(f"{where}: video {video_id!r}: tensor {name!r}: {exc}") from None
         ready[name] = t.detach().to("cpu").contiguous()
+    problem = check_standard_tensors({n: TensorEntry(dtype_code(t.dtype), tuple(t.shape), 0, 0)
+                                      for n, t in ready.items()})
+    if problem:
+        raise CacheError(f"{where}: video {video_id!r}: {problem}")
     if not isinstance(meta, Mapping):
         raise CacheError(f"{where}: video {video_id!r}: meta must be a dict, got {type(meta).__name__}")
+    meta_json = _meta_json(where, video_id, dict(meta))
+    return VideoRecord(video_id=video_id, tensors=ready, meta_json=meta_json,
+                       meta=safejson.loads(meta_json))
+
+
+def _meta_json(where: Path, video_id: object, meta: Dict[str, Any], levels_above: int = 2,
+               limit: int = MAX_META_BYTES) -> str:
+    """``meta`` as compact JSON, checked to read back within the reader's limits once it sits
+    ``levels_above`` levels deep in a file (2 in a shard header's video table, 1 in an index row)."""
     try:
-        meta_json = json.dumps(dict(meta), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(meta, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise CacheError(f"{where}: video {video_id!r}: meta is nested too deeply to store") from None
     except (TypeError, ValueError) as exc:
         raise CacheError(f"{where}: video {video_id!r}: meta is not JSON-serialisable ({exc})") from None
-    return VideoRecord(video_id=video_id, tensors=ready, meta_json=meta_json, meta=json.loads(meta_json))
+    if len(text.encode("utf-8")) > limit:
+        raise CacheError(f"{where}: video {video_id!r}: meta is {len(text.encode('utf-8'))} bytes as JSON, "
+                         f"more than the {limit} a cache holds per video")
+    try:
+        safejson.loads(text, max_depth=safejson.MAX_DEPTH - levels_above)
+    except ValueError as exc:
+        raise CacheError(f"{where}: video {video_id!r}: meta cannot be stored: it {exc}") from None
+    return text
 
 
-def _tokens_shape(record: VideoRecord) -> Optional[torch.Size]:
+def _tokens_shape(record: VideoRecord) -> Optional["torch.Size"]:
     tokens = record.tensors.get("tokens")
     return tokens.shape if tokens is not None else None
 
 
-def write_single(path: PathLike, video_id: str, tensors: Mapping[str, torch.Tensor],
+def write_single(path: PathLike, video_id: str, tensors: Mapping[str, "torch.Tensor"],
                  meta: Mapping[str, Any]) -> Path:
     """Write one video to one safetensors file, atomically (parent directories are created).
     Tensor names and ``__metadata__`` follow the shard format (``v0.tokens``…, ``aot_format``,
@@ -73,12 +146,20 @@ def write_single(path: PathLike, video_id: str, tensors: Mapping[str, torch.Tens
 class CacheWriter:
     """Writes videos into a cache directory, ``shard_size`` bytes per shard.
 
-    ``part`` names this writer's index file (``index/<part>.jsonl``) and prefixes its shards; two
-    writers that run at the same time need different parts (a second writer on a part in use gets
-    CacheError). Reusing a part later (resume) appends to it. ``flush_interval`` (seconds): also
-    commit once this long has passed since the first buffered video (checked on each ``add``/
-    ``add_failure``). Not thread-safe: call it from one thread. Use as a context manager, or call
-    :meth:`close`."""
+    ``part`` names this writer's index file (``index/<part>.jsonl``) and prefixes its shards. A
+    writer holds an exclusive lock on its part (``flock`` on the index file, released when the
+    writer closes or its process dies, even by SIGKILL) and describes itself in
+    ``index/.<part>.owner``; a second writer on a part in use gets :class:`PartInUseError` (a
+    CacheError) naming the holder, so two writers never duplicate work on one part. Writers of
+    different parts run concurrently. Reusing a part later (resume) appends to it; opening a part
+    also sweeps what a killed writer of that part left: temporary files, and shards that no line
+    of the part's index names (a kill between a shard's rename and its index append). Shards of
+    other parts are never touched. ``flush_interval`` (seconds): also commit once this long has
+    passed since the first buffered video (checked on each ``add``/``add_failure``). Not
+    thread-safe: call it from one thread. Use as a context manager, or call :meth:`close`.
+
+    Nothing inside the cache directory may be a symbolic link or a special file: the manifest,
+    ``shards/``, ``index/`` and the part's index file are checked (CacheError)."""
 
     def __init__(self, directory: PathLike, shard_size: int = 1 << 30, part: str = "r0",
                  flush_interval: Optional[float] = None) -> None:
@@ -98,9 +179,15 @@ class CacheWriter:
         self._first_pending_at: Optional[float] = None
         self._last_commit = ""
         self._stats = {"shards": 0, "videos": 0, "failures": 0, "bytes": 0}
+        self.swept: List[str] = []  # orphan shards of this part removed when it was opened
+        self._index_fd = -1
         self._prepare_directory()
         self._index_fd = self._open_index_part()
-        self._seq = self._clean_leftovers()
+        try:
+            self._seq = self._clean_leftovers()
+        except BaseException:
+            self._release()
+            raise
 
     # -- setup ------------------------------------------------------------------------------
     def _prepare_directory(self) -> None:
@@ -110,7 +197,7 @@ class CacheWriter:
             raise CacheError(f"{d}: exists and is not a directory")
         try:
             d.mkdir(parents=True, exist_ok=True)
-            if (d / MANIFEST).exists():
+            if os.path.lexists(d / MANIFEST):
                 read_manifest(d)
             else:
                 foreign = sorted(n for n in os.listdir(d) if not allowed_in_new_cache(n))
@@ -118,48 +205,87 @@ class CacheWriter:
                     raise CacheError(f"{d}: not an aot cache directory (no {MANIFEST}) and not empty "
                                      f"(holds {foreign[0]!r}); choose a new or empty directory")
                 ensure_manifest(d)
-            self._shards_dir.mkdir(exist_ok=True)
-            self._index_path.parent.mkdir(exist_ok=True)
+            for sub in (SHARDS, INDEX):
+                try:
+                    os.mkdir(d / sub)
+                except FileExistsError:
+                    pass
+                os.close(open_dir(d, [sub]))  # a real directory, not a link
         except OSError as exc:
             raise CacheError(f"{d}: cannot create cache directory: {describe_os_error(exc)}") from exc
 
     def _open_index_part(self) -> int:
-        """Open this part's index file for appending and lock it (released when the process ends,
-        also on SIGKILL). Ends a torn last line left by a crash."""
+        """Open this part's index file for appending (never through a link) and lock it (released
+        when the process ends, also on SIGKILL); record who holds it. Ends a torn last line left by
+        a crash. PartInUseError when another live writer holds the part."""
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(self._index_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self._index_path, flags, 0o644)
         except OSError as exc:
-            raise CacheError(f"{self._index_path}: cannot open index: {describe_os_error(exc)}") from exc
+            cause = "a symbolic link (links inside a cache are not followed)" if os.path.islink(self._index_path) \
+                else describe_os_error(exc)
+            raise CacheError(f"{self._index_path}: cannot open index: {cause}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CacheError(f"{self._index_path}: cannot open index: not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise CacheError(f"{self._index_path}: part {self.part!r} is in use by another writer; "
-                             "give each concurrent writer its own part") from None
+            owner = read_owner(self.directory, self.part)
+            raise PartInUseError(f"{self._index_path}: part {self.part!r} is in use by another writer "
+                                 f"({describe_owner(owner)}); wait for it to finish, or give each "
+                                 "concurrent writer its own part", owner) from None
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 append_durably(fd, b"\n")
+            owner = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utc_now()}
+            commit_pieces(owner_path(self.directory, self.part), [json.dumps(owner).encode("utf-8")])
         except OSError as exc:
             os.close(fd)
-            raise CacheError(f"{self._index_path}: cannot repair index: {describe_os_error(exc)}") from exc
+            raise CacheError(f"{self._index_path}: cannot prepare index: {describe_os_error(exc)}") from exc
         return fd
 
     def _clean_leftovers(self) -> int:
-        """Remove this part's temporary shard files (only a dead writer of this part, whose lock we
-        now hold, can have left them); return how many shards the part already has."""
+        """Remove what a dead writer of this part left (only it can have, and we hold its lock
+        now): temporary shard files, and orphan shards (named by no line of the part's index:
+        the writer died between renaming the shard and appending its rows). Returns how many shards
+        the part already had (the next shard's sequence number)."""
         count = 0
-        for p in self._shards_dir.iterdir():
-            if shard_part(p.name) != self.part:
+        candidates: List[str] = []
+        for name in os.listdir(self._shards_dir):
+            if shard_part(name) != self.part:
                 continue
-            if is_temp_name(p.name):
-                remove_quietly(p)
-            else:
-                count += 1
+            if is_temp_name(name):
+                remove_quietly(self._shards_dir / name)
+                continue
+            count += 1
+            candidates.append(name)
+        for name in self._orphans(candidates):
+            remove_quietly(self._shards_dir / name)
+            self.swept.append(name)
+        if self.swept:
+            fsync_directory(self._shards_dir)
         return count
 
+    def _orphans(self, names: List[str]) -> List[str]:
+        """Which of ``names`` (this part's shard files) no line of this part's index mentions:
+        not an ok row, not even a damaged line. Nothing when the index cannot be read whole."""
+        size = os.fstat(self._index_fd).st_size
+        if not names or size > MAX_INDEX_BYTES:
+            return []
+        rows, _ = read_part(self._index_fd, self._index_path)
+        named: Set[str] = {row.shard for _, row in rows if row.ok}
+        left = [n for n in names if n not in named]
+        if not left:
+            return []
+        text = bytes(pread_exact(self._index_fd, size, 0, self._index_path, "index part", allow_short=True))
+        return [n for n in left if n.encode("utf-8") not in text
+                and stat.S_ISREG(os.lstat(self._shards_dir / n).st_mode)]
+
     # -- public API ---------------------------------------------------------------------------
-    def add(self, video_id: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    def add(self, video_id: str, tensors: Mapping[str, "torch.Tensor"], meta: Mapping[str, Any]) -> None:
         """Buffer one video (the tensors are kept by reference: do not modify them afterwards).
         A video id added again before the buffer is committed replaces the buffered one; one added
         again later is stored again and the newer row wins on read. Commits a shard once the
@@ -189,12 +315,9 @@ class CacheWriter:
             raise ValueError(f"failure status must be a non-empty string other than 'ok', got {status!r}")
         meta = dict(meta or {})
         message = " ".join(str(error).split()) or type(error).__name__
+        _meta_json(self.directory, video_id, meta, levels_above=1, limit=MAX_ROW_BYTES // 2)
         row = failure_row(str(video_id), str(path), status, message, meta, self._commit_time())
-        try:
-            line = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise CacheError(f"{self.directory}: failure of {video_id!r}: meta is not "
-                             f"JSON-serialisable ({exc})") from None
+        line = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
         self._append_index(line)
         try:
             append_shared(self.directory / FAILURES, line)
@@ -276,6 +399,9 @@ class CacheWriter:
 
     def _release(self) -> None:
         fd, self._index_fd = self._index_fd, -1
+        if fd < 0:
+            return
+        remove_quietly(owner_path(self.directory, self.part))  # still ours: we hold the lock
         os.close(fd)
 
     def _interval_passed(self) -> bool:
