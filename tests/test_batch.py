@@ -275,19 +275,24 @@ def test_unwritable_output_and_write_failure_mid_run(ckpt, videos, tmp_path):
     assert not [p for p in (out / "shards").iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-def test_a_part_in_use_gets_a_part_of_its_own(ckpt, videos, tmp_path):
+def test_a_part_in_use_is_refused_naming_its_writer(ckpt, videos, tmp_path):
     out = tmp_path / "cache"
-    holder = CacheWriter(out, part="rank00000-of-00001")  # another writer of the same rank, still running
+    args = ["compress", str(videos / "gen_1.mp4"), "-o", str(out), "--model", str(ckpt), *BASE, "--decode-workers", "0"]
+    holder = CacheWriter(out, part="rank00000-of-00001")  # another run of the same rank, still running
     try:
-        r = cli(["compress", str(videos / "gen_1.mp4"), str(videos / "lying.avi"), "-o", str(out),
-                 "--model", str(ckpt), *BASE])
-        assert r.exit_code == 0, r.output
+        r = cli(args)
+        assert r.exit_code == 2
+        err = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(err) == 1 and "in use by another writer" in err[0], err
+        assert f"pid {os.getpid()}" in err[0] and "--shard-id" in err[0]  # names the holder and the way out
+        assert TokenCache(out).ids() == []  # nothing computed twice, nothing written
+        assert [p.name for p in (out / "index").glob("*.jsonl")] == ["rank00000-of-00001.jsonl"]
     finally:
         holder.close()
-    parts = {p.name for p in (out / "index").glob("*.jsonl")}
-    assert "rank00000-of-00001.jsonl" in parts and len(parts) == 2
-    assert (parts - {"rank00000-of-00001.jsonl"}).pop().startswith("rank00000-of-00001-")
-    assert sorted(TokenCache(out).ids()) == ["gen_1.mp4", "lying.avi"]
+    r = cli(args)  # once the other writer is done, the same command runs
+    assert r.exit_code == 0, r.output
+    assert TokenCache(out).ids() == ["gen_1.mp4"]
+    assert [p.name for p in (out / "index").glob("*.jsonl")] == ["rank00000-of-00001.jsonl"]
 
 
 # ------------------------------------------------------------------------------------ resume

@@ -28,9 +28,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..cache import TokenCache, atomic_write_bytes
-from ..config import DecodeConfig, from_dict
-from ..core import KIND_ANCHOR, KIND_KEPT, KIND_KEYFRAME
+from ..cache import CacheError, TokenCache, atomic_write_bytes
+from ..cache.format import KIND_ANCHOR, KIND_KEPT, KIND_KEYFRAME, KIND_NEWLINE
 
 Box = Tuple[float, float, float, float]
 RGB = Tuple[int, int, int]
@@ -53,6 +52,16 @@ MIN_TILE_WIDTH = 200  # so that the two caption lines fit
 CAPTION_FONT = 12
 TITLE_FONT = 16
 TEXT_FONT = 13
+
+# Bounds, whatever a cache's metadata claims: frames decoded again for a contact sheet (a cache
+# with more sampled frames gets a one-line error, nothing is decoded), bars of a plot, grid
+# sides, and pixels of a whole sheet.
+MAX_OVERLAY_FRAMES = 256
+MAX_PLOT_FRAMES = 4096
+MAX_GRID_SIDE = 1024
+MAX_SHEET_PIXELS = 200_000_000
+PER_FRAME_TENSORS = ("frame_indices", "timestamps", "anchors_per_frame", "cells_per_frame", "kept_per_frame",
+                     "merged_per_frame", "anchor_mask", "cell_mask")
 
 
 class PictureError(RuntimeError):
@@ -126,10 +135,17 @@ def resolve_video_id(cache: TokenCache, video_id: Optional[str]) -> str:
     return ids[0]
 
 
-def _grid_of(meta: dict, key: str) -> Tuple[int, int]:
-    grid = meta.get("counts", {}).get(key)
-    if not grid or len(grid) != 2:
-        raise PictureError(f"{meta.get('video', {}).get('path')}: the cache's meta has no counts.{key}")
+def _damaged(video, field: str, what: str) -> CacheError:
+    return CacheError(f"{video.path}: video {video.id!r}: {field} {what}")
+
+
+def _grid_of(video, key: str) -> Tuple[int, int]:
+    """``meta["counts"][key]`` as (rows, cols): checked, at most :data:`MAX_GRID_SIDE` a side."""
+    grid = video.meta_value(f"counts.{key}", "grid")
+    if grid is None:
+        raise PictureError(f"{video.path}: video {video.id!r}: the cache's meta has no counts.{key}")
+    if max(grid) > MAX_GRID_SIDE:
+        raise _damaged(video, f"meta field 'counts.{key}'", f"{grid} has a side over {MAX_GRID_SIDE}")
     return int(grid[0]), int(grid[1])
 
 
@@ -137,29 +153,79 @@ def _cells(mask_row: np.ndarray) -> List[int]:
     return [int(i) for i in np.flatnonzero(mask_row)]
 
 
-def frame_marks(video) -> List[FrameMarks]:
+def frame_count(video) -> int:
+    """The number of sampled frames ``video`` records: the length of its per-frame tensors (their
+    lengths agree; the reader checks), else ``meta["counts"]["frames"]``, else one past the
+    largest ``frame`` number."""
+    for name in PER_FRAME_TENSORS:
+        if name in video:
+            return int(video.shapes[name][0])
+    claimed = video.meta_value("counts.frames", "int")
+    if claimed is not None:
+        return int(claimed)
+    frame = video.array("frame")
+    return int(frame.max()) + 1 if len(frame) else 0
+
+
+def _checked_arrays(video, count: int):
+    """kind, frame, index (int64) and segments of ``video``, with every value checked against
+    ``count`` frames and the output grid (CacheError naming the field otherwise)."""
+    kind = video.array("kind").astype(np.int64)
+    frame = video.array("frame").astype(np.int64)
+    index = video.array("index").astype(np.int64)
+    if not np.isin(kind, (KIND_KEYFRAME, KIND_KEPT, KIND_ANCHOR, KIND_NEWLINE)).all():
+        raise _damaged(video, "tensor 'kind'", "holds values other than 0-3")
+    visual = kind != KIND_NEWLINE
+    if visual.any() and (frame[visual].min() < 0 or frame[visual].max() >= count):
+        raise _damaged(video, "tensor 'frame'", f"holds frame numbers outside 0..{count - 1}")
+    grid = video.meta_value("counts.grid", "grid")
+    if grid is not None and visual.any() and (index[visual].min() < 0 or index[visual].max() >= grid[0] * grid[1]):
+        raise _damaged(video, "tensor 'index'", f"holds cells outside the {grid[0]}x{grid[1]} grid")
+    segments = ([tuple(int(x) for x in s) for s in video.array("segments").tolist()] if "segments" in video
+                else [(0, count)])
+    if any(start < 0 or length < 1 or start + length > count for start, length in segments):
+        raise _damaged(video, "tensor 'segments'", f"holds clips outside the {count} frames")
+    return kind, frame, index, segments
+
+
+def _mask(video, name: str, count: int, key: str) -> Optional[np.ndarray]:
+    if name not in video:
+        return None
+    mask = video.array(name)
+    grid = video.meta_value(f"counts.{key}", "grid")
+    if mask.shape[0] != count or (grid is not None and mask.shape[1] != grid[0] * grid[1]):
+        raise _damaged(video, f"tensor {name!r}", f"has shape {list(mask.shape)}, not [{count}, cells of "
+                       f"counts.{key}]")
+    return mask
+
+
+def frame_marks(video, max_frames: int = MAX_PLOT_FRAMES) -> List[FrameMarks]:
     """Per sampled frame, what the cache says was kept, merged and anchored (see
-    :class:`FrameMarks`). ``video`` is a :class:`aot_cli.cache.CachedVideo`. Needs no video file."""
-    kind = video.kind.numpy().astype(np.int64)
-    frame = video.frame.numpy().astype(np.int64)
-    index = video.index.numpy().astype(np.int64)
-    count = int(video.meta.get("counts", {}).get("frames") or len(video["frame_indices"]))
-    source = video["frame_indices"].tolist() if "frame_indices" in video else list(range(count))
-    times = video["timestamps"].tolist() if "timestamps" in video else [float("nan")] * count
-    segments = [tuple(int(x) for x in s) for s in video["segments"].tolist()] if "segments" in video else [(0, count)]
+    :class:`FrameMarks`). ``video`` is a :class:`aot_cli.cache.CachedVideo`. Needs no video file
+    and no torch. Raises PictureError when the video has more than ``max_frames`` sampled frames,
+    CacheError (naming the field) when its tensors disagree with each other or its meta."""
+    count = frame_count(video)
+    if count > max_frames:
+        raise PictureError(f"{video.path}: video {video.id!r} has {count} sampled frames; pictures show at "
+                           f"most {max_frames}")
+    kind, frame, index, segments = _checked_arrays(video, count)
+    source = [int(x) for x in video.array("frame_indices").tolist()] if "frame_indices" in video else list(range(count))
+    times = [float(x) for x in video.array("timestamps").tolist()] if "timestamps" in video else [float("nan")] * count
+    if len(source) != count or len(times) != count:
+        raise _damaged(video, "per-frame tensors", f"do not have {count} rows")
     has_keyframes = bool(np.isin(kind, (KIND_KEYFRAME, KIND_ANCHOR)).any())
     clip_of = np.full(count, -1, dtype=np.int64)
     for number, (start, length) in enumerate(segments):
         clip_of[start:start + length] = number
     starts = {s for s, _ in segments} if has_keyframes else set()
-    anchor_mask = video["anchor_mask"].numpy() if "anchor_mask" in video else None
-    cell_mask = video["cell_mask"].numpy() if "cell_mask" in video else None
+    anchor_mask = _mask(video, "anchor_mask", count, "tower_grid")
+    cell_mask = _mask(video, "cell_mask", count, "grid")
     marks = []
     for f in range(count):
         mine = frame == f
         kept = [int(i) for i in index[mine & (kind == KIND_KEPT)]]
         m = FrameMarks(
-            frame=f, source_index=int(source[f]), time_s=float(times[f]), keyframe=f in starts,
+            frame=f, source_index=source[f], time_s=times[f], keyframe=f in starts,
             clip=int(clip_of[f]) if has_keyframes else -1,
             raw=[int(i) for i in index[mine & (kind == KIND_KEYFRAME)]], kept=kept,
             anchors=[int(i) for i in index[mine & (kind == KIND_ANCHOR)]],
@@ -174,24 +240,38 @@ def frame_marks(video) -> List[FrameMarks]:
 
 def sheet_info(video, video_id: str, marks: Sequence[FrameMarks]) -> SheetInfo:
     """The legend's facts for ``video`` (a CachedVideo)."""
-    meta = video.meta
-    counts = meta.get("counts", {})
-    model = meta.get("model", {})
-    name = model.get("repo_id") or model.get("model") or "?"
-    segments = video["segments"].tolist() if "segments" in video else []
-    grid = _grid_of(meta, "grid")
+    name = video.meta_value("model.repo_id", "str") or video.meta_value("model.model", "str") or "?"
+    segments = [tuple(int(x) for x in s) for s in video.array("segments").tolist()] if "segments" in video else []
+    grid = _grid_of(video, "grid")
     total = grid[0] * grid[1]
-    achieved = counts.get("achieved")
+    achieved = video.meta_value("counts.achieved", "int")
     if achieved is None:
         achieved = sum(m.tokens for m in marks)
     return SheetInfo(
-        video_id=video_id, frames=len(marks), tower_grid=_grid_of(meta, "tower_grid"), grid=grid,
-        achieved=int(achieved), uncompressed=int(counts.get("uncompressed_tokens") or 0),
-        ratio=counts.get("ratio"), requested_ratio=counts.get("requested_ratio"), model=str(name),
+        video_id=video_id, frames=len(marks), tower_grid=_grid_of(video, "tower_grid"), grid=grid,
+        achieved=int(achieved), uncompressed=int(video.meta_value("counts.uncompressed_tokens", "int") or 0),
+        ratio=video.meta_value("counts.ratio", "number"),
+        requested_ratio=video.meta_value("counts.requested_ratio", "number"), model=str(name),
         clips=len(segments), clip_lengths=sorted({int(l) for _, l in segments}),
         has_keyframes=any(m.keyframe for m in marks), has_anchors=any(m.tower_anchors for m in marks),
         keeps_everything=all(len(m.kept) == total for m in marks),
     )
+
+
+def preprocessing_of(video) -> Optional[dict]:
+    """``meta["model"]["preprocessing"]`` with its geometry fields checked (``resize``,
+    ``size``/``crop`` as two positive integers, ``shortest_edge`` a positive integer); None when
+    absent. CacheError naming the field otherwise."""
+    pre = video.meta_value("model.preprocessing", "dict")
+    if pre is None:
+        return None
+    for key, kind in (("resize", "str"), ("size", "grid"), ("crop", "grid"), ("shortest_edge", "int")):
+        value = video.meta_value(f"model.preprocessing.{key}", kind)
+        if kind != "str" and value is not None and (max(value) if isinstance(value, list) else value) > 1 << 16:
+            raise _damaged(video, f"meta field 'model.preprocessing.{key}'", f"{value} is too large")
+        if key == "shortest_edge" and value == 0:
+            raise _damaged(video, "meta field 'model.preprocessing.shortest_edge'", "is 0")
+    return pre
 
 
 # ------------------------------------------------------------------------------------- geometry
@@ -266,16 +346,22 @@ class SheetLayout:
 
 # ------------------------------------------------------------------------------------- frames
 
-def load_frames(video, video_path: Optional[str | Path] = None) -> Tuple[np.ndarray, Path]:
+def load_frames(video, video_path: Optional[str | Path] = None, count: Optional[int] = None) -> Tuple[np.ndarray, Path]:
     """Decode again the frames a cached video was made from: uint8 [F, H, W, 3], upright RGB.
 
     ``video_path`` defaults to the path recorded in the cache. The file must be the one that was
     cached (same sha256), and decoding with the recorded settings and decoder must give the
-    recorded frame numbers; otherwise PictureError (one line, naming the file)."""
+    recorded frame numbers; otherwise PictureError (one line, naming the file). ``count``: the
+    number of sampled frames the cache holds (default :func:`frame_count`); at most
+    :data:`MAX_OVERLAY_FRAMES`, and never more than ``count`` frames are decoded, whatever the
+    recorded settings ask for (settings asking for another number are refused before decoding)."""
     from ..video import VideoDecodeError, decode_video, file_sha256
 
-    meta = video.meta
-    recorded = meta.get("video", {}).get("path")
+    count = frame_count(video) if count is None else count
+    if count > MAX_OVERLAY_FRAMES:
+        raise PictureError(f"{video.path}: video {video.id!r} has {count} sampled frames; --overlay decodes "
+                           f"and draws at most {MAX_OVERLAY_FRAMES}")
+    recorded = video.meta_value("video.path", "str")
     path = Path(video_path) if video_path is not None else (Path(recorded) if recorded else None)
     if path is None:
         raise PictureError(f"{video.path}: the cache records no video path; pass --source VIDEO")
@@ -283,32 +369,47 @@ def load_frames(video, video_path: Optional[str | Path] = None) -> Tuple[np.ndar
         if video_path is not None:
             raise PictureError(f"{path}: video not found")
         raise PictureError(f"{path}: the cached video is not there any more; pass --source with the video this cache was made from")
-    want_sha = meta.get("video", {}).get("sha256") or meta.get("sha256")
+    want_sha = video.meta_value("video.sha256", "str") or video.meta_value("sha256", "str")
+    cfg = _decode_config(video, count)
     if want_sha and file_sha256(path) != want_sha:
         raise PictureError(f"{path}: the video changed since it was cached (sha256 differs from the cache's)")
-    cfg = _decode_config(meta)
-    requested = int(meta.get("sampling", {}).get("requested_frames") or meta.get("counts", {}).get("frames") or 32)
     try:
-        decoded = decode_video(path, cfg, default_frames=requested)
-    except VideoDecodeError as exc:
+        decoded = decode_video(path, cfg, default_frames=count)
+    except (VideoDecodeError, ValueError) as exc:
         raise PictureError(one_line(exc)) from None
-    wanted = [int(i) for i in video["frame_indices"].tolist()] if "frame_indices" in video else decoded.indices
+    wanted = [int(i) for i in video.array("frame_indices").tolist()] if "frame_indices" in video else decoded.indices
     if list(decoded.indices) != wanted:
         differ = sum(a != b for a, b in zip(decoded.indices, wanted)) + abs(len(decoded.indices) - len(wanted))
         raise PictureError(f"{path}: decoding again gave other frames than the cache records ({differ} differ)")
     return decoded.frames.numpy(), path
 
 
-def _decode_config(meta: dict) -> DecodeConfig:
-    """The recorded decode settings, with the decoder that actually read the frames."""
+def _decode_config(video, count: int):
+    """The recorded decode settings, with the decoder that actually read the frames, bounded to
+    ``count`` frames: a frame count other than ``count`` is refused (PictureError), rate sampling
+    is capped at ``count`` frames."""
+    from ..config import DecodeConfig, from_dict
     from ..video.decord_reader import decord_available
 
-    data = dict(meta.get("config", {}).get("decode") or {})
+    data = dict(video.meta_value("config.decode", "dict") or {})
+    where = video.meta_value("video.path", "str") or video.path
     try:
         cfg = from_dict(DecodeConfig, data)
     except (TypeError, ValueError) as exc:
-        raise PictureError(f"{meta.get('video', {}).get('path')}: unreadable decode settings in the cache ({one_line(exc)})") from None
-    used = meta.get("sampling", {}).get("decoder")
+        raise PictureError(f"{where}: unreadable decode settings in the cache ({one_line(exc)})") from None
+    for name, kinds in (("frames", int), ("max_frames", int), ("fps", (int, float)), ("start", (int, float)),
+                        ("end", (int, float)), ("timeout", (int, float))):
+        value = getattr(cfg, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise PictureError(f"{where}: unreadable decode settings in the cache ({name}={str(value)[:20]!r})")
+    if cfg.fps is None:
+        if cfg.frames is not None and cfg.frames != count:
+            raise PictureError(f"{where}: the cache's decode settings ask for {cfg.frames} frames but it holds "
+                               f"{count}; not decoding")
+        cfg.frames = count
+    else:
+        cfg.max_frames = count if cfg.max_frames is None else min(int(cfg.max_frames), count)
+    used = video.meta_value("sampling.decoder", "str")
     if used == "pyav" or (used == "decord" and decord_available()):
         cfg.decoder = used
     return cfg
@@ -544,16 +645,23 @@ def render_overlay(cache: TokenCache | str | Path, video_id: Optional[str], out_
     cache = cache if isinstance(cache, TokenCache) else TokenCache(cache)
     vid = resolve_video_id(cache, video_id)
     video = cache[vid]
-    marks = frame_marks(video)
+    marks = frame_marks(video, MAX_OVERLAY_FRAMES)
+    if not marks:
+        raise PictureError(f"{video.path}: video {vid!r} records no sampled frames")
     info = sheet_info(video, vid, marks)
-    frames, _ = load_frames(video, video_path)
+    preprocessing = preprocessing_of(video)
+    frames, _ = load_frames(video, video_path, count=len(marks))
     if frames.shape[0] != len(marks):
         raise PictureError(f"{video.path}: decoded {frames.shape[0]} frames, the cache has {len(marks)}")
     height, width = int(frames.shape[1]), int(frames.shape[2])
-    preprocessing = video.meta.get("model", {}).get("preprocessing")
     region = tower_region(preprocessing, width, height)
     scale = tile_scale(width, height, region, info.grid, cell_px)
     picture = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    shown = min(cols, len(marks))
+    pixels = (shown * (picture[0] + GAP)) * (math.ceil(len(marks) / shown) * (picture[1] + GAP + 40))
+    if pixels > MAX_SHEET_PIXELS:
+        raise PictureError(f"{out_png}: the sheet would have about {pixels / 1e6:.0f} million pixels (at most "
+                           f"{MAX_SHEET_PIXELS // 1_000_000} million); lower --cell-px")
     tile_region = tuple(v * scale for v in region)
     sheet, layout = _compose(frames, marks, info, picture, tile_region,
                              geometry_note(preprocessing, region, width, height), cols)
@@ -692,10 +800,12 @@ def plot_tokens_per_frame(cache: TokenCache | str | Path, video_id: Optional[str
     cache = cache if isinstance(cache, TokenCache) else TokenCache(cache)
     vid = resolve_video_id(cache, video_id)
     video = cache[vid]
-    marks = frame_marks(video)
+    marks = frame_marks(video, MAX_PLOT_FRAMES)
+    if not marks:
+        raise PictureError(f"{video.path}: video {vid!r} records no sampled frames")
     info = sheet_info(video, vid, marks)
     times = np.array([m.time_s for m in marks], dtype=np.float64)
-    use_time = len(times) > 1 and bool(np.all(np.diff(times) > 0)) and not np.isnan(times).any()
+    use_time = len(times) > 1 and bool(np.isfinite(times).all()) and bool(np.all(np.diff(times) > 0))
     x = times if use_time else np.arange(len(marks), dtype=np.float64)
     step = float(np.median(np.diff(x))) if len(x) > 1 else 1.0
     raw = np.array([len(m.raw) for m in marks])

@@ -13,18 +13,16 @@ row fsynced), so a consumer of ``--jsonl`` never sees a video that a crash could
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from ..cache import CacheError, CacheWriter, TokenCache, write_single
-from ..cache.layout import INDEX, INDEX_SUFFIX, MANIFEST, allowed_in_new_cache
+from ..cache import CacheError, CacheWriter, PartInUseError, TokenCache, write_single
+from ..cache.layout import MANIFEST, allowed_in_new_cache
 from ..core import AOTConfig, compress
 from .inputs import VideoInput
 from .ranks import RankInfo
@@ -75,7 +73,7 @@ def _existing(output: Path) -> Optional[TokenCache]:
     try:
         return TokenCache(output)
     except CacheError:
-        if output.is_dir() and not (output / MANIFEST).exists() \
+        if output.is_dir() and not os.path.lexists(output / MANIFEST) \
                 and all(allowed_in_new_cache(name) for name in os.listdir(output)):
             return None
         raise
@@ -115,17 +113,18 @@ class _Sink:
 
     def open(self) -> None:
         """Create this run's writer (checks that the output can be written). The part is the
-        rank's own name, so a rerun appends to it (and clears what a killed run left); when
-        another writer holds that part right now, a new part with a random suffix."""
+        rank's own name, so a rerun appends to it (and sweeps what a killed run of that part left:
+        temporary files and orphan shards). When another live writer holds that part (a second
+        `aot compress` on the same output without rank flags, or the same ``--shard-id`` twice),
+        :class:`PartInUseError` (a CacheError, one line naming that process): the run stops
+        before computing anything instead of redoing the other writer's work."""
         if self.writer is not None or self.single_file:
             return
         try:
             self.writer = CacheWriter(self.output, shard_size=self.shard_size, part=self.part, flush_interval=None)
-        except CacheError:
-            if not _part_in_use(self.output, self.part):
-                raise
-            self.part = f"{self.part}-{uuid.uuid4().hex[:8]}"
-            self.writer = CacheWriter(self.output, shard_size=self.shard_size, part=self.part, flush_interval=None)
+        except PartInUseError as exc:
+            raise PartInUseError(f"{exc} (aot compress: run each concurrent process with its own "
+                                 "--num-shards/--shard-id, or under torchrun/srun)", exc.owner) from None
 
     def add(self, item: VideoInput, res: VideoResult) -> None:
         t0 = time.perf_counter()
@@ -208,22 +207,6 @@ class _Sink:
             raise
         self.writer = None
         writer.close()
-
-
-def _part_in_use(output: Path, part: str) -> bool:
-    """Whether another writer holds the lock of index part ``part`` of the cache at ``output``."""
-    path = output / INDEX / f"{part}{INDEX_SUFFIX}"
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # also releases a lock taken here
-    return False
 
 
 @dataclass
