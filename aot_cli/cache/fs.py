@@ -27,7 +27,8 @@ class NotRegularError(CacheError):
     """A path inside a cache is a symbolic link, a FIFO, a device or another non-regular file."""
 
 
-def _kind(mode: int) -> str:
+def describe_mode(mode: int) -> str:
+    """What a non-regular file is, in words ("a FIFO, not a regular file")."""
     if stat.S_ISLNK(mode):
         return "a symbolic link (links inside a cache are not followed)"
     if stat.S_ISFIFO(mode):
@@ -47,7 +48,7 @@ def _special(parent_fd: int, name: str) -> str:
         mode = os.lstat(name, dir_fd=parent_fd).st_mode
     except OSError:
         return ""
-    return "" if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else _kind(mode)
+    return "" if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else describe_mode(mode)
 
 
 class _Missing(CacheError, FileNotFoundError):
@@ -100,7 +101,7 @@ def open_regular(root: Path, parts: Sequence[str]) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise NotRegularError(f"{path}: {_kind(mode)}")
+        raise NotRegularError(f"{path}: {describe_mode(mode)}")
     return fd
 
 
@@ -114,7 +115,7 @@ def open_regular_path(path: Path) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise NotRegularError(f"{path}: {_kind(mode)}")
+        raise NotRegularError(f"{path}: {describe_mode(mode)}")
     return fd
 
 
@@ -147,8 +148,12 @@ def pread_exact(fd: int, length: int, offset: int, path: object, what: str, allo
         view.release()
     if got < length:
         if not allow_short:
-            raise CacheError(f"{path}: {what} ends early (the file holds {offset + got} bytes, it needs "
-                             f"{offset + length}); it was truncated or changed while being read")
+            try:
+                size = f"holds {os.fstat(fd).st_size} bytes"
+            except OSError:
+                size = "ends early"
+            raise CacheError(f"{path}: cannot read {what}: the file {size}, the header places it at bytes "
+                             f"{offset}-{offset + length}; it was truncated or changed while being read")
         del buffer[got:]
     return buffer
 

@@ -24,7 +24,7 @@ import numpy as np
 from .atomic import is_temp_name
 from .errors import CacheError, UnknownTensorError, UnknownVideoError, describe_os_error
 from .format import DTYPES, FileHeader, read_header, tensor_name
-from .fs import NotRegularError, list_names, open_dir, open_regular, open_regular_path, pread_exact
+from .fs import NotRegularError, describe_mode, list_names, open_dir, open_regular, open_regular_path, pread_exact
 from .index import MAX_INDEX_BYTES, Row, read_part
 from .layout import INDEX, INDEX_SUFFIX, SHARDS, ok_row, read_manifest
 
@@ -390,9 +390,7 @@ class TokenCache:
                     states[name] = "ok"
                 else:
                     states[name] = "refused"
-                    kind = "a symbolic link (links inside a cache are not followed)" if stat.S_ISLNK(mode) \
-                        else "not a regular file"
-                    self.ignored.append(f"{self.path / SHARDS / name}: {kind}; not read")
+                    self.ignored.append(f"{self.path / SHARDS / name}: {describe_mode(mode)}; not read")
         finally:
             os.close(fd)
         return states
@@ -439,7 +437,10 @@ class TokenCache:
         row = self._ok.get(video_id) if isinstance(video_id, str) else None
         if row is None:
             raise UnknownVideoError(self._unknown_message(video_id))
-        shard = self._shard(row.shard if self.is_directory else None)
+        try:
+            shard = self._shard(row.shard if self.is_directory else None)
+        except CacheError as exc:
+            raise CacheError(f"{exc} (reading video {video_id!r})") from None
         header = shard.header
         if row.key in header.bad:
             raise CacheError(header.bad[row.key][1])
