@@ -567,3 +567,150 @@ def test_every_storable_dtype_and_odd_shapes_round_trip(tmp_path: Path) -> None:
         assert got.dtype == expected.dtype and got.shape == expected.shape, name
         assert torch.equal(got.view(torch.uint8) if got.dtype == torch.float8_e4m3fn else got,
                            expected.view(torch.uint8) if got.dtype == torch.float8_e4m3fn else expected), name
+
+
+# -- the writer lock, orphan shards, what the writer refuses ------------------------------------
+
+HOLDER_CHILD = """
+import sys
+from aot_cli.cache import CacheWriter
+writer = CacheWriter(sys.argv[1], part=sys.argv[2])
+print("holding", flush=True)
+sys.stdin.readline()  # until the test says so
+writer.close()
+print("released", flush=True)
+sys.stdin.readline()
+"""
+
+OPENER_CHILD = """
+import json, sys
+from aot_cli.cache import CacheWriter, PartInUseError
+try:
+    CacheWriter(sys.argv[1], part=sys.argv[2]).close()
+    print(json.dumps({"opened": True}))
+except PartInUseError as exc:
+    print(json.dumps({"opened": False, "message": str(exc), "owner": exc.owner}))
+"""
+
+
+def _try_open(directory: Path, part: str) -> dict:
+    child = run_child(OPENER_CHILD, str(directory), part)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    return json.loads(out)
+
+
+def test_a_second_writer_on_a_part_in_use_is_refused_naming_the_first(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    holder = run_child(HOLDER_CHILD, str(directory), "r0")
+    try:
+        assert holder.stdout.readline().strip() == "holding", holder.stderr.read()
+        second = _try_open(directory, "r0")
+        assert second["opened"] is False and second["owner"]["pid"] == holder.pid
+        assert f"pid {holder.pid}" in second["message"] and "part 'r0' is in use" in second["message"]
+        assert "\n" not in second["message"]
+        assert _try_open(directory, "r1")["opened"] is True  # other parts write concurrently
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        assert _try_open(directory, "r0")["opened"] is True  # free once the first writer closed
+    finally:
+        holder.kill()
+        holder.communicate()
+    killed = run_child(HOLDER_CHILD, str(directory), "r0")
+    assert killed.stdout.readline().strip() == "holding"
+    killed.send_signal(signal.SIGKILL)  # the lock dies with its process
+    killed.communicate()
+    assert _try_open(directory, "r0")["opened"] is True
+
+
+CRASH_BEFORE_APPEND_CHILD = """
+import os, signal, sys, torch
+from aot_cli.cache import CacheWriter
+with CacheWriter(sys.argv[1], part="r0") as writer:
+    writer.add("kept", {"tokens": torch.ones(4, 2)}, {})
+    writer.flush()
+    # die between the shard's rename and the append of its index rows
+    type(writer)._append_index = lambda self, data: os.kill(os.getpid(), signal.SIGKILL)
+    writer.add("lost", {"tokens": torch.zeros(4, 2)}, {})
+    writer.flush()
+"""
+
+
+def test_an_orphan_shard_left_by_a_kill_is_swept_by_the_next_writer_of_its_part(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    child = run_child(CRASH_BEFORE_APPEND_CHILD, str(directory))
+    child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    cache = TokenCache(directory)
+    assert cache.ids() == ["kept"]  # the orphan is invisible to readers
+    named = directory / cache.lookup("kept")["shard"]
+    (orphan,) = [p for p in (directory / "shards").iterdir() if p != named]
+    assert orphan.name.startswith("r0-")
+    # a shard of a part whose writer is alive is never touched, whatever it looks like
+    holder = run_child(HOLDER_CHILD, str(directory), "r1")
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        foreign = directory / "shards" / "r1-00007-0badc0de.safetensors"
+        foreign.write_bytes(named.read_bytes())
+        # a shard that a damaged line still mentions is kept (it may hold data worth recovering)
+        mentioned = directory / "shards" / "r0-00009-feedf00d.safetensors"
+        mentioned.write_bytes(named.read_bytes())
+        with open(directory / "index" / "r0.jsonl", "ab") as f:
+            f.write(b'{"id": "torn", "status": "ok", "shard": "shards/r0-00009-feedf00d.safetensors", "ke')
+        with CacheWriter(directory, part="r0") as writer:
+            assert writer.swept == [orphan.name]
+            writer.add("lost", {"tokens": torch.zeros(4, 2)}, {})
+        assert not orphan.exists() and foreign.exists() and mentioned.exists() and named.exists()
+    finally:
+        holder.kill()
+        holder.communicate()
+    cache = TokenCache(directory)
+    assert sorted(cache.ids()) == ["kept", "lost"]
+    assert torch.equal(cache["lost"].tokens, torch.zeros(4, 2))
+
+
+def test_the_writer_refuses_links_and_special_files_inside_the_cache(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    directory = tmp_path / "c"
+    CacheWriter(directory).close()
+    (directory / "index" / "r1.jsonl").symlink_to(outside / "stolen.jsonl")
+    with pytest.raises(CacheError, match="r1.jsonl: cannot open index: a symbolic link"):
+        CacheWriter(directory, part="r1")
+    os.mkfifo(directory / "index" / "r2.jsonl")
+    with pytest.raises(CacheError, match="r2.jsonl: cannot open index: not a regular file"):
+        CacheWriter(directory, part="r2")
+    (directory / "failures.jsonl").symlink_to(outside / "log.jsonl")
+    with CacheWriter(directory, part="r3") as writer:
+        with pytest.raises(CacheError, match="failures.jsonl: cannot append"):
+            writer.add_failure("x", "x.mp4", "decode_error", "bad")
+    os.rename(directory / "shards", outside / "shards")
+    (directory / "shards").symlink_to(outside / "shards")
+    with pytest.raises(CacheError, match="shards: a symbolic link"):
+        CacheWriter(directory, part="r4")
+    assert sorted(os.listdir(outside)) == ["shards"]  # nothing was written through a link
+
+
+def test_the_writer_refuses_what_the_reader_would_refuse(tmp_path: Path) -> None:
+    with CacheWriter(tmp_path / "c") as writer:
+        with pytest.raises(CacheError, match="tensor 'segments' has shape \\[4\\], not 2-D"):
+            writer.add("x", {"segments": torch.zeros(4, dtype=torch.int32)}, {})
+        with pytest.raises(CacheError, match="'frame' has 3 rows but 'tokens' has 4"):
+            writer.add("x", {"tokens": torch.zeros(4, 2), "frame": torch.zeros(3, dtype=torch.int32)}, {})
+        with pytest.raises(CacheError, match="tensor 'tokens' is int64, not floating-point"):
+            writer.add("x", {"tokens": torch.zeros(4, 2, dtype=torch.int64)}, {})
+        deep: dict = {}
+        for _ in range(100):
+            deep = {"a": deep}
+        with pytest.raises(CacheError, match="nests arrays/objects more than 62 levels"):
+            writer.add("x", {"tokens": torch.zeros(4, 2)}, {"extra": deep})
+        with pytest.raises(CacheError, match="integer of 50 digits"):
+            writer.add("x", {"tokens": torch.zeros(4, 2)}, {"n": 10 ** 49})
+        very_deep: list = []
+        for _ in range(5000):
+            very_deep = [very_deep]
+        with pytest.raises(CacheError, match="too deeply"):
+            writer.add("x", {"tokens": torch.zeros(4, 2)}, {"extra": very_deep})
+        writer.add("fine", {"tokens": torch.zeros(4, 2)}, {"extra": {"a": {"b": [1, 2, {"c": 3}]}}})
+        assert writer.stats["buffered_videos"] == 1
