@@ -2,6 +2,7 @@
 random LLaVA-OneVision checkpoint (126 px: 9x9 tower grid, 5x5 output grid)."""
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -255,3 +256,101 @@ def test_run_sweep_and_plot(adapter, tmp_path, tiny_llava_hf_dir):
     assert Image.open(out).format == "PNG"
     with pytest.raises(PictureError, match="nothing to plot"):
         plot_ratio_sweep([], tmp_path / "empty.png")
+
+
+# -- bounds: whatever the metadata claims ------------------------------------------------------------
+
+def _edited_copy(cache_file, tmp_path, edit_meta=None, edit_tensors=None):
+    """A copy of the cached video with its meta and/or tensors changed (written with write_single)."""
+    cache = TokenCache(cache_file)
+    v = cache[cache.ids()[0]]
+    meta, tensors = json.loads(json.dumps(v.meta)), {n: t.clone() for n, t in v.tensors().items()}
+    if edit_meta:
+        edit_meta(meta)
+    if edit_tensors:
+        edit_tensors(tensors)
+    return write_single(tmp_path / "edited.safetensors", cache.ids()[0], tensors, meta)
+
+
+@pytest.fixture
+def decode_calls(monkeypatch):
+    """Records the decode settings of every decode_video call the pictures make."""
+    import aot_cli.video as video_module
+
+    calls = []
+    real = video_module.decode_video
+
+    def recording(path, cfg=None, default_frames=32):
+        calls.append((cfg.frames, cfg.fps, cfg.max_frames, default_frames))
+        return real(path, cfg, default_frames=default_frames)
+
+    monkeypatch.setattr(video_module, "decode_video", recording)
+    return calls
+
+
+def test_overlay_decodes_only_the_frames_the_cache_holds_whatever_the_meta_claims(cached, tmp_path, decode_calls):
+    video, cache_file = cached
+
+    def claim(meta):
+        meta["counts"]["frames"] = 200_000
+        meta["sampling"]["requested_frames"] = 200_000
+
+    res = render_overlay(_edited_copy(cache_file, tmp_path, claim), None, tmp_path / "a.png")
+    assert len(res.picture_boxes) == FRAMES and decode_calls == [(FRAMES, None, None, FRAMES)]
+
+
+def test_overlay_refuses_decode_settings_that_ask_for_more_frames_before_decoding(cached, tmp_path, decode_calls):
+    video, cache_file = cached
+    asks = _edited_copy(cache_file, tmp_path, lambda m: m["config"]["decode"].update(frames=200_000))
+    with pytest.raises(PictureError, match="ask for 200000 frames but it holds 8; not decoding"):
+        render_overlay(asks, None, tmp_path / "b.png")
+    fps = _edited_copy(cache_file, tmp_path, lambda m: m["config"]["decode"].update(frames=None, fps=1000.0,
+                                                                                   max_frames=None))
+    res = render_overlay(fps, None, tmp_path / "c.png")  # rate sampling: capped at the frames held
+    assert decode_calls == [(None, 1000.0, FRAMES, FRAMES)] and len(res.picture_boxes) == FRAMES
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_overlay_of_more_frames_than_the_bound_is_one_line_and_decodes_nothing(cached, tmp_path, decode_calls):
+    video, cache_file = cached
+    count = pictures.MAX_OVERLAY_FRAMES + 44
+
+    def many(tensors):
+        for name in ("frame_indices", "timestamps", "anchors_per_frame", "cells_per_frame", "kept_per_frame",
+                     "merged_per_frame", "anchor_mask", "cell_mask"):
+            t = tensors[name]
+            tensors[name] = t.repeat(count // FRAMES + 1, *([1] * (t.dim() - 1)))[:count].contiguous()
+
+    with pytest.raises(PictureError) as err:
+        render_overlay(_edited_copy(cache_file, tmp_path, edit_tensors=many), None, tmp_path / "d.png")
+    assert f"has {count} sampled frames" in str(err.value) and "at most 256" in str(err.value)
+    assert decode_calls == []
+
+
+def test_pictures_check_every_value_they_index_with(cached, tmp_path):
+    from aot_cli.cache import CacheError
+
+    _, cache_file = cached
+    cases = [
+        (dict(edit_tensors=lambda t: t["frame"].fill_(FRAMES + 3)), "tensor 'frame' holds frame numbers outside"),
+        (dict(edit_tensors=lambda t: t["index"].fill_(-2)), "tensor 'index' holds cells outside the 5x5 grid"),
+        (dict(edit_tensors=lambda t: t["segments"].fill_(7)), "tensor 'segments' holds clips outside"),
+        (dict(edit_tensors=lambda t: t["kind"].fill_(9)), "tensor 'kind' holds values other than 0-3"),
+        (dict(edit_meta=lambda m: m["counts"].update(grid=[5000, 5])), "'counts.grid' [5000, 5] has a side over"),
+        (dict(edit_meta=lambda m: m["counts"].update(tower_grid=[3, 3])), "tensor 'anchor_mask' has shape"),
+        (dict(edit_meta=lambda m: m["counts"].update(ratio="high")), "'counts.ratio' is 'high', not a number"),
+        (dict(edit_meta=lambda m: m["model"].update(preprocessing={"size": [0, 3]})),
+         "'model.preprocessing.size' is '[0, 3]', not a list of two positive integers"),
+    ]
+    for edits, message in cases:
+        path = _edited_copy(cache_file, tmp_path, **edits)
+        with pytest.raises((CacheError, PictureError)) as err:
+            render_overlay(path, None, tmp_path / "x.png")
+        assert message in str(err.value) and "\n" not in str(err.value), (message, str(err.value))
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_sheet_too_large_is_refused(cached, tmp_path):
+    _, cache_file = cached
+    with pytest.raises(PictureError, match="million pixels .*lower --cell-px"):
+        render_overlay(cache_file, None, tmp_path / "huge.png", cell_px=5000)

@@ -139,14 +139,21 @@ def _damaged(video, field: str, what: str) -> CacheError:
     return CacheError(f"{video.path}: video {video.id!r}: {field} {what}")
 
 
-def _grid_of(video, key: str) -> Tuple[int, int]:
-    """``meta["counts"][key]`` as (rows, cols): checked, at most :data:`MAX_GRID_SIDE` a side."""
+def _meta_grid(video, key: str) -> Optional[Tuple[int, int]]:
+    """``meta["counts"][key]`` as (rows, cols), None when absent; CacheError unless it is two
+    positive integers of at most :data:`MAX_GRID_SIDE`."""
     grid = video.meta_value(f"counts.{key}", "grid")
+    if grid is not None and max(grid) > MAX_GRID_SIDE:
+        raise _damaged(video, f"meta field 'counts.{key}'", f"{grid} has a side over {MAX_GRID_SIDE}")
+    return None if grid is None else (int(grid[0]), int(grid[1]))
+
+
+def _grid_of(video, key: str) -> Tuple[int, int]:
+    """:func:`_meta_grid`, required (PictureError when the meta has none)."""
+    grid = _meta_grid(video, key)
     if grid is None:
         raise PictureError(f"{video.path}: video {video.id!r}: the cache's meta has no counts.{key}")
-    if max(grid) > MAX_GRID_SIDE:
-        raise _damaged(video, f"meta field 'counts.{key}'", f"{grid} has a side over {MAX_GRID_SIDE}")
-    return int(grid[0]), int(grid[1])
+    return grid
 
 
 def _cells(mask_row: np.ndarray) -> List[int]:
@@ -178,7 +185,7 @@ def _checked_arrays(video, count: int):
     visual = kind != KIND_NEWLINE
     if visual.any() and (frame[visual].min() < 0 or frame[visual].max() >= count):
         raise _damaged(video, "tensor 'frame'", f"holds frame numbers outside 0..{count - 1}")
-    grid = video.meta_value("counts.grid", "grid")
+    grid = _meta_grid(video, "grid")
     if grid is not None and visual.any() and (index[visual].min() < 0 or index[visual].max() >= grid[0] * grid[1]):
         raise _damaged(video, "tensor 'index'", f"holds cells outside the {grid[0]}x{grid[1]} grid")
     segments = ([tuple(int(x) for x in s) for s in video.array("segments").tolist()] if "segments" in video
@@ -191,8 +198,8 @@ def _checked_arrays(video, count: int):
 def _mask(video, name: str, count: int, key: str) -> Optional[np.ndarray]:
     if name not in video:
         return None
+    grid = _meta_grid(video, key)
     mask = video.array(name)
-    grid = video.meta_value(f"counts.{key}", "grid")
     if mask.shape[0] != count or (grid is not None and mask.shape[1] != grid[0] * grid[1]):
         raise _damaged(video, f"tensor {name!r}", f"has shape {list(mask.shape)}, not [{count}, cells of "
                        f"counts.{key}]")
