@@ -21,6 +21,8 @@ from .layout import shard_file_name
 
 MAX_ROW_BYTES = MAX_META_BYTES + (1 << 20)  # one row: its meta plus a few short fields
 MAX_INDEX_BYTES = 2 << 30  # all parts of one cache together (default of TokenCache(max_index_bytes))
+MAX_INDEX_LINES = 4_000_000  # lines of all parts together (blank ones included)
+MAX_SKIPPED_LINES = 100_000  # lines that are not rows; a real cache has a handful (torn appends)
 _CHUNK = 8 << 20
 _KEY_RE = re.compile(r"^v[0-9]{1,9}$")
 
@@ -110,12 +112,17 @@ def iter_lines(fd: int, size: int, path: Path, max_line: int = MAX_ROW_BYTES) ->
         yield number, (None if too_long else b"".join(pending))
 
 
-def read_part(fd: int, path: Path) -> Tuple[List[Tuple[int, Row]], List[Tuple[int, str]]]:
-    """The rows of one open index part as (line number, :class:`Row`), and (line number,
-    reason) of each line skipped. Blank lines are neither."""
+def read_part(fd: int, path: Path, max_lines: int = MAX_INDEX_LINES,
+              max_skipped: int = MAX_SKIPPED_LINES) -> Tuple[List[Tuple[int, Row]], List[Tuple[int, str]], int]:
+    """The rows of one open index part as (line number, :class:`Row`), (line number, reason) of
+    each line skipped (blank lines are neither), and the number of lines. Stops early, after
+    ``max_lines`` lines or ``max_skipped`` skipped ones (the caller refuses such an index)."""
     rows: List[Tuple[int, Row]] = []
     skipped: List[Tuple[int, str]] = []
+    number = -1
     for number, line in iter_lines(fd, os.fstat(fd).st_size, path):
+        if number >= max_lines or len(skipped) > max_skipped:
+            break
         if line is None:
             skipped.append((number, f"longer than {MAX_ROW_BYTES} bytes"))
             continue
@@ -125,4 +132,4 @@ def read_part(fd: int, path: Path) -> Tuple[List[Tuple[int, Row]], List[Tuple[in
             rows.append((number, parse_row(line)))
         except ValueError as exc:
             skipped.append((number, " ".join(str(exc).split())[:160]))
-    return rows, skipped
+    return rows, skipped, number + 1

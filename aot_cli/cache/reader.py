@@ -25,7 +25,7 @@ from .atomic import is_temp_name
 from .errors import CacheError, UnknownTensorError, UnknownVideoError, describe_os_error
 from .format import DTYPES, FileHeader, read_header, tensor_name
 from .fs import NotRegularError, describe_mode, list_names, open_dir, open_regular, open_regular_path, pread_exact
-from .index import MAX_INDEX_BYTES, Row, read_part
+from .index import MAX_INDEX_BYTES, MAX_INDEX_LINES, MAX_SKIPPED_LINES, Row, read_part
 from .layout import INDEX, INDEX_SUFFIX, SHARDS, ok_row, read_manifest
 
 if TYPE_CHECKING:
@@ -339,7 +339,7 @@ class TokenCache:
     def _read_rows(self) -> List[Row]:
         """Well-formed rows of every index part, in commit order; counts and notes the rest."""
         keyed: List[Tuple[Tuple[str, str, int], Row]] = []
-        total = 0
+        total = total_lines = 0
         for name in list_names(self.path, [INDEX]):
             if not name.endswith(INDEX_SUFFIX) or name.startswith(".") or is_temp_name(name):
                 continue
@@ -356,11 +356,16 @@ class TokenCache:
                     raise CacheError(f"{self.path / INDEX}: the index parts hold more than "
                                      f"{self.max_index_bytes} bytes (the limit of this reader; "
                                      "TokenCache(max_index_bytes=...) raises it)")
-                rows, skipped = read_part(fd, self.path / INDEX / name)
+                rows, skipped, lines = read_part(fd, self.path / INDEX / name)
             finally:
                 os.close(fd)
             keyed.extend(((row.committed_at, name, number), row) for number, row in rows)
             self.skipped_lines += len(skipped)
+            total_lines += lines
+            if total_lines > MAX_INDEX_LINES or self.skipped_lines > MAX_SKIPPED_LINES:
+                raise CacheError(f"{self.path / INDEX}: the index parts hold more than {MAX_INDEX_LINES} lines "
+                                 f"or more than {MAX_SKIPPED_LINES} lines that are not rows; not a cache this "
+                                 "reader accepts")
             room = _KEPT_REASONS - len(self.skipped_rows)
             self.skipped_rows.extend(f"{INDEX}/{name} line {number + 1}: {reason}" for number, reason in skipped[:room])
         keyed.sort(key=lambda item: item[0])

@@ -39,9 +39,11 @@ def nesting_exceeds(data: Union[bytes, bytearray, memoryview], limit: int = MAX_
 
     Brackets inside strings do not count; a quote preceded by an odd run of backslashes is
     escaped. Linear time, memory bounded by a 1 MiB chunk, no recursion."""
+    if isinstance(data, (bytes, bytearray)) and data.count(b"[") + data.count(b"{") <= limit:
+        return False  # cannot nest deeper than the number of brackets it opens
     data = memoryview(data).cast("B")
     if _count_openers(data) <= limit:
-        return False  # cannot nest deeper than the number of brackets it opens
+        return False
     depth = 0
     in_string = False
     carry = 0  # the run of backslashes that ended the previous chunks
@@ -101,6 +103,9 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int)
+
+
 def loads(data: Union[bytes, bytearray, memoryview, str], max_depth: int = MAX_DEPTH) -> Any:
     """Parse one JSON document within the limits above. Raises :class:`ValueError` (one line:
     :class:`JSONLimitError` for a limit, else the parser's or UTF-8 decoder's error)."""
@@ -109,8 +114,7 @@ def loads(data: Union[bytes, bytearray, memoryview, str], max_depth: int = MAX_D
         raise JSONLimitError(f"nests arrays/objects more than {max_depth} levels deep")
     text = data if isinstance(data, str) else bytes(data).decode("utf-8")
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
-                          parse_int=_bounded_int)
+        return _DECODER.decode(text)
     except RecursionError:  # not reachable after the depth check; kept as a last guard
         raise JSONLimitError("nests arrays/objects too deeply") from None
 

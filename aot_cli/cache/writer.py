@@ -275,7 +275,7 @@ class CacheWriter:
         size = os.fstat(self._index_fd).st_size
         if not names or size > MAX_INDEX_BYTES:
             return []
-        rows, _ = read_part(self._index_fd, self._index_path)
+        rows, _, _ = read_part(self._index_fd, self._index_path)
         named: Set[str] = {row.shard for _, row in rows if row.ok}
         left = [n for n in names if n not in named]
         if not left:
