@@ -287,7 +287,9 @@ def test_one_bad_entry_does_not_hide_the_others(tmp_path):
     assert stats["skipped_rows"] == 1 and "line 3" in stats["skipped_row_reasons"][0]
     assert len(stats["missing_shards"]) == 1 and stats["totals"]["unreadable"] == 1
     one = inspect(str(cache), "--video", "clips/c1.mp4")  # the bad one asked for by name
-    assert one.exit_code == 1 and "meta is a string" in one.stderr
+    assert one.exit_code == 1 and "meta is a string" in one.stderr and len(one.stderr.splitlines()) == 1
+    one = inspect(str(cache), "--video", "clips/c1.mp4", "--json")
+    assert one.exit_code == 1 and json.loads(one.stdout)["unreadable"][0]["id"] == "clips/c1.mp4"
 
 
 # -- ids and other printed text with terminal escape sequences --------------------------------------

@@ -51,6 +51,8 @@ def run_inspect(path: str, video_id: Optional[str] = None, as_json: bool = False
         _say("error", str(exc))
         return EXIT_UNREADABLE
     if video_id is not None and stats["unreadable"]:
+        if as_json:
+            print(json.dumps(stats, indent=2))
         _say("error", stats["unreadable"][0]["error"])
         return EXIT_PROBLEMS
     if as_json:
