@@ -192,11 +192,11 @@ class FileHeader:
     bad: Dict[str, Tuple[Optional[str], str]] = field(default_factory=dict)
     data_start: int = 8
     size: int = 0
+    by_key: Dict[str, List[str]] = field(default_factory=dict)  # key → tensor names, in header order
 
     def names_of(self, key: str) -> List[str]:
         """The tensor names (without the ``v{k}.`` prefix) stored for video ``key``."""
-        prefix = key + "."
-        return [s[len(prefix):] for s in self.tensors if s.startswith(prefix)]
+        return list(self.by_key.get(key, ()))
 
 
 def read_header(fd: int, path: Path) -> FileHeader:
@@ -246,7 +246,7 @@ def _mark_bad(header: FileHeader, key: str, problem: str) -> None:
     video = header.videos.pop(key, None)
     if video is None:
         return
-    for name in header.names_of(key):
+    for name in header.by_key.pop(key, ()):
         del header.tensors[tensor_name(key, name)]
     header.bad[key] = (video["id"], f"{header.path}: video {video['id']!r} ({key}): {problem}")
 
@@ -326,8 +326,11 @@ def _parse_aot_metadata(path: Path, metadata: object, tensors: Dict[str, TensorE
             continue
         meta = video.get("meta")
         header.videos[key] = {"id": vid, "meta": {} if meta is None else meta}
-    prefixes = {key + "." for key in header.videos}
-    header.tensors = {n: e for n, e in tensors.items() if n[:n.find(".") + 1] in prefixes}
+    for name, entry in tensors.items():
+        key, tname = split_tensor_name(name)
+        if key in header.videos:
+            header.tensors[name] = entry
+            header.by_key.setdefault(key, []).append(tname)
     return header
 
 

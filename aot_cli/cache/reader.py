@@ -275,6 +275,7 @@ class TokenCache:
         self.missing_shards: List[str] = []
         self.ignored: List[str] = []
         self._shards: "OrderedDict[Optional[str], ShardFile]" = OrderedDict()
+        self._broken: Dict[Optional[str], str] = {}  # shards that could not be opened, until refresh()
         self._ok: Dict[str, Row] = {}
         self._failed: Dict[str, Row] = {}
         self.refresh()
@@ -283,6 +284,7 @@ class TokenCache:
     def refresh(self) -> None:
         """(Re)read the manifest and index, picking up videos committed since."""
         self.skipped_lines, self.skipped_rows, self.missing_shards, self.ignored = 0, [], [], []
+        self._broken.clear()
         if self.is_directory:
             self.manifest = read_manifest(self.path)
             self._load_index()
@@ -405,7 +407,13 @@ class TokenCache:
         set bounded by count and header bytes."""
         shard = self._shards.pop(name, None)
         if shard is None:
-            shard = ShardFile.open_file(self.path) if name is None else ShardFile.open_in_cache(self.path, name)
+            if name in self._broken:  # many rows may name one damaged shard: read it once
+                raise CacheError(self._broken[name])
+            try:
+                shard = ShardFile.open_file(self.path) if name is None else ShardFile.open_in_cache(self.path, name)
+            except CacheError as exc:
+                self._broken[name] = str(exc)
+                raise
         self._shards[name] = shard
         while len(self._shards) > 1 and (len(self._shards) > _OPEN_SHARDS or sum(
                 s.header.size for s in self._shards.values()) > _OPEN_HEADER_BYTES):
@@ -414,6 +422,7 @@ class TokenCache:
 
     def _drop(self, name: Optional[str]) -> None:
         self._shards.pop(name, None)
+        self._broken.pop(name, None)
 
     # -- mapping API --------------------------------------------------------------------------
     def __len__(self) -> int:
