@@ -257,3 +257,26 @@ def test_the_nesting_scan_handles_chunk_boundaries(monkeypatch):
     monkeypatch.setattr(safejson, "_CHUNK", 1 << 20)
     assert safejson.nesting_exceeds(b"[" * 3_000_000 + b"]" * 3_000_000)
     assert not safejson.nesting_exceeds(b'"' + b"[" * 3_000_000 + b'"')  # inside a string: no depth
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(data=st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b"\n")), chunk=st.integers(1, 17),
+       max_line=st.integers(0, 12))
+def test_index_lines_are_split_like_split_with_long_lines_dropped(tmp_path_factory, data, chunk, max_line):
+    import aot_cli.cache.index as index
+
+    path = tmp_path_factory.mktemp("lines") / "part.jsonl"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    original = index._CHUNK
+    index._CHUNK = chunk
+    try:
+        got = list(index.iter_lines(fd, len(data), path, max_line))
+    finally:
+        index._CHUNK = original
+        os.close(fd)
+    pieces = data.split(b"\n")
+    if pieces and pieces[-1] == b"":
+        pieces.pop()  # a final newline ends the last line; it does not start another
+    want = [(n, p if len(p) <= max_line else None) for n, p in enumerate(pieces)]
+    assert got == want

@@ -451,3 +451,31 @@ def test_aot_inspect_json_does_not_import_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["totals"]["videos"] == 1
     assert proc.stderr.split()[-2:] == ["False", "False"]
+
+
+def test_floods_of_blank_or_bad_index_lines_end_in_a_cache_error(tmp_path):
+    from aot_cli.cache import index
+
+    cache = _dir(tmp_path)
+    (cache / "index" / "r5.jsonl").write_bytes(b"\n" * (index.MAX_INDEX_LINES + 10))
+    assert "more than 4000000 lines" in read_everything(cache).error
+    (cache / "index" / "r5.jsonl").write_bytes(b"{}\n" * (index.MAX_SKIPPED_LINES + 10))
+    assert "lines that are not rows" in read_everything(cache).error
+    (cache / "index" / "r5.jsonl").write_bytes(b"{}\n" * 1000)  # a few bad lines are only counted
+    out = read_everything(cache)
+    assert len(out.ids) == 3 and "skipped 1000 index row(s)" in out.problems[0]
+
+
+def test_a_damaged_shard_named_by_many_rows_is_read_once(tmp_path, monkeypatch):
+    from aot_cli.cache.reader import ShardFile
+
+    cache = cache_dir(tmp_path / "cache", count=4)
+    rows = _rows(cache)
+    first = json.loads(rows[0])["shard"]
+    _write_rows(cache, [json.dumps({**json.loads(r), "shard": first, "key": "v0"}) for r in rows[:4]])
+    edit_videos(cache / first, lambda table: nested())
+    opened = []
+    real = ShardFile.open_in_cache.__func__
+    monkeypatch.setattr(ShardFile, "open_in_cache", classmethod(lambda cls, d, n: opened.append(n) or real(cls, d, n)))
+    out = read_everything(cache)
+    assert len(out.bad) == 4 and opened == [first.split("/")[1]]
