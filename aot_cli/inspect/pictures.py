@@ -228,14 +228,17 @@ def frame_marks(video, max_frames: int = MAX_PLOT_FRAMES) -> List[FrameMarks]:
     anchor_mask = _mask(video, "anchor_mask", count, "tower_grid")
     cell_mask = _mask(video, "cell_mask", count, "grid")
     marks = []
+    order = np.argsort(frame, kind="stable")  # tokens grouped by frame, in their stored order
+    bounds = np.searchsorted(frame[order], np.arange(count + 1), side="left")
     for f in range(count):
-        mine = frame == f
-        kept = [int(i) for i in index[mine & (kind == KIND_KEPT)]]
+        mine = order[bounds[f]:bounds[f + 1]]
+        kinds, cells = kind[mine], index[mine]
+        kept = [int(i) for i in cells[kinds == KIND_KEPT]]
         m = FrameMarks(
             frame=f, source_index=source[f], time_s=times[f], keyframe=f in starts,
             clip=int(clip_of[f]) if has_keyframes else -1,
-            raw=[int(i) for i in index[mine & (kind == KIND_KEYFRAME)]], kept=kept,
-            anchors=[int(i) for i in index[mine & (kind == KIND_ANCHOR)]],
+            raw=[int(i) for i in cells[kinds == KIND_KEYFRAME]], kept=kept,
+            anchors=[int(i) for i in cells[kinds == KIND_ANCHOR]],
             tower_anchors=_cells(anchor_mask[f]) if anchor_mask is not None else [],
         )
         if cell_mask is not None and has_keyframes and not m.keyframe:
