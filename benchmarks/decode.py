@@ -1,0 +1,174 @@
+"""Decode time and memory per clip, through ``aot_cli.video.decode_video``.
+
+Works on any checkout of the project (it only uses ``decode_video(path, DecodeConfig(...))``), so the
+same script measures two branches:
+
+    cd /work/main && python /path/to/benchmarks/decode.py samples/*.mp4 samples/*.mov
+    cd <branch>   && python benchmarks/decode.py samples/*.mp4 samples/*.mov
+
+Prints one JSON line per clip and decoder: best-of-``--repeat`` seconds, the frames returned, the
+decoder that read them and (``--rss``) the peak resident memory of a fresh process that decodes the
+clip once. ``--target HxW`` passes a decode target size where the checkout supports one.
+
+Long clips for the cost check (not committed; written with PyAV, a few minutes on two cores):
+
+    python benchmarks/decode.py --make /tmp/aot-long
+    # -> /tmp/aot-long/long1080.mp4 (10 min, 1920x1080, 25 fps H.264) and long1080.ts (same stream, MPEG-TS)
+    python benchmarks/decode.py --make-4k /tmp/aot-long
+    # -> /tmp/aot-long/clip4k.mp4 (10 s, 3840x2160 H.264)
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+
+def decode_once(path: str, frames: int, decoder: str, target):
+    from aot_cli.config import DecodeConfig
+    from aot_cli.video import decode_video
+
+    kwargs = {}
+    if target is not None:
+        if "target_size" not in inspect.signature(decode_video).parameters:
+            raise SystemExit("this checkout's decode_video takes no target size")
+        kwargs["target_size"] = target
+    t0 = time.perf_counter()
+    video = decode_video(path, DecodeConfig(frames=frames, decoder=decoder), **kwargs)
+    return time.perf_counter() - t0, video
+
+
+def peak_rss_mib(path: str, frames: int, decoder: str, target) -> float:
+    """Peak RSS (MiB) of a fresh interpreter that decodes ``path`` once."""
+    code = (
+        "import resource, sys, json\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "import decode as bench\n"
+        f"bench.decode_once({path!r}, {frames}, {decoder!r}, {target!r})\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def measure(args) -> None:
+    target = None
+    if args.target:
+        h, w = (int(v) for v in args.target.lower().split("x"))
+        target = (h, w)
+    for path in args.clips:
+        for decoder in args.decoders:
+            times = []
+            video = None
+            for _ in range(args.repeat):
+                seconds, video = decode_once(path, args.frames, decoder, target)
+                times.append(seconds)
+            row = {
+                "clip": Path(path).name,
+                "decoder_asked": decoder,
+                "decoder": video.decoder,
+                "frames": int(video.frames.shape[0]),
+                "shape": list(video.frames.shape[1:]),
+                "seconds_best": round(min(times), 4),
+                "seconds_all": [round(t, 4) for t in times],
+                "load_1min": round(os.getloadavg()[0], 2),
+            }
+            if args.rss:
+                row["peak_rss_mib"] = round(peak_rss_mib(path, args.frames, decoder, target), 1)
+            print(json.dumps(row), flush=True)
+
+
+def bikes_frames(width: int, height: int):
+    """RGB frames of samples/bikes.mp4 scaled to ``width`` x ``height`` (real footage, looped by the caller)."""
+    import av
+
+    here = Path(__file__).resolve().parent.parent / "samples" / "bikes.mp4"
+    with av.open(str(here)) as container:
+        return [f.to_ndarray(format="rgb24", width=width, height=height) for f in container.decode(video=0)]
+
+
+def encode(path: Path, frames, count: int, width: int, height: int, fps: int = 25, fmt=None) -> None:
+    import av
+
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(count):
+            # play the clip forwards then backwards so the loop has no jump every 10 s
+            cycle = 2 * len(frames) - 2
+            j = i % cycle
+            picture = frames[j if j < len(frames) else cycle - j]
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def remux_to_ts(src: Path, dst: Path) -> None:
+    """Copy the H.264 stream of MP4 ``src`` into MPEG-TS ``dst`` (Annex B bitstream filter)."""
+    import av
+    from av.bitstream import BitStreamFilterContext
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mpegts") as out:
+        ivs = inp.streams.video[0]
+        ovs = out.add_stream_from_template(ivs)
+        bsf = BitStreamFilterContext("h264_mp4toannexb", ivs, ovs)
+        for packet in inp.demux(ivs):
+            if packet.dts is None:
+                continue
+            for filtered in bsf.filter(packet):
+                filtered.stream = ovs
+                out.mux(filtered)
+        for filtered in bsf.filter(None):
+            filtered.stream = ovs
+            out.mux(filtered)
+
+
+def make_long(folder: str) -> None:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = bikes_frames(1920, 1080)
+    mp4 = out / "long1080.mp4"
+    encode(mp4, frames, 25 * 600, 1920, 1080)
+    remux_to_ts(mp4, out / "long1080.ts")
+    print(json.dumps({"made": [str(mp4), str(out / "long1080.ts")]}))
+
+
+def make_4k(folder: str) -> None:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "clip4k.mp4"
+    encode(path, bikes_frames(3840, 2160), 250, 3840, 2160)
+    print(json.dumps({"made": [str(path)]}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("clips", nargs="*")
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--decoders", nargs="+", default=["auto"], help="auto, pyav, decord")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rss", action="store_true", help="also peak RSS of a fresh process per clip")
+    parser.add_argument("--target", help="decode target HxW (checkouts that support it)")
+    parser.add_argument("--make", metavar="DIR", help="write the 10-minute 1080p MP4 and TS into DIR")
+    parser.add_argument("--make-4k", metavar="DIR", help="write a 10 s 4K MP4 into DIR")
+    args = parser.parse_args()
+    if args.make:
+        make_long(args.make)
+    if args.make_4k:
+        make_4k(args.make_4k)
+    if args.clips:
+        sys.path.insert(0, os.getcwd())
+        measure(args)
+
+
+if __name__ == "__main__":
+    main()
