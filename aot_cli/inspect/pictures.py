@@ -266,6 +266,11 @@ class SheetLayout:
 
 # ------------------------------------------------------------------------------------- frames
 
+#: (height, width) the overlay's frames are decoded to cover: tiles are drawn far smaller, so
+#: frames are never held at a 4K/8K source's native size.
+OVERLAY_DECODE_SIZE = (720, 720)
+
+
 def load_frames(video, video_path: Optional[str | Path] = None) -> Tuple[np.ndarray, Path]:
     """Decode again the frames a cached video was made from: uint8 [F, H, W, 3], upright RGB.
 
@@ -289,7 +294,7 @@ def load_frames(video, video_path: Optional[str | Path] = None) -> Tuple[np.ndar
     cfg = _decode_config(meta)
     requested = int(meta.get("sampling", {}).get("requested_frames") or meta.get("counts", {}).get("frames") or 32)
     try:
-        decoded = decode_video(path, cfg, default_frames=requested)
+        decoded = decode_video(path, cfg, default_frames=requested, target_size=OVERLAY_DECODE_SIZE, sha256=want_sha)
     except VideoDecodeError as exc:
         raise PictureError(one_line(exc)) from None
     wanted = [int(i) for i in video["frame_indices"].tolist()] if "frame_indices" in video else decoded.indices

@@ -53,6 +53,9 @@ TargetSize = Union[Tuple[int, int], Callable[[int, int], Tuple[int, int]]]
 #: Largest mean absolute difference (0..255 scale) between a picture from decord and the same
 #: frame read by PyAV for decord's answer to be accepted.
 PICTURE_TOLERANCE = 3.0
+#: Frames are decoded at this many times the target size (then resized by the consumer): on a 4K
+#: clip with DINOv2-S that keeps tokens within cosine 0.9996 of the native path (benchmarks/RESULTS.md).
+OVERSAMPLE = 2.0
 
 
 def decode_video(
@@ -73,9 +76,9 @@ def decode_video(
 
     ``target_size``: the size the consumer will resize frames to, as (height, width) or a function
     of the displayed (height, width) (e.g. ``ImageSpec.resized_size``). FFmpeg then scales each
-    picture (area averaging) while converting it, to the smallest aspect-preserving size that
-    covers the target in both directions, never larger than native; native-size RGB frames are
-    never held. None (default): native size. ``sha256``: the file's hash when the caller has it
+    picture (antialiased bicubic) while converting it, to :func:`decode_size` (twice the target,
+    aspect kept, never larger than native); native-size RGB frames are never held. None
+    (default): native size. ``sha256``: the file's hash when the caller has it
     (saves hashing it again). ``progress``: called about once a second while work advances.
 
     Raises ValueError for invalid settings and :class:`VideoDecodeError` (one line,
@@ -97,7 +100,7 @@ def decode_video(
         output = output_for(info, size)
         selection = select_frames(path, index.timestamps, info.duration, cfg, default_frames)
         read = read_frames(path, cfg, info, index, selection, output, size, deadline, default_frames)
-    notes: List[str] = list(index.notes)
+    notes: List[str] = [note for note in index.notes if not (read.resampled and note in index.timeline_notes)]
     for note in read.notes + read.selection.notes:
         if note not in notes:
             notes.append(note)
@@ -121,29 +124,44 @@ def decode_video(
 
 
 def decode_size(height: int, width: int, target: Optional[TargetSize]) -> Tuple[int, int]:
-    """(height, width) to decode a ``height x width`` (displayed) video at for ``target``: the
-    smallest aspect-preserving size whose sides both reach the target's, never above native."""
+    """(height, width) to decode a ``height x width`` (displayed) video at for ``target``.
+
+    The aspect-preserving size whose sides are at least :data:`OVERSAMPLE` times the target's
+    (never above native), so the consumer's own resize still does the last step from a picture
+    with detail to spare. When ``target`` is a function, the size is nudged by a pixel or two so
+    that ``target(decoded) == target(native)`` (the consumer resizes to the same geometry as from
+    the native frames); if no such size is near, frames stay native.
+    """
     if target is None:
         return height, width
-    th, tw = target(height, width) if callable(target) else target
-    th, tw = int(th), int(tw)
+    wanted = target(height, width) if callable(target) else target
+    th, tw = int(wanted[0]), int(wanted[1])
     if th < 1 or tw < 1:
         raise ValueError(f"target size must be positive, got {th}x{tw}")
-    scale = max(th / height, tw / width)
+    scale = OVERSAMPLE * max(th / height, tw / width)
     if scale >= 1.0:
         return height, width
-    return (min(height, max(th, math.ceil(height * scale - 1e-9))),
-            min(width, max(tw, math.ceil(width * scale - 1e-9))))
+    base_h = min(height, math.ceil(height * scale - 1e-9))
+    base_w = min(width, math.ceil(width * scale - 1e-9))
+    if not callable(target):
+        return base_h, base_w
+    for dh in (0, 1, -1, 2, -2):
+        for dw in (0, 1, -1, 2, -2):
+            h, w = base_h + dh, base_w + dw
+            if th <= h <= height and tw <= w <= width and tuple(target(h, w)) == (th, tw):
+                return h, w
+    return height, width
 
 
 def output_for(info: VideoInfo, size: Tuple[int, int]) -> Output:
     """How PyAV converts pictures for a displayed ``size`` (height, width): stored orientation,
-    area averaging when shrinking."""
+    swscale's bicubic filter when shrinking (it widens with the scale factor, so it averages like
+    an antialiased resize)."""
     height, width = size
     scaled = (height, width) != (info.height, info.width)
     if info.rotation in (90, 270):
         height, width = width, height
-    return Output(width=width, height=height, interpolation="AREA" if scaled else None)
+    return Output(width=width, height=height, interpolation="BICUBIC" if scaled else None)
 
 
 def select_frames(
@@ -176,6 +194,7 @@ class Read:
     info: VideoInfo
     selection: FrameSelection
     notes: List[str] = field(default_factory=list)
+    resampled: bool = False
 
 
 def read_frames(
@@ -324,7 +343,7 @@ def read_in_order(
         return Read(apply_rotation(seq.frames, info.rotation), times, "pyav", "sequential", info, selection, notes)
     seen = seq.count
     duration = float(timeline.seconds[-1]) + timeline.interval
-    notes = notes + [note for note in timeline.notes if note not in index.notes]
+    notes = notes + timeline.notes
     notes.append(f"the decoder gave {seen} pictures{'' if seq.finished else ' (up to the end of the span)'} "
                  f"where demuxing predicted {index.num_frames}"
                  + (" with other timestamps" if seen == index.num_frames else "")
@@ -338,7 +357,8 @@ def read_in_order(
         info = dataclasses.replace(info, num_frames=seen, duration=duration,
                                    fps=measured_rate(timeline.seconds, index.fps))
     times = [float(timeline.seconds[i]) for i in again]
-    return Read(apply_rotation(retry.frames, info.rotation), times, "pyav", "sequential", info, selection, notes)
+    return Read(apply_rotation(retry.frames, info.rotation), times, "pyav", "sequential", info, selection, notes,
+                resampled=True)
 
 
 def matches(seconds: np.ndarray, index: FrameIndex, finished: bool) -> bool:

@@ -96,6 +96,7 @@ class FrameIndex:
     (unrotated) pictures. ``discontinuity``: seconds of forward jump treated as a restart (formats
     with timestamp discontinuities, like MPEG-TS), else None. ``video_streams``: video streams
     in the file that are not cover pictures; ``best_stream``: FFmpeg's best video stream.
+    ``timeline_notes``: the ``notes`` that describe the predicted timeline (restarts, gaps).
     """
 
     timestamps: np.ndarray
@@ -115,6 +116,7 @@ class FrameIndex:
     discontinuity: Optional[float] = None
     video_streams: int = 1
     best_stream: int = 0
+    timeline_notes: List[str] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:

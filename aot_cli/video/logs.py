@@ -2,8 +2,8 @@
 hundreds per file at times. They are hidden unless the user asks for them
 (``DecodeConfig.decoder_log``), and then go to stderr prefixed with their source.
 
-PyAV routes FFmpeg's log through Python's :mod:`logging` (logger ``libav``) once a level is set;
-``quiet`` keeps PyAV's default of dropping every message. decord carries its own FFmpeg build,
+For PyAV's FFmpeg, ``quiet`` keeps PyAV's default of dropping every message; other levels put
+FFmpeg's own stderr logger back at that level. decord carries its own FFmpeg build,
 whose level is set through ``decord.logging``, and a C++ logger that writes straight to file
 descriptor 2; :func:`decord_output` captures that descriptor while decord runs and forwards only
 what the chosen level allows (lines that are not decoder output are passed through untouched).
@@ -11,7 +11,6 @@ what the chosen level allows (lines that are not decoder output are passed throu
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import sys
@@ -29,34 +28,24 @@ _DECORD_LEVELS = {"quiet": -8, "error": 16, "warning": 24, "info": 32, "debug": 
 #: A line written by decord's C++ logger ("[09:15:41] src/video/video_reader.cc:270: ...") or by
 #: FFmpeg's default log callback ("[h264 @ 0x55d0c7d2eb00] ...").
 DECODER_LINE = re.compile(r"^\[(?:\d\d:\d\d:\d\d\] \S+:\d+:|[\w:,-]+ @ 0x[0-9a-fA-F]+\])")
-_HANDLER_MARK = "_aot_decoder_log"
 _capture_lock = threading.Lock()
-
-
-def _stderr_handler() -> None:
-    """Give logger ``libav`` one stderr handler of ours (once per process)."""
-    logger = logging.getLogger("libav")
-    if not any(getattr(h, _HANDLER_MARK, False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("ffmpeg: %(name)s: %(message)s"))
-        setattr(handler, _HANDLER_MARK, True)
-        logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)  # FFmpeg's own threshold (set below) does the filtering
 
 
 @contextlib.contextmanager
 def decoder_logging(level: str) -> Iterator[None]:
-    """While active, FFmpeg messages (via PyAV) at ``level`` or worse go to stderr; "quiet"
-    drops them all. The previous PyAV log level is restored afterwards."""
+    """While active, FFmpeg messages (via PyAV) at ``level`` or worse go to stderr, printed by
+    FFmpeg's own log callback ("[h264 @ 0x...] ..."); "quiet" drops them all (PyAV's default).
+    FFmpeg's C callback is used rather than PyAV's route through Python logging, which needs the
+    GIL from FFmpeg's decoding threads and can deadlock a threaded decode. PyAV's previous
+    setting is restored afterwards."""
     if level not in LOG_LEVELS:
         raise ValueError(f"decoder_log (--decoder-log) must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     previous = av.logging.get_level()
     if level == "quiet":
         av.logging.set_level(None)
     else:
-        _stderr_handler()
-        av.logging.set_level(_AV_LEVELS[level])
+        av.logging.restore_default_callback()
+        av.logging.set_libav_level(_AV_LEVELS[level])
     try:
         yield
     finally:

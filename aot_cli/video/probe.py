@@ -418,6 +418,7 @@ def probe_with_index(
         discontinuity=discontinuity,
         video_streams=video_streams,
         best_stream=best_stream,
+        timeline_notes=list(timeline.notes),
     )
     return info, index
 

@@ -33,7 +33,7 @@ CHECK_EVERY = 32
 @dataclass(frozen=True)
 class Output:
     """How decoded pictures become arrays: RGB24 at ``width`` x ``height`` (stored orientation)
-    with swscale's ``interpolation`` ("AREA" when shrinking; None: swscale's default for a size
+    with swscale's ``interpolation`` ("BICUBIC" when shrinking; None: swscale's default for a size
     change, bilinear, which is exact when the size does not change)."""
 
     width: int
