@@ -268,7 +268,7 @@ def make_two_streams(path: str | Path, n: int = 24, fps: float = 10, size: Tuple
 
 def make_pal8_avi(path: str | Path, n: int = 12, fps: float = 10, size: Tuple[int, int] = (64, 48)) -> Path:
     """Raw palettised (pal8) video in AVI: a palette of 256 colours, pictures of
-    :func:`frame_pattern` drawn with palette entries 40 (dark) and 200 (light)."""
+    :func:`frame_pattern` drawn with palette entries 40 (dark grey) and 200 (light grey)."""
     path = Path(path)
     width, height = size
     palette = np.zeros((256, 4), dtype=np.uint8)
@@ -276,6 +276,8 @@ def make_pal8_avi(path: str | Path, n: int = 12, fps: float = 10, size: Tuple[in
     palette[:, 1] = np.arange(256)  # red
     palette[:, 2] = 255 - np.arange(256)  # green
     palette[:, 3] = (np.arange(256) * 7) % 256  # blue
+    palette[40, 1:] = DARK
+    palette[200, 1:] = LIGHT
     time_base = 1 / Fraction(fps).limit_denominator(1001)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("rawvideo", rate=Fraction(fps).limit_denominator(1001))

@@ -76,6 +76,9 @@ def build_run_config(file_cfg: Dict[str, Dict[str, Any]], flags: Dict[str, Any],
                     method=from_dict(AOTConfig, method),
                     storage=from_dict(StorageConfig, storage),
                     auto_pooling=auto_pooling, auto_clip_length=auto_clip)
+    from ..video.sampling import check_decode_config
+
+    check_decode_config(cfg.decode)  # decode settings fail here, before a model loads or a video is read
     return cfg
 
 

@@ -268,14 +268,18 @@ def decord_unsuitable(cfg: DecodeConfig, info: VideoInfo, index: FrameIndex,
 
 
 def verification_frames(wanted: List[int], index: FrameIndex) -> List[int]:
-    """Two of the ``wanted`` frames to check a decoder's pictures on, cheap to read with PyAV:
-    the first, and (on seekable streams) the one fewest pictures after its keyframe among those
-    that need a seek, preferring one that is not a keyframe itself (a bad seek shows there)."""
+    """The ``wanted`` frames to check a decoder's pictures on. On seekable streams two, cheap to
+    read with PyAV: the first, and the one fewest pictures after its keyframe among those that
+    need a seek, preferring one that is not a keyframe itself (a bad seek shows there). Elsewhere
+    decord's frame numbering cannot be trusted anywhere (repeated or missing timestamps shift
+    it), so every wanted frame is checked."""
     chosen = [wanted[0]]
     rest = wanted[1:]
+    if index.seekable is not None:
+        return list(wanted)
     if not rest:
         return chosen
-    if index.seekable is not None or index.pts_ticks is None or index.key_ticks is None or not index.key_ticks.size:
+    if index.pts_ticks is None or index.key_ticks is None or not index.key_ticks.size:
         return chosen + [rest[0]]
     key_frames = np.searchsorted(index.pts_ticks, index.key_ticks)  # keyframes' frame numbers (sorted pts)
     best = None

@@ -72,13 +72,14 @@ def continuous_timeline(seconds: Sequence[Optional[float]], fps: float,
                 f"a constant {rate:g} fps")
         return Timeline(constant_rate(count, rate), ordered=False, interval=1.0 / rate, notes=[note])
     step = typical_step(known, fps)
+    fill = 1.0 / fps if fps > 0 else step
     out = np.empty(count, dtype=np.float64)
     offset, restarts = 0.0, 0
     previous_raw: Optional[float] = None
     previous = None
     for i, value in enumerate(seconds):
         if value is None:
-            current = 0.0 if previous is None else previous + step
+            current = 0.0 if previous is None else previous + fill
         else:
             raw = float(value)
             if previous_raw is not None:
