@@ -10,12 +10,17 @@ Prints one JSON line per clip and decoder: best-of-``--repeat`` seconds, the fra
 decoder that read them and (``--rss``) the peak resident memory of a fresh process that decodes the
 clip once. ``--target HxW`` passes a decode target size where the checkout supports one.
 
+Peak memory of a whole command, all its processes together (polled every 10 ms):
+
+    python benchmarks/decode.py --command-rss aot compress tests/data/flat_8192x8192.mp4 --frames 8 \
+        --model dinov2-small-offline -o /tmp/c8k
+
 Long clips for the cost check (not committed; written with PyAV, a few minutes on two cores):
 
     python benchmarks/decode.py --make /tmp/aot-long
     # -> /tmp/aot-long/long1080.mp4 (10 min, 1920x1080, 25 fps H.264) and long1080.ts (same stream, MPEG-TS)
     python benchmarks/decode.py --make-4k /tmp/aot-long
-    # -> /tmp/aot-long/clip4k.mp4 (10 s, 3840x2160 H.264)
+    # -> /tmp/aot-long/clip4k.mp4 (64 frames, 3840x2160 H.264, a mosaic of bikes.mp4 at native size)
 """
 from __future__ import annotations
 
@@ -55,6 +60,58 @@ def peak_rss_mib(path: str, frames: int, decoder: str, target) -> float:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _tree(pid: int) -> list:
+    found, todo = [pid], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as handle:
+                    kids = [int(x) for x in handle.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+def command_peak(command: list) -> None:
+    """Run ``command``; print its exit code, wall time, the highest summed RSS of its process tree
+    seen while polling every 10 ms, and the sum of each process's own peak (VmHWM; an upper bound
+    of the simultaneous total)."""
+    t0 = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sampled, peaks = 0, {}
+    while child.poll() is None:
+        pids = _tree(child.pid)
+        sampled = max(sampled, sum(_status_kib(p, "VmRSS") for p in pids))
+        for p in pids:
+            peaks[p] = max(peaks.get(p, 0), _status_kib(p, "VmHWM"))
+        time.sleep(0.01)
+    stderr = child.stderr.read()
+    print(json.dumps({"command": " ".join(command), "exit": child.returncode,
+                      "seconds": round(time.perf_counter() - t0, 2),
+                      "tree_rss_peak_mib": round(sampled / 1024, 1),
+                      "sum_of_process_peaks_mib": round(sum(peaks.values()) / 1024, 1),
+                      "processes": len(peaks), "load_1min": round(os.getloadavg()[0], 2),
+                      "stderr_tail": stderr.strip().splitlines()[-2:]}))
 
 
 def measure(args) -> None:
@@ -142,11 +199,30 @@ def make_long(folder: str) -> None:
     print(json.dumps({"made": [str(mp4), str(out / "long1080.ts")]}))
 
 
+def tiled_frames(width: int, height: int, count: int):
+    """``count`` pictures of ``width`` x ``height`` tiled from native-size frames of bikes.mp4 (a
+    mosaic of real footage, so the picture has real detail at every scale)."""
+    import numpy as np
+
+    source = bikes_frames(640, 272)
+    frames = []
+    for i in range(count):
+        picture = np.zeros((height, width, 3), dtype=np.uint8)
+        k = 0
+        for y in range(0, height, 272):
+            for x in range(0, width, 640):
+                tile = source[(i + 7 * k) % len(source)]
+                picture[y:y + 272, x:x + 640] = tile[: min(272, height - y), : min(640, width - x)]
+                k += 1
+        frames.append(picture)
+    return frames
+
+
 def make_4k(folder: str) -> None:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "clip4k.mp4"
-    encode(path, bikes_frames(3840, 2160), 250, 3840, 2160)
+    encode(path, tiled_frames(3840, 2160, 64), 64, 3840, 2160)
     print(json.dumps({"made": [str(path)]}))
 
 
@@ -159,8 +235,13 @@ def main() -> None:
     parser.add_argument("--rss", action="store_true", help="also peak RSS of a fresh process per clip")
     parser.add_argument("--target", help="decode target HxW (checkouts that support it)")
     parser.add_argument("--make", metavar="DIR", help="write the 10-minute 1080p MP4 and TS into DIR")
-    parser.add_argument("--make-4k", metavar="DIR", help="write a 10 s 4K MP4 into DIR")
+    parser.add_argument("--make-4k", metavar="DIR", help="write a 64-frame 4K MP4 into DIR")
+    parser.add_argument("--command-rss", nargs=argparse.REMAINDER, metavar="COMMAND",
+                        help="run COMMAND (the rest of the line) and print the peak RSS of its process tree")
     args = parser.parse_args()
+    if args.command_rss:
+        command_peak(args.command_rss)
+        return
     if args.make:
         make_long(args.make)
     if args.make_4k:

@@ -294,19 +294,18 @@ def test_stream_flag_errors(tmp_path: Path, kinds) -> None:
 
 
 def test_cover_picture_is_never_chosen(tmp_path: Path) -> None:
-    path = tmp_path / "cover.mkv"
-    make_video(tmp_path / "plain.mkv", n=12)
-    with av.open(str(tmp_path / "plain.mkv")) as source, av.open(str(path), "w") as out:
-        cover = out.add_stream("mjpeg", rate=1)
-        cover.width, cover.height, cover.pix_fmt = 32, 32, "yuvj420p"
-        cover.disposition = av.stream.Disposition.attached_pic | av.stream.Disposition.default
+    path = tmp_path / "cover.mp4"
+    make_video(tmp_path / "plain.mp4", n=12)
+    with av.open(str(tmp_path / "plain.mp4")) as source, av.open(str(path), "w") as out:
         video_in = source.streams.video[0]
         video_out = out.add_stream_from_template(video_in)
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 32, 32, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
         picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
         picture.pts = 0
-        for packet in cover.encode(picture):
-            out.mux(packet)
-        for packet in cover.encode(None):
+        for packet in list(cover.encode(picture)) + list(cover.encode(None)):
+            packet.stream = cover
             out.mux(packet)
         for packet in source.demux(video_in):
             if packet.dts is None:
@@ -315,12 +314,34 @@ def test_cover_picture_is_never_chosen(tmp_path: Path) -> None:
             out.mux(packet)
     with av.open(str(path)) as container:
         covers = [s.index for s in container.streams.video if s.disposition & av.stream.Disposition.attached_pic]
-    if not covers:
-        pytest.skip("this FFmpeg build does not keep the cover disposition in Matroska")
+    assert covers == [1]
     video = decode_video(path, DecodeConfig(frames=4))
-    assert video.info.stream_index not in covers and video.info.num_frames == 12
-    with pytest.raises(VideoDecodeError, match="cover picture"):
-        decode_video(path, DecodeConfig(stream=covers[0]))
+    assert video.info.stream_index == 0 and video.info.num_frames == 12
+    assert [read_index(f) for f in video.frames.numpy()] == video.indices
+    with pytest.raises(VideoDecodeError, match=r"stream 1 \(--stream\) is a cover picture"):
+        decode_video(path, DecodeConfig(stream=1))
+
+
+def test_best_stream_rule_skips_a_cover_that_ffmpeg_ranks_first() -> None:
+    from types import SimpleNamespace
+
+    from aot_cli.video.probe import choose_stream
+
+    D = av.stream.Disposition
+
+    def stream(index, disposition, bit_rate):
+        return SimpleNamespace(index=index, type="video", disposition=disposition, bit_rate=bit_rate,
+                               codec_context=SimpleNamespace(name="h264"))
+
+    cover = stream(0, D.attached_pic | D.default, 10)
+    plain = stream(1, D(0), 500)
+    flagged = stream(2, D.default, 100)
+    streams = [cover, plain, flagged]
+    container = SimpleNamespace(format=SimpleNamespace(name="mov,mp4"),
+                                streams=SimpleNamespace(video=streams, best=lambda kind: cover))
+    assert choose_stream(container, "x.mp4").index == 2  # default beats a higher bit rate, as in FFmpeg
+    flagged.disposition = D(0)
+    assert choose_stream(container, "x.mp4").index == 1  # then bit rate
 
 
 # ----------------------------------------------------------------------------------- limits
@@ -384,12 +405,15 @@ WARNING_SCRIPT = textwrap.dedent("""
     import sys
     from aot_cli.config import DecodeConfig
     from aot_cli.video import VideoDecodeError, decode_video
-    try:
-        video = decode_video(sys.argv[1], DecodeConfig(frames=8, decoder=sys.argv[2], decoder_log=sys.argv[3]))
-    except VideoDecodeError as exc:  # decord may refuse a damaged file
-        print("refused", exc)
-    else:
-        print(video.decoder, video.info.num_frames)
+    level = sys.argv[1]
+    for decoder in sys.argv[2].split(","):
+        for path in sys.argv[3:]:
+            try:
+                video = decode_video(path, DecodeConfig(frames=8, decoder=decoder, decoder_log=level))
+            except VideoDecodeError as exc:  # decord may refuse a damaged file
+                print(decoder, "refused", exc)
+            else:
+                print(decoder, video.decoder, video.info.num_frames)
 """)
 
 
@@ -407,27 +431,25 @@ def noisy_files(tmp_path_factory: pytest.TempPathFactory):
                 continue  # keep the TS packet headers
             data[position] ^= 0xFF
         (folder / name).write_bytes(bytes(data))
-        made.append(folder / name)
+        made.append(str(folder / name))
     return made
 
 
-def run_decode(path: Path, decoder: str, level: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", WARNING_SCRIPT, str(path), decoder, level],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+def run_decode(level: str, decoders: list, paths: list) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WARNING_SCRIPT, level, ",".join(decoders), *paths],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
-def test_decoder_warnings_stay_off_the_terminal(noisy_files, decoder: str) -> None:
-    warned = 0
-    for path in noisy_files:
-        quiet = run_decode(path, decoder, "quiet")
-        loud = run_decode(path, decoder, "warning")
-        warned += bool(loud.stderr.strip())
-        assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr[:500]
-        if decoder != "decord":
-            assert quiet.stdout.split()[0] == "pyav"
-            assert loud.stderr.strip(), "the file should make FFmpeg warn"  # else the check above proves nothing
-    assert warned  # decord refuses the TS before decoding it, but decodes (and warns on) the MP4
+def test_decoder_warnings_stay_off_the_terminal(noisy_files) -> None:
+    quiet = run_decode("quiet", DECODERS, noisy_files)  # the default level
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr[:500]
+    assert len(quiet.stdout.splitlines()) == len(DECODERS) * len(noisy_files)
+    for decoder in DECODERS:
+        # the same files do make FFmpeg warn (else the check above proves nothing); decord refuses
+        # the TS before decoding it, but decodes the MP4
+        loud = run_decode("warning", [decoder], noisy_files)
+        assert loud.returncode == 0 and loud.stderr.strip(), decoder
+    assert run_decode("quiet", ["auto"], noisy_files).stdout == run_decode("warning", ["auto"], noisy_files).stdout
 
 
 # --------------------------------------------------------------------------- target size
@@ -528,3 +550,50 @@ def test_display_order_sorts_within_pieces() -> None:
     dts = [1, 2, 3, 4, 5, 1, 2, 3]
     assert display_order(pts, dts, None) == [2, 3, 4, 5, 6, 2, 3, 4]
     assert display_order([1, 2, None], [None, None, None], None) == [1, 2, None]
+
+
+# ------------------------------------------------------------------------------ pipeline glue
+
+
+def test_decode_job_hashes_once_and_decodes_at_the_target_size(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+
+    import aot_cli.video.probe as probe
+    from aot_cli.pipeline.workers import DecodeJob, decode_target, run_job
+
+    path = make_video(tmp_path / "v.mp4", n=20, size=(128, 96)).path
+
+    def no_second_hash(*args, **kwargs):
+        raise AssertionError("the file was hashed again")
+
+    monkeypatch.setattr(probe, "file_sha256", no_second_hash)
+    outcome = run_job(DecodeJob(str(path), DecodeConfig(frames=4), 8, None, (24, 32)))
+    assert outcome.status == "ok", outcome.error
+    assert outcome.sha256 == outcome.decoded.info.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert tuple(outcome.decoded.frames.shape) == (4, 48, 64, 3) and outcome.decoded.decode_size == (48, 64)
+    assert [read_index(f) for f in outcome.decoded.frames.numpy()] == outcome.decoded.indices
+
+    from aot_cli.models.preprocess import square_spec
+
+    class Adapter:
+        spec = square_spec(384)
+
+    assert decode_target(Adapter())(1080, 1920) == (384, 384)
+    assert decode_target(object()) is None
+
+
+def test_deadline_counts_time_without_progress(monkeypatch) -> None:
+    import aot_cli.video.info as info
+
+    clock = [100.0]
+    monkeypatch.setattr(info.time, "monotonic", lambda: clock[0])
+    calls = []
+    deadline = info.Deadline("x.mp4", 5.0, progress=lambda: calls.append(clock[0]))
+    clock[0] += 4
+    deadline.advance("decoding")  # progress: the budget starts again, the watchdog hears of it
+    assert calls == [104.0]
+    clock[0] += 4
+    deadline.check("decoding")  # 8 s since the start, 4 s since progress
+    clock[0] += 2
+    with pytest.raises(VideoDecodeError, match="decoding made no progress for 5 s"):
+        deadline.check("decoding")
