@@ -104,8 +104,9 @@ DECODE_OPTIONS = (
     click.option("--max-frames", type=int, help="Cap for --fps sampling."),
     click.option("--start", type=float, help="Start of the sampled span, seconds."),
     click.option("--end", type=float, help="End of the sampled span, seconds."),
-    click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="Decoder (auto: decord where its "
-                  "pictures check out, else PyAV). Every decoder gives the pictures of a sequential FFmpeg decode."),
+    click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="auto/pyav: PyAV, seeking to "
+                  "keyframes where the file's index allows it, else reading in order; decord: decord, kept only where "
+                  "its pictures match PyAV's. All give the pictures of a sequential FFmpeg decode."),
     click.option("--decode-timeout", type=float, help="Seconds without progress before reading a video is abandoned "
                   "as hung and its decoder process killed (default 60)."),
     click.option("--stream", type=int, metavar="N", help="Read video stream N (container index; default: FFmpeg's "

@@ -21,8 +21,8 @@ class DecodeConfig:
 
     ``frames``: number of frames sampled uniformly over [start, end) (None: the model profile's
     default). ``fps``: sample at this rate instead, capped at ``max_frames``. ``start``/``end`` in
-    seconds. ``decoder``: "auto" (decord where its answer can be checked, else PyAV), "decord" or
-    "pyav". ``timeout``: seconds without decoding progress after which a decode is abandoned as hung.
+    seconds. ``decoder``: "auto" or "pyav" (PyAV: keyframe-accurate seeks where the container's
+    index allows them, else a sequential read) or "decord" (kept only where its pictures match). ``timeout``: seconds without decoding progress after which a decode is abandoned as hung.
     ``stream``: index of the video stream to read (None: FFmpeg's best video stream, never a cover
     picture). ``decoder_log``: FFmpeg/decord messages shown on stderr: "quiet" (none), "error",
     "warning", "info" or "debug". ``frame_limit``: most frames one video may give (refusal above).

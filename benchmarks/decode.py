@@ -6,6 +6,11 @@ same script measures two branches:
     cd /work/main && python /path/to/benchmarks/decode.py samples/*.mp4 samples/*.mov
     cd <branch>   && python benchmarks/decode.py samples/*.mp4 samples/*.mov
 
+``--against DIR`` interleaves this checkout and another one call by call (each in its own process,
+with that checkout's .venv), so both see the same load:
+
+    cd <branch> && python benchmarks/decode.py samples/*.mp4 samples/*.mov --against /work/main --repeat 15
+
 Prints one JSON line per clip and decoder: best-of-``--repeat`` seconds, the frames returned, the
 decoder that read them and (``--rss``) the peak resident memory of a fresh process that decodes the
 clip once. ``--target HxW`` passes a decode target size where the checkout supports one.
@@ -73,25 +78,6 @@ def _status_kib(pid: int, field: str) -> int:
     return 0
 
 
-def _tree(pid: int) -> list:
-    found, todo = [pid], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children") as handle:
-                    kids = [int(x) for x in handle.read().split()]
-            except (OSError, ValueError):
-                continue
-            found.extend(kids)
-            todo.extend(kids)
-    return found
-
-
 def command_peak(command: list) -> None:
     """Run ``command``; print its exit code, wall time, the highest summed RSS of its process tree
     seen while polling every 10 ms, and the sum of each process's own peak (VmHWM; an upper bound
@@ -99,8 +85,10 @@ def command_peak(command: list) -> None:
     t0 = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     sampled, peaks = 0, {}
+    from aot_cli.bench.memory import descendants
+
     while child.poll() is None:
-        pids = _tree(child.pid)
+        pids = [child.pid] + descendants(child.pid)
         sampled = max(sampled, sum(_status_kib(p, "VmRSS") for p in pids))
         for p in pids:
             peaks[p] = max(peaks.get(p, 0), _status_kib(p, "VmHWM"))
@@ -139,6 +127,56 @@ def measure(args) -> None:
             if args.rss:
                 row["peak_rss_mib"] = round(peak_rss_mib(path, args.frames, decoder, target), 1)
             print(json.dumps(row), flush=True)
+
+
+SERVER = (
+    "import json, sys, time\n"
+    "sys.path.insert(0, '.')\n"
+    "from aot_cli.config import DecodeConfig\n"
+    "from aot_cli.video import decode_video\n"
+    "for line in sys.stdin:\n"
+    "    path, frames, decoder = json.loads(line)\n"
+    "    t0 = time.perf_counter()\n"
+    "    video = decode_video(path, DecodeConfig(frames=frames, decoder=decoder))\n"
+    "    print(json.dumps([time.perf_counter() - t0, video.decoder]), flush=True)\n"
+)
+
+
+def paired(args) -> None:
+    """Interleave this checkout and ``--against DIR`` (its own .venv) on the same clips, call by call,
+    so both see the same machine load; print the median and best of each and their ratio."""
+    import statistics
+
+    here = Path.cwd()
+    there = Path(args.against).resolve()
+    servers = {}
+    for name, folder in (("this", here), ("against", there)):
+        python = folder / ".venv" / "bin" / "python"
+        servers[name] = subprocess.Popen([str(python if python.exists() else sys.executable), "-c", SERVER],
+                                         cwd=folder, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for path in args.clips:
+            path = str(Path(path).resolve())
+            for decoder in args.decoders:
+                times = {"this": [], "against": []}
+                used = {}
+                for _ in range(args.repeat):
+                    for name, server in servers.items():
+                        server.stdin.write(json.dumps([path, args.frames, decoder]) + "\n")
+                        server.stdin.flush()
+                        seconds, used[name] = json.loads(server.stdout.readline())
+                        times[name].append(seconds)
+                med = {k: statistics.median(v) for k, v in times.items()}
+                print(json.dumps({"clip": Path(path).name, "decoder_asked": decoder, "decoders": used,
+                                  "median_s": {k: round(v, 4) for k, v in med.items()},
+                                  "best_s": {k: round(min(v), 4) for k, v in times.items()},
+                                  "ratio_median": round(med["this"] / med["against"], 3),
+                                  "ratio_best": round(min(times["this"]) / min(times["against"]), 3),
+                                  "repeat": args.repeat, "load_1min": round(os.getloadavg()[0], 2)}), flush=True)
+    finally:
+        for server in servers.values():
+            server.stdin.close()
+            server.wait()
 
 
 def bikes_frames(width: int, height: int):
@@ -236,6 +274,8 @@ def main() -> None:
     parser.add_argument("--target", help="decode target HxW (checkouts that support it)")
     parser.add_argument("--make", metavar="DIR", help="write the 10-minute 1080p MP4 and TS into DIR")
     parser.add_argument("--make-4k", metavar="DIR", help="write a 64-frame 4K MP4 into DIR")
+    parser.add_argument("--against", metavar="DIR", help="another checkout (with its .venv): interleave the two "
+                        "call by call and print both and the ratio (this / DIR)")
     parser.add_argument("--command-rss", nargs=argparse.REMAINDER, metavar="COMMAND",
                         help="run COMMAND (the rest of the line) and print the peak RSS of its process tree")
     args = parser.parse_args()
@@ -246,7 +286,9 @@ def main() -> None:
         make_long(args.make)
     if args.make_4k:
         make_4k(args.make_4k)
-    if args.clips:
+    if args.clips and args.against:
+        paired(args)
+    elif args.clips:
         sys.path.insert(0, os.getcwd())
         measure(args)
 

@@ -2,9 +2,9 @@
 
 ``decode_video(path, cfg)`` chooses the video stream (FFmpeg's best, or ``cfg.stream``), predicts
 its picture timeline by demuxing, chooses frames (:func:`sample_indices`) and reads them so that
-frame ``k`` is the k-th picture of a plain sequential FFmpeg decode of that stream: decord or
-keyframe-accurate PyAV seeks where the container's index allows it (checked on the pictures), a
-sequential PyAV read elsewhere. Frames come back upright as torch.uint8 [F, H, W, 3], at native
+frame ``k`` is the k-th picture of a plain sequential FFmpeg decode of that stream: keyframe-accurate
+PyAV seeks where the container's index allows it (every picture checked against the index), a
+sequential PyAV read elsewhere, decord only when asked for (checked against PyAV's pictures). Frames come back upright as torch.uint8 [F, H, W, 3], at native
 size or scaled inside FFmpeg to a target size. ``VIDEO_EXTENSIONS``: what a directory scan picks up.
 """
 from .decode import decode_size, decode_video

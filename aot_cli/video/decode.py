@@ -8,15 +8,18 @@ How each read is made to keep it:
    ``--stream``), demux every packet and predict the picture timeline (pieces of a restarting
    timeline laid end to end).
 2. Where the container has a real index and the timestamps are unique and continuous (MP4/MOV,
-   Matroska/WebM: ``FrameIndex.seekable`` is None):
-   - decord (``auto`` with native-size frames and one candidate video stream, or ``decord``),
-     accepted only when its count and timestamps agree with the index and its pictures match a
-     PyAV read of two of the same frames (:func:`check_pictures`, mean absolute difference <= 3);
-   - else PyAV keyframe-accurate seeks, which check every decoded picture against the index.
-3. Elsewhere (MPEG-TS/PS, AVI, ASF, GIF, raw streams...), or when a check above fails: a
+   Matroska/WebM: ``FrameIndex.seekable`` is None): PyAV keyframe-accurate seeks, which check
+   every decoded picture against the index.
+3. Elsewhere (MPEG-TS/PS, AVI, ASF, GIF, raw streams...), or when a seek gives other pictures: a
    sequential PyAV read that counts pictures, converts only the wanted ones, and checks the
    pictures' own timeline against the prediction; when they differ the frames are sampled again
    over the decoded pictures (a second pass) and a note says so.
+
+``decoder="decord"`` reads with decord instead, and keeps its answer only when its count and
+timestamps agree with the index and its pictures match a PyAV read of the same frames
+(:func:`check_pictures`: two frames where the index can be trusted, every frame elsewhere);
+otherwise it fails in one line. ``decoder="auto"`` is PyAV: measured on the sample clips, the
+seeking PyAV read is as fast as decord or faster (benchmarks/RESULTS.md), and needs no check.
 """
 from __future__ import annotations
 
@@ -212,29 +215,9 @@ def read_frames(
     wanted = sorted(set(selection.indices))
     times = [float(index.timestamps[i]) for i in wanted]
     notes: List[str] = []
-    if cfg.decoder in ("auto", "decord"):
-        reason, say = decord_unsuitable(cfg, info, index, size)
-        if reason is None:
-            try:
-                native = size == (info.height, info.width)
-                frames = read_decord(path, wanted, index, info.width, info.height, cfg.decoder_log,
-                                     None if native else size)
-                check_pictures(path, frames, wanted, info, index, output, deadline)
-                deadline.check("decoding")
-                return Read(frames, times, "decord", "decord", info, selection, notes)
-            except ImportError:
-                reason = "decord is not installed"
-            except VideoDecodeError:
-                raise
-            except DecordRejected as exc:
-                reason = str(exc)
-            except Exception as exc:  # decord raises its own DECORDError and RuntimeError
-                reason = f"decord failed ({describe_exception(exc)})"
-            say = True
-        if cfg.decoder == "decord":
-            raise VideoDecodeError(path, f"decord cannot give the right frames: {reason}")
-        if say:
-            notes.append(f"used PyAV: {reason}")
+    if cfg.decoder == "decord":
+        return Read(read_checked_decord(path, cfg, info, index, wanted, output, size, deadline), times,
+                    "decord", "decord", info, selection, notes)
     if index.seekable is None:
         try:
             frames = read_seek(path, info.stream_index, wanted, index, output, deadline)
@@ -244,27 +227,28 @@ def read_frames(
     return read_in_order(path, cfg, info, index, selection, output, deadline, default_frames, notes)
 
 
-def decord_unsuitable(cfg: DecodeConfig, info: VideoInfo, index: FrameIndex,
-                      size: Tuple[int, int]) -> Tuple[Optional[str], bool]:
-    """(why decord is not tried on this read or None, whether that is worth a note). "auto" uses
-    decord only for native-size frames from an indexed container with one candidate video
-    stream and an honest header; "decord" only needs it installed and FFmpeg's best stream."""
+def read_checked_decord(path: str | Path, cfg: DecodeConfig, info: VideoInfo, index: FrameIndex,
+                        wanted: List[int], output: Output, size: Tuple[int, int], deadline: Deadline) -> np.ndarray:
+    """``--decoder decord``: decord's frames ``wanted`` (uint8 [k, H, W, 3], upright) when its count,
+    timestamps and pictures check out (:func:`check_pictures`); else one-line :class:`VideoDecodeError`."""
     if not decord_available():
-        return "decord is not installed", True
+        raise VideoDecodeError(path, "decord is not installed (pip install 'aot-cli[decord]')")
     if info.stream_index != index.best_stream:
-        return f"decord always reads FFmpeg's best video stream, not stream {info.stream_index}", True
-    if cfg.decoder == "decord":
-        return None, False
-    if index.seekable is not None:
-        return f"read sequentially, {index.seekable}", True
-    if size != (info.height, info.width):
-        return "frames are scaled to the decode size by FFmpeg", False
-    if index.video_streams > 1:
-        return "the file has several video streams and decord cannot be told which one to read", True
-    header = info.num_frames_header
-    if header is not None and header != index.packets:
-        return f"the header's frame count ({header}) does not match the file ({index.packets} packets)", True
-    return None, False
+        raise VideoDecodeError(path, f"decord always reads FFmpeg's best video stream ({index.best_stream}), "
+                                     f"not stream {info.stream_index}; use --decoder pyav")
+    try:
+        native = size == (info.height, info.width)
+        frames = read_decord(path, wanted, index, info.width, info.height, cfg.decoder_log, None if native else size)
+        check_pictures(path, frames, wanted, info, index, output, deadline)
+    except VideoDecodeError:
+        raise
+    except DecordRejected as exc:
+        raise VideoDecodeError(path, f"decord cannot give the right frames: {exc}") from None
+    except Exception as exc:  # decord raises its own DECORDError and RuntimeError
+        raise VideoDecodeError(path, f"decord cannot give the right frames: decord failed "
+                                     f"({describe_exception(exc)})") from None
+    deadline.check("decoding")
+    return frames
 
 
 def verification_frames(wanted: List[int], index: FrameIndex) -> List[int]:
@@ -301,22 +285,27 @@ def check_pictures(path: str | Path, frames: np.ndarray, wanted: List[int], info
     allows it, else sequential) on :func:`verification_frames`: mean absolute difference at most
     :data:`PICTURE_TOLERANCE` per frame."""
     check = verification_frames(wanted, index)
+    references = {}
+    if check[0] == 0 and index.first_picture is not None:  # the probe already decoded frame 0
+        references[0] = output.convert(index.first_picture)
+    rest = [frame for frame in check if frame not in references]
     try:
-        if index.seekable is None:
-            reference = read_seek(path, info.stream_index, check, index, output, deadline)
-        else:
-            seq = read_sequential(path, info.stream_index, check, index, output, deadline, stop_at=check[-1])
-            if not seq.has_all(check):
-                raise DecordRejected(f"the stream has only {seq.count} pictures, frame {check[-1]} was asked for")
-            reference = seq.frames
+        if rest and index.seekable is None:
+            read = read_seek(path, info.stream_index, rest, index, output, deadline, threads=1)
+            references.update(zip(rest, read))
+        elif rest:
+            seq = read_sequential(path, info.stream_index, rest, index, output, deadline, stop_at=rest[-1])
+            if not seq.has_all(rest):
+                raise DecordRejected(f"the stream has only {seq.count} pictures, frame {rest[-1]} was asked for")
+            references.update(zip(rest, seq.frames))
     except SeekMismatch as exc:
         raise DecordRejected(f"no reference read to check decord against ({exc})") from None
-    reference = apply_rotation(reference, info.rotation)
-    for row, frame in enumerate(check):
+    for frame in check:
+        reference = apply_rotation(references[frame][None], info.rotation)[0]
         got = frames[wanted.index(frame)]
-        if got.shape != reference[row].shape:
-            raise DecordRejected(f"decord's frame {frame} is {got.shape}, PyAV's {reference[row].shape}")
-        difference = float(np.abs(got.astype(np.int16) - reference[row].astype(np.int16)).mean())
+        if got.shape != reference.shape:
+            raise DecordRejected(f"decord's frame {frame} is {got.shape}, PyAV's {reference.shape}")
+        difference = float(np.abs(got.astype(np.int16) - reference.astype(np.int16)).mean())
         if difference > PICTURE_TOLERANCE:
             raise DecordRejected(f"decord's frame {frame} is another picture than a sequential FFmpeg decode's "
                                  f"(mean absolute difference {difference:.1f} of 255)")

@@ -13,7 +13,9 @@ import importlib.util
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .info import FrameIndex
 from .logs import decord_output
@@ -61,25 +63,33 @@ def read_decord(
 ) -> np.ndarray:
     """Frames ``wanted`` (ascending, unique frame numbers) via decord.
 
-    ``width``/``height``: the displayed size; ``size``: (height, width) to scale to inside decord
-    (None: native). Returns uint8 [k, H, W, 3] RGB, upright (decord >= 0.6 applies the rotation
-    metadata itself). Raises ImportError when decord is missing, :class:`DecordRejected` when its
-    answer fails validation, and whatever decord raises on files it cannot read. decord's own
-    messages are shown according to ``log_level`` (see :func:`~.logs.decord_output`).
+    ``width``/``height``: the displayed size; ``size``: (height, width) to scale each picture to
+    (None: native): decord then hands over one native picture at a time and FFmpeg's swscale
+    scales it (bicubic, as the PyAV readers do), so native frames are never all held. Returns
+    uint8 [k, H, W, 3] RGB, upright (decord >= 0.6 applies the rotation metadata itself). Raises
+    ImportError when decord is missing, :class:`DecordRejected` when its answer fails validation,
+    and whatever decord raises on files it cannot read. decord's own messages are shown according
+    to ``log_level`` (see :func:`~.logs.decord_output`).
     """
     import decord
 
     if not index.has_pts:
         raise DecordRejected("the stream has no timestamps to check decord against")
     out_h, out_w = size if size is not None else (height, width)
-    scale = {} if size is None else {"width": int(out_w), "height": int(out_h)}
     with decord_output(log_level):
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0, **scale)
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
         needed = wanted[-1] + 1
         if len(reader) < needed:
             raise DecordRejected(f"decord sees {len(reader)} frames, frame {wanted[-1]} is needed")
         check_timestamps(reader, wanted, index)
-        frames = reader.get_batch(wanted).asnumpy()
+        if size is None:
+            frames = reader.get_batch(wanted).asnumpy()
+        else:
+            frames = np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
+            scaler = VideoReformatter()
+            for slot, frame in enumerate(wanted):
+                picture = av.VideoFrame.from_ndarray(reader.get_batch([frame]).asnumpy()[0], format="rgb24")
+                frames[slot] = scaler.reformat(picture, width=out_w, height=out_h, interpolation="BICUBIC").to_ndarray()
     expected_shape = (len(wanted), out_h, out_w, 3)
     if frames.dtype != np.uint8 or tuple(frames.shape) != expected_shape:
         raise DecordRejected(f"decord returned {frames.dtype} {tuple(frames.shape)}, expected uint8 {expected_shape}")

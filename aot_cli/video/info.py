@@ -97,6 +97,8 @@ class FrameIndex:
     with timestamp discontinuities, like MPEG-TS), else None. ``video_streams``: video streams
     in the file that are not cover pictures; ``best_stream``: FFmpeg's best video stream.
     ``timeline_notes``: the ``notes`` that describe the predicted timeline (restarts, gaps).
+    ``first_picture``: the probe's first decoded picture (an ``av.VideoFrame``: frame 0 of a
+    sequential decode), kept for checks when it is not too large, else None.
     """
 
     timestamps: np.ndarray
@@ -117,6 +119,7 @@ class FrameIndex:
     video_streams: int = 1
     best_stream: int = 0
     timeline_notes: List[str] = field(default_factory=list)
+    first_picture: Optional[object] = field(default=None, repr=False)
 
     @property
     def num_frames(self) -> int:

@@ -165,19 +165,23 @@ def choose_stream(container: av.container.InputContainer, path: str | Path,
     return stream
 
 
+#: Largest first picture (pixels) the probe keeps as the reference for frame 0.
+KEEP_FIRST_PIXELS = 3840 * 2160
 #: Bytes of decoded pictures the decoder's threads may hold at once (bounds memory on 8K video).
 THREAD_MEMORY = 768 << 20
 
 
-def configure_decoder(stream: av.video.stream.VideoStream, width: int, height: int) -> None:
+def configure_decoder(stream: av.video.stream.VideoStream, width: int, height: int,
+                      threads: Optional[int] = None) -> None:
     """Threading for decoding ``stream``: frame and slice threads, as many as the CPUs allow
     while each in-flight ``width x height`` picture (counted at 3 bytes per pixel) fits in
-    :data:`THREAD_MEMORY`. Must be called before the first packet is decoded."""
+    :data:`THREAD_MEMORY`; ``threads`` caps it further (1: no frame threads, the least latency for
+    a read of a few pictures). Must be called before the first packet is decoded."""
     picture = max(1, width * height * 3)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, min(cpus, 16, THREAD_MEMORY // picture))
-    stream.thread_type = "AUTO"
-    stream.codec_context.thread_count = threads
+    count = max(1, min(cpus, 16, THREAD_MEMORY // picture, threads or 16))
+    stream.thread_type = "AUTO" if count > 1 else "SLICE"
+    stream.codec_context.thread_count = count
 
 
 def check_pixels(path: str | Path, width: int, height: int, limit: Optional[int]) -> None:
@@ -202,6 +206,7 @@ class PacketScan:
     keys: List[bool] = field(default_factory=list)
     discard: List[bool] = field(default_factory=list)
     first: Optional[Tuple[int, int, float]] = None
+    picture: Optional[av.VideoFrame] = None
     first_error: Optional[str] = None
     error: Optional[str] = None
 
@@ -260,6 +265,8 @@ def first_picture(stream: av.video.stream.VideoStream, packet: Optional[av.Packe
     if not pictures:
         return None
     picture = pictures[0]
+    if picture.width * picture.height <= KEEP_FIRST_PIXELS:
+        scan.picture = picture
     return int(picture.width), int(picture.height), float(picture.rotation or 0)
 
 
@@ -419,6 +426,7 @@ def probe_with_index(
         video_streams=video_streams,
         best_stream=best_stream,
         timeline_notes=list(timeline.notes),
+        first_picture=scan.picture,
     )
     return info, index
 

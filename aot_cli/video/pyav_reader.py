@@ -22,6 +22,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .info import Deadline, FrameIndex, describe_exception
 from .probe import choose_stream, configure_decoder, open_container
@@ -34,30 +35,35 @@ CHECK_EVERY = 32
 class Output:
     """How decoded pictures become arrays: RGB24 at ``width`` x ``height`` (stored orientation)
     with swscale's ``interpolation`` ("BICUBIC" when shrinking; None: swscale's default for a size
-    change, bilinear, which is exact when the size does not change)."""
+    change, bilinear, which is exact when the size does not change). One reformatter serves every
+    picture, so swscale's context is set up once per read, not once per picture."""
 
     width: int
     height: int
     interpolation: Optional[str] = None
+    reformatter: VideoReformatter = field(default_factory=VideoReformatter, compare=False, repr=False)
 
     def convert(self, picture: av.VideoFrame) -> np.ndarray:
-        """uint8 [height, width, 3] RGB of ``picture``."""
+        """uint8 [height, width, 3] RGB of ``picture`` (a new array)."""
         if picture.width == self.width and picture.height == self.height:
-            return picture.to_ndarray(format="rgb24")
-        return picture.to_ndarray(format="rgb24", width=self.width, height=self.height,
-                                  interpolation=self.interpolation)
+            rgb = self.reformatter.reformat(picture, format="rgb24")
+        else:
+            rgb = self.reformatter.reformat(picture, width=self.width, height=self.height, format="rgb24",
+                                            interpolation=self.interpolation)
+        return np.array(rgb.to_ndarray(), copy=True)
 
 
 class SeekMismatch(Exception):
     """Seeking gave other pictures than the index predicts (message says how)."""
 
 
-def open_stream(path: str | Path, stream_index: int, index: FrameIndex):
-    """(container, stream) ready to decode stream ``stream_index`` of ``path``."""
+def open_stream(path: str | Path, stream_index: int, index: FrameIndex, threads: Optional[int] = None):
+    """(container, stream) ready to decode stream ``stream_index`` of ``path`` (``threads``: see
+    :func:`~.probe.configure_decoder`)."""
     container = open_container(path)
     try:
         stream = choose_stream(container, path, stream_index)
-        configure_decoder(stream, index.stored_width, index.stored_height)
+        configure_decoder(stream, index.stored_width, index.stored_height, threads)
     except BaseException:
         container.close()
         raise
@@ -155,10 +161,11 @@ def read_sequential(path: str | Path, stream_index: int, wanted: List[int], inde
 
 
 def read_seek(path: str | Path, stream_index: int, wanted: List[int], index: FrameIndex,
-              output: Output, deadline: Deadline) -> np.ndarray:
+              output: Output, deadline: Deadline, threads: Optional[int] = None) -> np.ndarray:
     """Frames ``wanted`` (ascending unique frame numbers) by keyframe-accurate seeking; only for
     a ``FrameIndex`` whose ``seekable`` is None. Returns uint8 [len(wanted), H, W, 3]. Raises
-    :class:`SeekMismatch` when the decoded pictures do not follow the index."""
+    :class:`SeekMismatch` when the decoded pictures do not follow the index. ``threads``: cap
+    on decoder threads (1 for a read of a few pictures)."""
     ticks = index.pts_ticks
     keys = index.key_ticks if index.key_ticks is not None else np.zeros(0, dtype=np.int64)
     if ticks is None:
@@ -167,7 +174,7 @@ def read_seek(path: str | Path, stream_index: int, wanted: List[int], index: Fra
     order: Dict[int, int] = {int(t): i for i, t in enumerate(ticks.tolist())}
     errors: List[str] = []
     deadline.check("decoding")
-    container, stream = open_stream(path, stream_index, index)
+    container, stream = open_stream(path, stream_index, index, threads)
     with container:
         pictures: Optional[Iterator[av.VideoFrame]] = None
         expected = 0  # frame number the next picture must be (once at or past the seek point)

@@ -62,18 +62,13 @@ def check_decode_config(cfg: DecodeConfig) -> None:
     _number(cfg.pixel_limit, "pixel_limit", "--pixel-limit", int, minimum=1)
     if cfg.stream is not None:
         _number(cfg.stream, "stream", "--stream", int, minimum=0)
-    if cfg.frames is not None:
-        frames = _number(cfg.frames, "frames", "--frames", int, minimum=1)
-        if frames > limit:
-            raise ValueError(f"frames (--frames) {frames} is over the frame limit of {limit} (--frame-limit); "
+    for name, flag in (("frames", "--frames"), ("max_frames", "--max-frames")):
+        value = getattr(cfg, name)
+        if value is not None and _number(value, name, flag, int, minimum=1) > limit:
+            raise ValueError(f"{name} ({flag}) {value} is over the frame limit of {limit} (--frame-limit); "
                              "ask for fewer or raise --frame-limit")
     if cfg.fps is not None:
         _number(cfg.fps, "fps", "--fps", float, above=0)
-    if cfg.max_frames is not None:
-        most = _number(cfg.max_frames, "max_frames", "--max-frames", int, minimum=1)
-        if most > limit:
-            raise ValueError(f"max_frames (--max-frames) {most} is over the frame limit of {limit} (--frame-limit); "
-                             "lower it or raise --frame-limit")
     if cfg.start is not None:
         _number(cfg.start, "start", "--start", float, minimum=0)
     if cfg.end is not None:
