@@ -15,6 +15,10 @@ Prints one JSON line per clip and decoder: best-of-``--repeat`` seconds, the fra
 decoder that read them and (``--rss``) the peak resident memory of a fresh process that decodes the
 clip once. ``--target HxW`` passes a decode target size where the checkout supports one.
 
+Native-size vs tower-size decoding, through preprocessing and a real tower (``--tokens``):
+
+    python benchmarks/decode.py /tmp/aot-long/clip4k.mp4 samples/bikes.mp4 --tokens --frames 8
+
 Peak memory of a whole command, all its processes together (polled every 10 ms):
 
     python benchmarks/decode.py --command-rss aot compress tests/data/flat_8192x8192.mp4 --frames 8 \
@@ -179,6 +183,43 @@ def paired(args) -> None:
             server.wait()
 
 
+def token_difference(args) -> None:
+    """Decode each clip at native size and at the tower's size (what ``aot compress`` does), run
+    both through the same preprocessing and tower, and print how far apart they end up: pixel values
+    (mean absolute difference on the 0..255 scale, after preprocessing) and tokens (cosine similarity,
+    relative L2). Other preprocessing specs (SigLIP exact 384, SigLIP2 naflex) are compared on pixels."""
+    import torch
+
+    from aot_cli.config import DecodeConfig, ModelConfig
+    from aot_cli.models import load_model
+    from aot_cli.models.preprocess import naflex_spec, preprocess_frames, square_spec
+    from aot_cli.video import decode_video
+
+    adapter = load_model(ModelConfig(model=args.model, device="cpu", dtype="fp32"))
+    cpu = torch.device("cpu")
+    specs = {"model": adapter.spec, "siglip-exact-384": square_spec(384), "siglip2-naflex-256": naflex_spec(16)}
+    for path in args.clips:
+        native = decode_video(path, DecodeConfig(frames=args.frames, decoder="pyav"))
+        for name, spec in specs.items():
+            small = decode_video(path, DecodeConfig(frames=args.frames, decoder="pyav"), target_size=spec.resized_size)
+            a = preprocess_frames(native.frames, spec, cpu, torch.float32)
+            b = preprocess_frames(small.frames, spec, cpu, torch.float32)
+            std = torch.tensor(spec.std).view(1, 3, 1, 1)
+            row = {"clip": Path(path).name, "spec": name if name != "model" else f"model:{args.model}",
+                   "native": list(native.frames.shape[1:3]), "decode_size": list(small.decode_size),
+                   "same_geometry": list(a.shape) == list(b.shape)}
+            if row["same_geometry"]:
+                row["pixel_mad_0_255"] = round(float(((a - b).abs() * std * 255).mean()), 3)
+            if name == "model" and row["same_geometry"]:
+                with torch.no_grad():
+                    ta, tb = adapter.features(a), adapter.features(b)
+                ta, tb = ta.reshape(-1, ta.shape[-1]), tb.reshape(-1, tb.shape[-1])
+                cos = torch.nn.functional.cosine_similarity(ta, tb, dim=-1)
+                row.update(token_cos_mean=round(float(cos.mean()), 5), token_cos_min=round(float(cos.min()), 5),
+                           token_rel_l2=round(float((ta - tb).norm() / ta.norm()), 5))
+            print(json.dumps(row), flush=True)
+
+
 def bikes_frames(width: int, height: int):
     """RGB frames of samples/bikes.mp4 scaled to ``width`` x ``height`` (real footage, looped by the caller)."""
     import av
@@ -276,6 +317,9 @@ def main() -> None:
     parser.add_argument("--make-4k", metavar="DIR", help="write a 64-frame 4K MP4 into DIR")
     parser.add_argument("--against", metavar="DIR", help="another checkout (with its .venv): interleave the two "
                         "call by call and print both and the ratio (this / DIR)")
+    parser.add_argument("--tokens", action="store_true", help="compare native-size and tower-size decoding "
+                        "through preprocessing and --model's tower (pixels and tokens)")
+    parser.add_argument("--model", default="dinov2-small-offline", help="tower for --tokens")
     parser.add_argument("--command-rss", nargs=argparse.REMAINDER, metavar="COMMAND",
                         help="run COMMAND (the rest of the line) and print the peak RSS of its process tree")
     args = parser.parse_args()
@@ -286,7 +330,9 @@ def main() -> None:
         make_long(args.make)
     if args.make_4k:
         make_4k(args.make_4k)
-    if args.clips and args.against:
+    if args.clips and args.tokens:
+        token_difference(args)
+    elif args.clips and args.against:
         paired(args)
     elif args.clips:
         sys.path.insert(0, os.getcwd())
