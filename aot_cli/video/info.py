@@ -125,10 +125,6 @@ class FrameIndex:
     def num_frames(self) -> int:
         return int(self.timestamps.shape[0])
 
-    def trimmed(self, count: int) -> "FrameIndex":
-        """This timeline restricted to its first ``count`` frames."""
-        ticks = None if self.pts_ticks is None else self.pts_ticks[:count].copy()
-        return dataclasses.replace(self, timestamps=self.timestamps[:count].copy(), pts_ticks=ticks)
 
 
 @dataclass
