@@ -57,7 +57,8 @@ TargetSize = Union[Tuple[int, int], Callable[[int, int], Tuple[int, int]]]
 #: frame read by PyAV for decord's answer to be accepted.
 PICTURE_TOLERANCE = 3.0
 #: Frames are decoded at this many times the target size (then resized by the consumer): on a 4K
-#: clip with DINOv2-S that keeps tokens within cosine 0.9996 of the native path (benchmarks/RESULTS.md).
+#: clip with DINOv2-S that keeps tokens within cosine 0.9995 (mean 0.99995) of the native path
+#: (benchmarks/RESULTS.md, "Decoding at the tower's size").
 OVERSAMPLE = 2.0
 
 
@@ -110,7 +111,10 @@ def decode_video(
     selection = read.selection
     unique = np.asarray(sorted(set(selection.indices)))
     slots = np.searchsorted(unique, np.asarray(selection.indices))
-    pixels = torch.from_numpy(np.ascontiguousarray(read.frames[slots]))
+    if len(slots) == len(unique):  # no repeats: hand the array over without a copy
+        pixels = torch.from_numpy(np.ascontiguousarray(read.frames))
+    else:
+        pixels = torch.from_numpy(np.ascontiguousarray(read.frames[slots]))
     return DecodedVideo(
         frames=pixels,
         indices=list(selection.indices),
