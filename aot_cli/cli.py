@@ -104,9 +104,18 @@ DECODE_OPTIONS = (
     click.option("--max-frames", type=int, help="Cap for --fps sampling."),
     click.option("--start", type=float, help="Start of the sampled span, seconds."),
     click.option("--end", type=float, help="End of the sampled span, seconds."),
-    click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="Decoder (auto: decord, PyAV on failure)."),
+    click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), help="auto/pyav: PyAV, seeking to "
+                  "keyframes where the file's index allows it, else reading in order; decord: decord, kept only where "
+                  "its pictures match PyAV's. All give the pictures of a sequential FFmpeg decode."),
     click.option("--decode-timeout", type=float, help="Seconds without progress before reading a video is abandoned "
                   "as hung and its decoder process killed (default 60)."),
+    click.option("--stream", type=int, metavar="N", help="Read video stream N (container index; default: FFmpeg's "
+                  "best video stream, never a cover picture)."),
+    click.option("--decoder-log", type=click.Choice(["quiet", "error", "warning", "info", "debug"]),
+                  help="FFmpeg/decord messages shown on stderr (default quiet)."),
+    click.option("--frame-limit", type=int, help="Most frames one video may give; more is refused (default 1024)."),
+    click.option("--pixel-limit", type=int, help="Most pixels (width x height) a video's pictures may have; larger "
+                  "videos are refused (default 67108864 = 8192x8192)."),
 )
 
 # model: the vision tower (aot_cli.models.ModelConfig)

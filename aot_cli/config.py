@@ -17,12 +17,16 @@ from typing import Any, Optional, Tuple
 
 @dataclass
 class DecodeConfig:
-    """Frame sampling and decoding.
+    """Frame sampling and decoding (validated by ``aot_cli.video.sampling.check_decode_config``).
 
     ``frames``: number of frames sampled uniformly over [start, end) (None: the model profile's
     default). ``fps``: sample at this rate instead, capped at ``max_frames``. ``start``/``end`` in
-    seconds. ``decoder``: "auto" (decord, then PyAV on failure), "decord" or "pyav".
-    ``timeout``: seconds after which a decode is abandoned as hung.
+    seconds. ``decoder``: "auto" or "pyav" (PyAV: keyframe-accurate seeks where the container's
+    index allows them, else a sequential read) or "decord" (kept only where its pictures match). ``timeout``: seconds without decoding progress after which a decode is abandoned as hung.
+    ``stream``: index of the video stream to read (None: FFmpeg's best video stream, never a cover
+    picture). ``decoder_log``: FFmpeg/decord messages shown on stderr: "quiet" (none), "error",
+    "warning", "info" or "debug". ``frame_limit``: most frames one video may give (refusal above).
+    ``pixel_limit``: most pixels (width x height) a video's pictures may have (refusal above).
     """
 
     frames: Optional[int] = None
@@ -32,6 +36,15 @@ class DecodeConfig:
     end: Optional[float] = None
     decoder: str = "auto"
     timeout: float = 60.0
+    stream: Optional[int] = None
+    decoder_log: str = "quiet"
+    frame_limit: int = 1024
+    pixel_limit: int = 8192 * 8192
+
+
+#: DecodeConfig fields that never change the frames of a video that decodes (limits, logging,
+#: time budget): leave them out of anything that identifies cached content.
+DECODE_RUN_ONLY_FIELDS = ("timeout", "decoder_log", "frame_limit", "pixel_limit")
 
 
 @dataclass

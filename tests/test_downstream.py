@@ -95,7 +95,8 @@ def test_spliced_embeds_give_the_models_own_logits_with_compression_off(llava):
     ref_ids = torch.tensor([tokenizer(text.replace("<video>", "<video>" * n_video), add_special_tokens=False)["input_ids"]])
     assert torch.equal(build_input_ids(model, tokenizer, QUESTION, n_video), ref_ids)
     adapter = load_model(ModelConfig(model=str(llava["dir"]), dtype="fp32"))
-    pixels = adapter.preprocess(decode_video(CLIP, DecodeConfig(frames=4)).frames)
+    # the frames `aot compress` read: decoded at the tower's size (see README "Decoding")
+    pixels = adapter.preprocess(decode_video(CLIP, DecodeConfig(frames=4), target_size=adapter.spec.resized_size).frames)
     with torch.no_grad():
         want = model(input_ids=ref_ids, pixel_values_videos=pixels[None]).logits
         got = model(inputs_embeds=embeds, attention_mask=mask).logits

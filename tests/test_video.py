@@ -142,10 +142,10 @@ def test_decord_and_pyav_agree_on_real_samples(name: str) -> None:
     assert float(diff.mean()) < 2.0  # same frames; only colour-conversion rounding may differ
 
 
-@needs_decord
-def test_auto_prefers_decord_when_it_checks_out() -> None:
+def test_auto_seeks_with_pyav_on_indexed_containers() -> None:
+    # MP4 with a real index: keyframe-accurate PyAV seeks (checked picture by picture), no note
     video = decode_video(SAMPLES / "bikes.mp4", DecodeConfig(frames=4))
-    assert video.decoder == "decord" and not any("PyAV" in note for note in video.notes)
+    assert (video.decoder, video.read) == ("pyav", "seek") and video.notes == []
 
 
 # ---------------------------------------------------------------- generated videos
@@ -174,13 +174,13 @@ def test_codecs_return_the_right_frames(made, name: str, codec: str, pix_fmt: st
 
 
 @needs_decord
-def test_auto_falls_back_to_pyav_when_decord_misreports(gen: Path) -> None:
-    # decord's timestamps for MPEG program streams are garbage (and its seeks return frame 0).
+def test_decord_is_refused_where_it_misreports(gen: Path) -> None:
+    # decord's timestamps for MPEG program streams are garbage (and its seeks return frame 0);
+    # the default reads them sequentially
     need_encoder("mpeg2video")
     path = make_video(gen / "fallback.mpg", codec="mpeg2video", n=12).path
     video = decode_video(path, DecodeConfig(frames=4))
-    assert video.decoder == "pyav"
-    assert any(note.startswith("used PyAV:") for note in video.notes)
+    assert (video.decoder, video.read) == ("pyav", "sequential")
     assert shown_indices(video) == video.indices == [0, 3, 7, 11]
     with pytest.raises(VideoDecodeError) as excinfo:
         decode_video(path, DecodeConfig(frames=4, decoder="decord"))

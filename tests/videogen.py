@@ -131,6 +131,8 @@ def make_video(
     vfr: bool = False,
     fmt: Optional[str] = None,
     options: Optional[Dict[str, str]] = None,
+    codec_options: Optional[Dict[str, str]] = None,
+    gop: Optional[int] = None,
 ) -> MadeVideo:
     """Write ``n`` frames showing their index (:func:`frame_pattern`) to ``path``.
 
@@ -138,7 +140,8 @@ def make_video(
     must turn the stored pictures, written as a display matrix; the pictures are stored turned
     the other way, so a correct decoder shows :func:`frame_pattern` upright. ``vfr``: frame
     durations vary (see :data:`VFR_PATTERN`). ``fmt``: container format (default: from the
-    extension). ``options``: muxer options (e.g. ``{"movflags": "faststart"}``).
+    extension). ``options``: muxer options (e.g. ``{"movflags": "faststart"}``); ``codec_options``:
+    encoder options (e.g. ``{"bf": "3"}``); ``gop``: keyframe interval in frames.
     """
     path = Path(path)
     width, height = size
@@ -146,8 +149,10 @@ def make_video(
     stored_w, stored_h = (height, width) if turn in (90, 270) else (width, height)
     ticks, time_base = frame_times(n, fps, vfr)
     with av.open(str(path), "w", format=fmt, options=options or {}) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=codec_options or {})
         stream.width, stream.height, stream.pix_fmt = stored_w, stored_h, pix_fmt
+        if gop is not None:
+            stream.codec_context.gop_size = gop
         stream.codec_context.time_base = time_base
         if turn:
             stream.set_display_rotation(-turn)
@@ -217,3 +222,126 @@ def make_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
         write_silence(container, add_audio_stream(container, path), seconds)
     return path
 
+
+
+# ------------------------------------------------------------------ containers that fool seeking
+
+def pattern_frame(index: int, width: int, height: int, flip: bool = False) -> av.VideoFrame:
+    """:func:`frame_pattern` as an RGB VideoFrame (``flip``: the negative, turned upside down)."""
+    image = frame_pattern(index, width, height)
+    if flip:
+        image = np.ascontiguousarray(255 - image[::-1])
+    return av.VideoFrame.from_ndarray(image, format="rgb24")
+
+
+def make_two_streams(path: str | Path, n: int = 24, fps: float = 10, size: Tuple[int, int] = (64, 48)) -> Path:
+    """An MP4 with two video streams of the same size and rate but different pictures: stream 0
+    is busy (noise added, the higher bit rate), stream 1 is the flipped negative of the pattern
+    and the only one flagged default, so FFmpeg's best-stream rule picks stream 1 while a rule
+    by bit rate (or "the first one") picks stream 0."""
+    path = Path(path)
+    width, height = size
+    rng = np.random.default_rng(0)
+    time_base = 1 / Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w") as container:
+        busy = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001), options={"crf": "10"})
+        plain = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001), options={"crf": "40"})
+        for stream in (busy, plain):
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.codec_context.time_base = time_base
+            stream.codec_context.gop_size = 6
+        busy.disposition = av.stream.Disposition(0)
+        plain.disposition = av.stream.Disposition.default
+        for i in range(n):
+            noisy = frame_pattern(i, width, height).astype(np.int16) + rng.integers(-20, 21, (height, width, 3))
+            frames = [av.VideoFrame.from_ndarray(np.clip(noisy, 0, 255).astype(np.uint8), format="rgb24"),
+                      pattern_frame(i, width, height, flip=True)]
+            for stream, frame in zip((busy, plain), frames):
+                frame.pts, frame.time_base = i, time_base
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for stream in (busy, plain):
+            for packet in stream.encode(None):
+                container.mux(packet)
+    return path
+
+
+def make_pal8_avi(path: str | Path, n: int = 12, fps: float = 10, size: Tuple[int, int] = (64, 48)) -> Path:
+    """Raw palettised (pal8) video in AVI: a palette of 256 colours, pictures of
+    :func:`frame_pattern` drawn with palette entries 40 (dark grey) and 200 (light grey)."""
+    path = Path(path)
+    width, height = size
+    palette = np.zeros((256, 4), dtype=np.uint8)
+    palette[:, 0] = 255  # alpha (ARGB)
+    palette[:, 1] = np.arange(256)  # red
+    palette[:, 2] = 255 - np.arange(256)  # green
+    palette[:, 3] = (np.arange(256) * 7) % 256  # blue
+    palette[40, 1:] = DARK
+    palette[200, 1:] = LIGHT
+    time_base = 1 / Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("rawvideo", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "pal8"
+        for i in range(n):
+            bits = frame_pattern(i, width, height)[:, :, 0] > (DARK + LIGHT) // 2
+            indices = np.where(bits, 200, 40).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray((indices, palette), format="pal8")
+            frame.pts, frame.time_base = i, time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def make_mjpeg_mkv_duplicate_times(path: str | Path, n: int = 20, fps: float = 10,
+                                   size: Tuple[int, int] = (64, 48)) -> Path:
+    """MJPEG in Matroska where some pictures repeat the timestamp of the one before (every 4th
+    picture from picture 3 on), as some capture tools write."""
+    path = Path(path)
+    width, height = size
+    step = int(1000 / fps)
+    ticks, tick = [], 0
+    for i in range(n):
+        if i and not (i >= 3 and (i - 3) % 4 == 0):
+            tick += step
+        ticks.append(tick)
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("mjpeg", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
+        for i in range(n):
+            frame = pattern_frame(i, width, height)
+            frame.pts, frame.time_base = i, 1 / Fraction(fps).limit_denominator(1001)
+            for packet in stream.encode(frame):  # intra-only: one packet per picture, in order
+                packet.pts = packet.dts = ticks[int(packet.pts)]
+                packet.time_base = Fraction(1, 1000)
+                container.mux(packet)
+        for packet in stream.encode(None):
+            packet.pts = packet.dts = ticks[int(packet.pts)]
+            packet.time_base = Fraction(1, 1000)
+            container.mux(packet)
+    return path
+
+
+def make_joined_ts(path: str | Path, folder: str | Path, n: int = 24, codec: str = "libx264") -> Path:
+    """Two MPEG-TS files joined byte for byte (``cat a.ts b.ts``): the second piece's timestamps
+    start again from the beginning. The pieces show pictures 0..n-1 and n..2n-1."""
+    folder = Path(folder)
+    first = make_video(folder / "piece_a.ts", codec=codec, n=n, gop=8, fmt="mpegts").path
+    second = folder / "piece_b.ts"
+    width, height = 64, 48
+    time_base = Fraction(1, 10)
+    with av.open(str(second), "w", format="mpegts") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = time_base
+        stream.codec_context.gop_size = 8
+        for i in range(n):
+            frame = pattern_frame(n + i, width, height)
+            frame.pts, frame.time_base = i, time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    Path(path).write_bytes(first.read_bytes() + second.read_bytes())
+    return Path(path)

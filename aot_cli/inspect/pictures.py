@@ -356,6 +356,11 @@ class SheetLayout:
 
 # ------------------------------------------------------------------------------------- frames
 
+#: (height, width) the overlay's frames are decoded to cover: tiles are drawn far smaller, so
+#: frames are never held at a 4K/8K source's native size.
+OVERLAY_DECODE_SIZE = (720, 720)
+
+
 def load_frames(video, video_path: Optional[str | Path] = None, count: Optional[int] = None) -> Tuple[np.ndarray, Path]:
     """Decode again the frames a cached video was made from: uint8 [F, H, W, 3], upright RGB.
 
@@ -384,7 +389,7 @@ def load_frames(video, video_path: Optional[str | Path] = None, count: Optional[
     if want_sha and file_sha256(path) != want_sha:
         raise PictureError(f"{path}: the video changed since it was cached (sha256 differs from the cache's)")
     try:
-        decoded = decode_video(path, cfg, default_frames=count)
+        decoded = decode_video(path, cfg, default_frames=count, target_size=OVERLAY_DECODE_SIZE, sha256=want_sha)
     except (VideoDecodeError, ValueError) as exc:
         raise PictureError(one_line(exc)) from None
     wanted = [int(i) for i in video.array("frame_indices").tolist()] if "frame_indices" in video else decoded.indices

@@ -27,7 +27,7 @@ from ..core import AOTConfig, compress
 from .inputs import VideoInput
 from .ranks import RankInfo
 from .run import RunConfig, VideoResult, build_result, config_fingerprint, resolve_method
-from .workers import DecodeJob, DecodeOutcome, DecodePool, default_workers
+from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers
 
 #: Default seconds a finished video may wait in memory before it is committed (see docs/cluster.md).
 DEFAULT_FLUSH_EVERY = 5.0
@@ -337,7 +337,7 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     fingerprint = config_fingerprint(cfg, method, adapter.describe())
     existing = None if overwrite else _existing(output)
     jobs = [DecodeJob(str(item.path), cfg.decode, adapter.profile.default_frames,
-                      known_sha256(existing, item.video_id, fingerprint)) for item in items]
+                      known_sha256(existing, item.video_id, fingerprint), decode_target(adapter)) for item in items]
     if existing is not None:
         existing.close()
     sink = _Sink(output, single_file, rank.part, cfg.storage.shard_size,

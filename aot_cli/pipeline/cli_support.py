@@ -26,6 +26,10 @@ FLAG_FIELDS = {
     "frames": ("decode", "frames"), "fps": ("decode", "fps"), "max_frames": ("decode", "max_frames"),
     "start": ("decode", "start"), "end": ("decode", "end"), "decoder": ("decode", "decoder"),
     "decode_timeout": ("decode", "timeout"),
+    "stream": ("decode", "stream"),
+    "decoder_log": ("decode", "decoder_log"),
+    "frame_limit": ("decode", "frame_limit"),
+    "pixel_limit": ("decode", "pixel_limit"),
     "model": ("model", "model"), "revision": ("model", "revision"), "profile": ("model", "profile"),
     "device": ("model", "device"), "dtype": ("model", "dtype"), "batch_frames": ("model", "batch_frames"),
     "score_layers": ("model", "score_layers"),
@@ -72,6 +76,9 @@ def build_run_config(file_cfg: Dict[str, Dict[str, Any]], flags: Dict[str, Any],
                     method=from_dict(AOTConfig, method),
                     storage=from_dict(StorageConfig, storage),
                     auto_pooling=auto_pooling, auto_clip_length=auto_clip)
+    from ..video.sampling import check_decode_config
+
+    check_decode_config(cfg.decode)  # decode settings fail here, before a model loads or a video is read
     return cfg
 
 

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ..config import DecodeConfig, ModelConfig, StorageConfig, to_dict
+from ..config import DECODE_RUN_ONLY_FIELDS, DecodeConfig, ModelConfig, StorageConfig, to_dict
 from ..core import KIND_NEWLINE, AOTConfig, CompressResult, compress
 
 SAVE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -54,7 +54,8 @@ def config_fingerprint(cfg: RunConfig, method: AOTConfig, adapter_desc: dict) ->
     model["revision_resolved"] = adapter_desc.get("commit") or adapter_desc.get("revision")
     payload = {"decode": to_dict(cfg.decode), "model": model, "method": to_dict(method),
                "save_dtype": cfg.storage.save_dtype, "format": 1}
-    payload["decode"].pop("timeout", None)
+    for name in DECODE_RUN_ONLY_FIELDS:  # limits, logging and time budget never change the frames
+        payload["decode"].pop(name, None)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -162,7 +163,8 @@ def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, 
         "video_id": video_id,
         "video": decoded.info.to_dict(),
         "sampling": {"decoder": decoded.decoder, "requested_frames": decoded.requested, "frames": Fn,
-                     "padded": decoded.padded, "notes": list(decoded.notes)},
+                     "padded": decoded.padded, "notes": list(decoded.notes),
+                     "read": getattr(decoded, "read", ""), "decode_size": list(decoded.frames.shape[1:3])},
         "model": desc,
         "profile": adapter.profile.to_dict(),
         "config": {"decode": to_dict(cfg.decode), "model": to_dict(cfg.model), "method": to_dict(method),
@@ -198,11 +200,13 @@ def compress_video(path, cfg: Optional[RunConfig] = None, adapter=None, video_id
     """Decode, encode and compress one video file (library entry point)."""
     from ..models import load_model
     from ..video import decode_video
+    from .workers import decode_target
 
     cfg = cfg or RunConfig()
     adapter = adapter or load_model(cfg.model)
     t0 = time.perf_counter()
-    decoded = decode_video(Path(path), cfg.decode, default_frames=adapter.profile.default_frames)
+    decoded = decode_video(Path(path), cfg.decode, default_frames=adapter.profile.default_frames,
+                           target_size=decode_target(adapter))
     t_dec = time.perf_counter() - t0
     res = compress_frames(video_id or Path(path).name, decoded, adapter, cfg)
     res.timings["decode"] = t_dec

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,12 +61,22 @@ class DecodeWorkerError(RuntimeError):
 class DecodeJob:
     """One video to read. ``known_sha256``: skip decoding when the file's sha256 equals it (the
     video is already cached with the same configuration). ``default_frames``: frames sampled when
-    ``cfg.frames`` is None (the model profile's)."""
+    ``cfg.frames`` is None (the model profile's). ``target_size``: the size the tower's
+    preprocessing resizes frames to, (height, width) or a picklable function of the native
+    (height, width) (see :func:`decode_target`); frames are decoded straight to it (None: native)."""
 
     path: str
     cfg: DecodeConfig
     default_frames: int
     known_sha256: Optional[str] = None
+    target_size: Optional[Any] = None
+
+
+def decode_target(adapter) -> Optional[Callable[[int, int], Tuple[int, int]]]:
+    """What the adapter's preprocessing resizes a (height, width) frame to (its
+    ``spec.resized_size``, picklable), or None when it does not say."""
+    spec = getattr(adapter, "spec", None)
+    return getattr(spec, "resized_size", None)
 
 
 @dataclass
@@ -125,7 +135,8 @@ def run_job(job: DecodeJob, progress: Optional[Callable[[], None]] = None) -> De
     if progress is not None:
         progress()  # the decoder's own time limit starts now
     try:
-        decoded = decode_video(job.path, job.cfg, default_frames=job.default_frames)
+        decoded = decode_video(job.path, job.cfg, default_frames=job.default_frames, target_size=job.target_size,
+                               sha256=sha, progress=progress)
     except Exception as exc:  # VideoDecodeError, and any crash of a decoder library on one file
         status = "timeout" if isinstance(exc, VideoDecodeError) and "timeout" in str(exc) else "decode_error"
         return DecodeOutcome(status, sha, None, _error(job.path, exc), time.perf_counter() - t0)

@@ -1,15 +1,40 @@
-"""``decode_video``: probe, choose frames, read them with decord or PyAV, turn them upright."""
+"""``decode_video``: probe, choose frames, read them, turn them upright.
+
+The guarantee: frame ``k`` is the k-th picture of a plain sequential FFmpeg decode of the chosen
+stream, whatever the container, and its recorded timestamp is that picture's (never going back).
+How each read is made to keep it:
+
+1. Probe (:func:`~.probe.probe_with_index`): choose the stream (FFmpeg's best video stream or
+   ``--stream``), demux every packet and predict the picture timeline (pieces of a restarting
+   timeline laid end to end).
+2. Where the container has a real index and the timestamps are unique and continuous (MP4/MOV,
+   Matroska/WebM: ``FrameIndex.seekable`` is None): PyAV keyframe-accurate seeks, which check
+   every decoded picture against the index.
+3. Elsewhere (MPEG-TS/PS, AVI, ASF, GIF, raw streams...), or when a seek gives other pictures: a
+   sequential PyAV read that counts pictures, converts only the wanted ones, and checks the
+   pictures' own timeline against the prediction; when they differ the frames are sampled again
+   over the decoded pictures (a second pass) and a note says so.
+
+``decoder="decord"`` reads with decord instead, and keeps its answer only when its count and
+timestamps agree with the index and its pictures match a PyAV read of the same frames
+(:func:`check_pictures`: two frames where the index can be trusted, every frame elsewhere);
+otherwise it fails in one line. ``decoder="auto"`` is PyAV: measured on the sample clips, the
+seeking PyAV read is as fast as decord or faster (benchmarks/RESULTS.md), and needs no check.
+"""
 from __future__ import annotations
 
 import dataclasses
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..config import DecodeConfig
-from .decord_reader import DecordRejected, decord_available, read_decord
+from .decord_reader import DecordRejected, decord_available, read_decord, timestamp_tolerance
+from .formats import undecodable_cause
 from .info import (
     Deadline,
     DecodedVideo,
@@ -19,53 +44,164 @@ from .info import (
     apply_rotation,
     describe_exception,
 )
-from .probe import probe_with_index
-from .pyav_reader import read_pyav
+from .logs import decoder_logging
+from .probe import measured_rate, probe_with_index
+from .pyav_reader import Output, SeekMismatch, read_seek, read_sequential
 from .sampling import FrameSelection, check_decode_config, sample_indices
+from .timeline import continuous_timeline
+
+#: What a target size can be: (height, width), or a function of the displayed (height, width)
+#: giving it (e.g. ``ImageSpec.resized_size``).
+TargetSize = Union[Tuple[int, int], Callable[[int, int], Tuple[int, int]]]
+#: Largest mean absolute difference (0..255 scale) between a picture from decord and the same
+#: frame read by PyAV for decord's answer to be accepted.
+PICTURE_TOLERANCE = 3.0
+#: Frames are decoded at this many times the target size (then resized by the consumer): on a 4K
+#: clip with DINOv2-S that keeps tokens within cosine 0.9995 (mean 0.99995) of the native path
+#: (benchmarks/RESULTS.md, "Decoding at the tower's size").
+OVERSAMPLE = 2.0
 
 
-def decode_video(path: str | Path, cfg: Optional[DecodeConfig] = None, default_frames: int = 32) -> DecodedVideo:
+def decode_video(
+    path: str | Path,
+    cfg: Optional[DecodeConfig] = None,
+    default_frames: int = 32,
+    *,
+    target_size: Optional[TargetSize] = None,
+    sha256: Optional[str] = None,
+    progress: Optional[Callable[[], None]] = None,
+) -> DecodedVideo:
     """Read the frames ``cfg`` asks for from the video at ``path``.
 
     Returns a :class:`DecodedVideo` whose ``frames`` are torch.uint8 [F, H, W, 3] RGB, upright
-    (rotation metadata applied), at the native displayed size. ``cfg.frames`` None means
-    ``default_frames``. Raises ValueError for invalid settings and :class:`VideoDecodeError`
-    (one line, ``"<path>: <cause>"``) for files that cannot be read.
+    (rotation metadata applied); frame ``j`` is picture ``indices[j]`` of a sequential FFmpeg
+    decode of the chosen stream (``info.stream_index``). ``cfg.frames`` None means
+    ``default_frames``.
+
+    ``target_size``: the size the consumer will resize frames to, as (height, width) or a function
+    of the displayed (height, width) (e.g. ``ImageSpec.resized_size``). FFmpeg then scales each
+    picture (antialiased bicubic) while converting it, to :func:`decode_size` (twice the target,
+    aspect kept, never larger than native); native-size RGB frames are never held. None
+    (default): native size. ``sha256``: the file's hash when the caller has it
+    (saves hashing it again). ``progress``: called about once a second while work advances.
+
+    Raises ValueError for invalid settings and :class:`VideoDecodeError` (one line,
+    ``"<path>: <cause>"``) for files that cannot be read, files FFmpeg cannot decode, a bad
+    ``cfg.stream``, and videos over ``cfg.frame_limit`` frames or ``cfg.pixel_limit`` pixels.
     """
     cfg = cfg or DecodeConfig()
     check_decode_config(cfg)
-    deadline = Deadline(path, cfg.timeout)
-    info, index = probe_with_index(path, deadline)
-    notes: List[str] = list(index.notes)
-    selection = select_frames(path, index.timestamps, info.duration, cfg, default_frames)
-    wanted = sorted(set(selection.indices))
-    frames, times, decoder, read_notes, info, selection = read_frames(
-        path, cfg, info, index, selection, wanted, deadline, default_frames
-    )
-    notes.extend(read_notes)
-    notes.extend(selection.notes)
-    slots = np.searchsorted(np.asarray(sorted(set(selection.indices))), np.asarray(selection.indices))
-    pixels = torch.from_numpy(np.ascontiguousarray(frames[slots]))
+    if cfg.fps is None:
+        count = int(cfg.frames) if cfg.frames is not None else int(default_frames)
+        if count > cfg.frame_limit:
+            raise VideoDecodeError(path, f"{count} frames asked for, over the frame limit of {cfg.frame_limit} "
+                                         "(--frame-limit); ask for fewer or raise --frame-limit")
+    deadline = Deadline(path, cfg.timeout, progress)
+    with decoder_logging(cfg.decoder_log):
+        info, index = probe_with_index(path, deadline, stream=cfg.stream, sha256=sha256,
+                                       pixel_limit=cfg.pixel_limit)
+        size = decode_size(info.height, info.width, target_size)
+        output = output_for(info, size)
+        selection = select_frames(path, index.timestamps, info.duration, cfg, default_frames)
+        read = read_frames(path, cfg, info, index, selection, output, size, deadline, default_frames)
+    notes: List[str] = [note for note in index.notes if not (read.resampled and note in index.timeline_notes)]
+    for note in read.notes + read.selection.notes:
+        if note not in notes:
+            notes.append(note)
+    selection = read.selection
+    unique = np.asarray(sorted(set(selection.indices)))
+    slots = np.searchsorted(unique, np.asarray(selection.indices))
+    if len(slots) == len(unique):  # no repeats: hand the array over without a copy
+        pixels = torch.from_numpy(np.ascontiguousarray(read.frames))
+    else:
+        pixels = torch.from_numpy(np.ascontiguousarray(read.frames[slots]))
     return DecodedVideo(
         frames=pixels,
         indices=list(selection.indices),
-        timestamps=[times[int(s)] for s in slots],
-        info=info,
-        decoder=decoder,
+        timestamps=[float(read.times[int(s)]) for s in slots],
+        info=read.info,
+        decoder=read.decoder,
         notes=notes,
         requested=selection.requested,
         padded=selection.padded,
+        read=read.mode,
+        decode_size=(int(pixels.shape[1]), int(pixels.shape[2])),
+        native_size=(info.height, info.width),
     )
+
+
+def decode_size(height: int, width: int, target: Optional[TargetSize]) -> Tuple[int, int]:
+    """(height, width) to decode a ``height x width`` (displayed) video at for ``target``.
+
+    The aspect-preserving size whose sides are at least :data:`OVERSAMPLE` times the target's
+    (never above native), so the consumer's own resize still does the last step from a picture
+    with detail to spare. When ``target`` is a function, the size is nudged by a pixel or two so
+    that ``target(decoded) == target(native)`` (the consumer resizes to the same geometry as from
+    the native frames); if no such size is near, frames stay native.
+    """
+    if target is None:
+        return height, width
+    wanted = target(height, width) if callable(target) else target
+    th, tw = int(wanted[0]), int(wanted[1])
+    if th < 1 or tw < 1:
+        raise ValueError(f"target size must be positive, got {th}x{tw}")
+    scale = OVERSAMPLE * max(th / height, tw / width)
+    if scale >= 1.0:
+        return height, width
+    base_h = min(height, math.ceil(height * scale - 1e-9))
+    base_w = min(width, math.ceil(width * scale - 1e-9))
+    if not callable(target):
+        return base_h, base_w
+    for dh in (0, 1, -1, 2, -2):
+        for dw in (0, 1, -1, 2, -2):
+            h, w = base_h + dh, base_w + dw
+            if th <= h <= height and tw <= w <= width and tuple(target(h, w)) == (th, tw):
+                return h, w
+    return height, width
+
+
+def output_for(info: VideoInfo, size: Tuple[int, int]) -> Output:
+    """How PyAV converts pictures for a displayed ``size`` (height, width): stored orientation,
+    swscale's bicubic filter when shrinking (it widens with the scale factor, so it averages like
+    an antialiased resize)."""
+    height, width = size
+    scaled = (height, width) != (info.height, info.width)
+    if info.rotation in (90, 270):
+        height, width = width, height
+    return Output(width=width, height=height, interpolation="BICUBIC" if scaled else None)
 
 
 def select_frames(
     path: str | Path, timestamps: np.ndarray, duration: float, cfg: DecodeConfig, default_frames: int
 ) -> FrameSelection:
-    """:func:`sample_indices`, with "nothing to sample" reported as a :class:`VideoDecodeError`."""
+    """:func:`sample_indices`, with "nothing to sample" and selections over ``cfg.frame_limit``
+    reported as :class:`VideoDecodeError`."""
     try:
-        return sample_indices(timestamps, duration, cfg, default_frames)
+        selection = sample_indices(timestamps, duration, cfg, default_frames)
     except ValueError as exc:
         raise VideoDecodeError(path, str(exc)) from None
+    if len(selection.indices) > cfg.frame_limit:
+        raise VideoDecodeError(path, f"{cfg.fps:g} fps gives {len(selection.indices)} frames, over the frame limit "
+                                     f"of {cfg.frame_limit} (--frame-limit); set --max-frames, lower --fps or "
+                                     "raise --frame-limit")
+    return selection
+
+
+@dataclass
+class Read:
+    """Frames read for the unique wanted frame numbers: ``frames`` uint8 [k, H, W, 3] upright,
+    ``times`` seconds per frame, the ``decoder`` ("decord"/"pyav") and ``mode`` ("decord",
+    "seek", "sequential") used, ``notes``; ``info``/``selection`` change when the decoded
+    pictures differ from the prediction and the frames were sampled again."""
+
+    frames: np.ndarray
+    times: List[float]
+    decoder: str
+    mode: str
+    info: VideoInfo
+    selection: FrameSelection
+    notes: List[str] = field(default_factory=list)
+    resampled: bool = False
 
 
 def read_frames(
@@ -74,89 +210,159 @@ def read_frames(
     info: VideoInfo,
     index: FrameIndex,
     selection: FrameSelection,
-    wanted: List[int],
+    output: Output,
+    size: Tuple[int, int],
     deadline: Deadline,
     default_frames: int,
-) -> Tuple[np.ndarray, List[float], str, List[str], VideoInfo, FrameSelection]:
-    """Read ``wanted`` with the configured decoder.
-
-    Returns (uint8 [k, H, W, 3] upright RGB, seconds per wanted frame, decoder name,
-    notes, info, selection); info and selection change only when PyAV finds fewer decodable
-    frames than demuxing counted, in which case the frames are sampled again over those.
-    """
+) -> Read:
+    """Read the selected frames with the configured decoder (see the module docstring)."""
+    wanted = sorted(set(selection.indices))
+    times = [float(index.timestamps[i]) for i in wanted]
     notes: List[str] = []
-    if cfg.decoder in ("auto", "decord"):
-        reason = decord_unsuitable(info, index) if cfg.decoder == "auto" else None
-        if reason is None:
-            try:
-                frames, times = read_decord(path, wanted, index, info.width, info.height)
-                deadline.check("decoding")
-                return frames, times, "decord", notes, info, selection
-            except ImportError:
-                reason = "decord is not installed"
-            except VideoDecodeError:
-                raise
-            except DecordRejected as exc:
-                reason = str(exc)
-            except Exception as exc:  # decord raises its own DECORDError and RuntimeError
-                reason = f"decord failed ({describe_exception(exc)})"
-        if cfg.decoder == "decord":
-            raise VideoDecodeError(path, reason)
-        notes.append(f"used PyAV: {reason}")
-    frames, times, read_notes, info, selection = read_with_pyav(
-        path, cfg, info, index, selection, wanted, deadline, default_frames
-    )
-    return apply_rotation(frames, info.rotation), times, "pyav", notes + read_notes, info, selection
+    if cfg.decoder == "decord":
+        return Read(read_checked_decord(path, cfg, info, index, wanted, output, size, deadline), times,
+                    "decord", "decord", info, selection, notes)
+    if index.seekable is None:
+        try:
+            frames = read_seek(path, info.stream_index, wanted, index, output, deadline)
+            return Read(apply_rotation(frames, info.rotation), times, "pyav", "seek", info, selection, notes)
+        except SeekMismatch as exc:
+            notes.append(f"read sequentially: seeking gave other pictures than the index ({exc})")
+    return read_in_order(path, cfg, info, index, selection, output, deadline, default_frames, notes)
 
 
-def decord_unsuitable(info: VideoInfo, index: FrameIndex) -> Optional[str]:
-    """Why "auto" should not try decord on this file (None: try it). decord trusts headers and
-    timestamps, so files whose header count is wrong or whose packets have no pts go to PyAV."""
+def read_checked_decord(path: str | Path, cfg: DecodeConfig, info: VideoInfo, index: FrameIndex,
+                        wanted: List[int], output: Output, size: Tuple[int, int], deadline: Deadline) -> np.ndarray:
+    """``--decoder decord``: decord's frames ``wanted`` (uint8 [k, H, W, 3], upright) when its count,
+    timestamps and pictures check out (:func:`check_pictures`); else one-line :class:`VideoDecodeError`."""
     if not decord_available():
-        return "decord is not installed"
-    if not index.has_pts:
-        return "the stream has no timestamps"
-    header = info.num_frames_header
-    if header is not None and header != index.packets:
-        return f"the header's frame count ({header}) does not match the file ({index.packets} packets)"
-    return None
+        raise VideoDecodeError(path, "decord is not installed (pip install 'aot-cli[decord]')")
+    if info.stream_index != index.best_stream:
+        raise VideoDecodeError(path, f"decord always reads FFmpeg's best video stream ({index.best_stream}), "
+                                     f"not stream {info.stream_index}; use --decoder pyav")
+    try:
+        native = size == (info.height, info.width)
+        frames = read_decord(path, wanted, index, info.width, info.height, cfg.decoder_log, None if native else size)
+        check_pictures(path, frames, wanted, info, index, output, deadline)
+    except VideoDecodeError:
+        raise
+    except DecordRejected as exc:
+        raise VideoDecodeError(path, f"decord cannot give the right frames: {exc}") from None
+    except Exception as exc:  # decord raises its own DECORDError and RuntimeError
+        raise VideoDecodeError(path, f"decord cannot give the right frames: decord failed "
+                                     f"({describe_exception(exc)})") from None
+    deadline.check("decoding")
+    return frames
 
 
-def read_with_pyav(
+def verification_frames(wanted: List[int], index: FrameIndex) -> List[int]:
+    """The ``wanted`` frames to check a decoder's pictures on. On seekable streams two, cheap to
+    read with PyAV: the first, and the one fewest pictures after its keyframe among those that
+    need a seek, preferring one that is not a keyframe itself (a bad seek shows there). Elsewhere
+    decord's frame numbering cannot be trusted anywhere (repeated or missing timestamps shift
+    it), so every wanted frame is checked."""
+    chosen = [wanted[0]]
+    rest = wanted[1:]
+    if index.seekable is not None:
+        return list(wanted)
+    if not rest:
+        return chosen
+    if index.pts_ticks is None or index.key_ticks is None or not index.key_ticks.size:
+        return chosen + [rest[0]]
+    key_frames = np.searchsorted(index.pts_ticks, index.key_ticks)  # keyframes' frame numbers (sorted pts)
+    best = None
+    for frame in rest:
+        position = int(np.searchsorted(key_frames, frame, side="right")) - 1
+        key = int(key_frames[position]) if position >= 0 else 0
+        if key == 0:
+            continue
+        cost = (frame == key, frame - key)
+        if best is None or cost < best[0]:
+            best = (cost, frame)
+    return chosen + [best[1] if best is not None else rest[0]]
+
+
+def check_pictures(path: str | Path, frames: np.ndarray, wanted: List[int], info: VideoInfo,
+                   index: FrameIndex, output: Output, deadline: Deadline) -> None:
+    """Raise :class:`DecordRejected` unless decord's pictures (``frames``, upright, one per
+    ``wanted``) match a PyAV read of the same frames (a keyframe-accurate read where the index
+    allows it, else sequential) on :func:`verification_frames`: mean absolute difference at most
+    :data:`PICTURE_TOLERANCE` per frame."""
+    check = verification_frames(wanted, index)
+    references = {}
+    if check[0] == 0 and index.first_picture is not None:  # the probe already decoded frame 0
+        references[0] = output.convert(index.first_picture)
+    rest = [frame for frame in check if frame not in references]
+    try:
+        if rest and index.seekable is None:
+            read = read_seek(path, info.stream_index, rest, index, output, deadline, threads=1)
+            references.update(zip(rest, read))
+        elif rest:
+            seq = read_sequential(path, info.stream_index, rest, index, output, deadline, stop_at=rest[-1])
+            if not seq.has_all(rest):
+                raise DecordRejected(f"the stream has only {seq.count} pictures, frame {rest[-1]} was asked for")
+            references.update(zip(rest, seq.frames))
+    except SeekMismatch as exc:
+        raise DecordRejected(f"no reference read to check decord against ({exc})") from None
+    for frame in check:
+        reference = apply_rotation(references[frame][None], info.rotation)[0]
+        got = frames[wanted.index(frame)]
+        if got.shape != reference.shape:
+            raise DecordRejected(f"decord's frame {frame} is {got.shape}, PyAV's {reference.shape}")
+        difference = float(np.abs(got.astype(np.int16) - reference.astype(np.int16)).mean())
+        if difference > PICTURE_TOLERANCE:
+            raise DecordRejected(f"decord's frame {frame} is another picture than a sequential FFmpeg decode's "
+                                 f"(mean absolute difference {difference:.1f} of 255)")
+
+
+def read_in_order(
     path: str | Path,
     cfg: DecodeConfig,
     info: VideoInfo,
     index: FrameIndex,
     selection: FrameSelection,
-    wanted: List[int],
+    output: Output,
     deadline: Deadline,
     default_frames: int,
-) -> Tuple[np.ndarray, List[float], List[str], VideoInfo, FrameSelection]:
-    """PyAV read of ``wanted``; when the decoder yields fewer pictures than demuxing counted,
-    sample again over the pictures it did yield and read once more."""
-    result = read_pyav(path, wanted, index, deadline)
-    if result.complete:
-        return result.frames, result.timestamps, result.notes, info, selection
-    decodable = result.decoded
-    if decodable < 1:
-        raise VideoDecodeError(path, f"none of the {info.num_frames} demuxed frames could be decoded")
-    notes = result.notes + [
-        f"only {decodable} of the {info.num_frames} demuxed frames decode; sampled over those"
-    ]
-    shorter = index.trimmed(decodable)
-    duration = float(shorter.timestamps[-1]) + frame_interval(shorter, info.fps)
-    selection = select_frames(path, shorter.timestamps, duration, cfg, default_frames)
+    notes: List[str],
+) -> Read:
+    """Sequential read; the pictures' own timeline must match the predicted one, else the frames
+    are sampled again over the decoded pictures and read in a second pass."""
     wanted = sorted(set(selection.indices))
-    retry = read_pyav(path, wanted, shorter, deadline)
-    if not retry.complete:
-        raise VideoDecodeError(path, f"the decoder stopped after {retry.decoded} frames on a second pass")
-    info = dataclasses.replace(info, num_frames=decodable, duration=duration)
-    return retry.frames, retry.timestamps, notes + retry.notes, info, selection
+    stop_after = float(cfg.end) if cfg.end is not None else None
+    seq = read_sequential(path, info.stream_index, wanted, index, output, deadline, stop_after=stop_after)
+    notes = notes + seq.notes()
+    if seq.count == 0:
+        raise VideoDecodeError(path, undecodable_cause(path, info.codec, seq.errors[0] if seq.errors else None))
+    timeline = continuous_timeline(seq.seconds, index.fps, index.discontinuity)
+    if matches(timeline.seconds, index, seq.finished) and seq.has_all(wanted):
+        times = [float(timeline.seconds[i]) for i in wanted]
+        return Read(apply_rotation(seq.frames, info.rotation), times, "pyav", "sequential", info, selection, notes)
+    seen = seq.count
+    duration = float(timeline.seconds[-1]) + timeline.interval
+    notes = notes + timeline.notes
+    notes.append(f"the decoder gave {seen} pictures{'' if seq.finished else ' (up to the end of the span)'} "
+                 f"where demuxing predicted {index.num_frames}"
+                 + (" with other timestamps" if seen == index.num_frames else "")
+                 + "; frames sampled over the decoded pictures")
+    selection = select_frames(path, timeline.seconds, duration, cfg, default_frames)
+    again = sorted(set(selection.indices))
+    retry = read_sequential(path, info.stream_index, again, index, output, deadline, stop_after=stop_after)
+    if not retry.has_all(again) or retry.count < seen and seq.finished:
+        raise VideoDecodeError(path, f"the decoder gave {retry.count} pictures on a second pass, {seen} on the first")
+    if seq.finished:
+        info = dataclasses.replace(info, num_frames=seen, duration=duration,
+                                   fps=measured_rate(timeline.seconds, index.fps))
+    times = [float(timeline.seconds[i]) for i in again]
+    return Read(apply_rotation(retry.frames, info.rotation), times, "pyav", "sequential", info, selection, notes,
+                resampled=True)
 
 
-def frame_interval(index: FrameIndex, fps: float) -> float:
-    """Typical seconds per frame: the median timestamp step, else ``1/fps``, else 0."""
-    steps = np.diff(index.timestamps)
-    if steps.size:
-        return float(np.median(steps))
-    return 1.0 / fps if fps > 0 else 0.0
+def matches(seconds: np.ndarray, index: FrameIndex, finished: bool) -> bool:
+    """Whether the decoded pictures' timeline agrees with the predicted one (the same count when
+    the whole stream was decoded, else a prefix; times within :func:`timestamp_tolerance`)."""
+    predicted = index.timestamps
+    count = int(seconds.shape[0])
+    if count > predicted.shape[0] or (finished and count != predicted.shape[0]):
+        return False
+    return bool(np.all(np.abs(seconds - predicted[:count]) <= timestamp_tolerance(index)))

@@ -1,20 +1,29 @@
-"""decord backend: random access through decord's own index, validated against the demuxed
-timeline. decord can return wrong frames without raising (bad seeks in MPEG-PS, garbage
-timestamps, a frame count taken from a lying header), so its answer is only accepted when its
-frame count, per-frame timestamps and array shape agree with what demuxing found."""
+"""decord backend: random access through decord's own index.
+
+decord can return other pictures than the ones asked for without raising (bad seeks in MPEG-TS/PS
+and ASF, keyframes instead of the frames after them, black frames for palettised video, another
+stream than the one chosen), so its answer is only accepted when its frame count and timestamps
+agree with the index and its pictures match an independent PyAV read of a few of the same frames
+(see ``decode.check_pictures``). decord always reads FFmpeg's best video stream (its own build's
+``av_find_best_stream``), so it is only used where the file has one candidate video stream.
+"""
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
+import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .info import FrameIndex
+from .logs import decord_output
 
 
 class DecordRejected(Exception):
-    """decord ran but its answer disagrees with the demuxed timeline (message says how)."""
+    """decord cannot be used for this read, or its answer disagrees with the index or with the
+    reference pictures (message says how)."""
 
 
 def decord_available() -> bool:
@@ -23,7 +32,7 @@ def decord_available() -> bool:
 
 
 def timestamp_tolerance(index: FrameIndex) -> float:
-    """Largest accepted gap (s) between decord's and the demuxed timestamp of one frame: a
+    """Largest accepted gap (s) between decord's and the index's timestamp of one frame: a
     quarter of the shortest frame interval, at least 1 ms."""
     gaps = np.diff(index.timestamps)
     gaps = gaps[gaps > 0]
@@ -32,8 +41,8 @@ def timestamp_tolerance(index: FrameIndex) -> float:
 
 
 def check_timestamps(reader, wanted: List[int], index: FrameIndex) -> None:
-    """Raise :class:`DecordRejected` unless decord's start times for ``wanted`` match the demuxed
-    ones (both taken relative to frame 0, so either clock origin is accepted)."""
+    """Raise :class:`DecordRejected` unless decord's start times for ``wanted`` match the index's
+    (both taken relative to frame 0, so either clock origin is accepted)."""
     probe_at = [0] + list(wanted)
     starts = np.asarray(reader.get_frame_timestamp(probe_at), dtype=np.float64)[:, 0]
     if not np.all(np.isfinite(starts)):
@@ -44,33 +53,44 @@ def check_timestamps(reader, wanted: List[int], index: FrameIndex) -> None:
     worst = int(np.argmax(gap))
     if gap[worst] > timestamp_tolerance(index):
         raise DecordRejected(
-            f"decord puts frame {wanted[worst]} at {relative[worst]:.4f} s, demuxing at {expected[worst]:.4f} s"
+            f"decord puts frame {wanted[worst]} at {relative[worst]:.4f} s, the index at {expected[worst]:.4f} s"
         )
 
 
 def read_decord(
-    path: str | Path, wanted: List[int], index: FrameIndex, width: int, height: int
-) -> Tuple[np.ndarray, List[float]]:
-    """Frames ``wanted`` (ascending, unique display-order numbers) via decord.
+    path: str | Path, wanted: List[int], index: FrameIndex, width: int, height: int,
+    log_level: str = "quiet", size: Optional[Tuple[int, int]] = None,
+) -> np.ndarray:
+    """Frames ``wanted`` (ascending, unique frame numbers) via decord.
 
-    ``width``/``height``: the displayed size. Returns (uint8 [k, height, width, 3] RGB, upright:
-    decord >= 0.6 applies the rotation metadata itself, seconds per frame relative to the first
-    frame). Raises ImportError when decord is missing, :class:`DecordRejected` when its
-    answer fails validation, and whatever decord raises on files it cannot read.
+    ``width``/``height``: the displayed size; ``size``: (height, width) to scale each picture to
+    (None: native): decord then hands over one native picture at a time and FFmpeg's swscale
+    scales it (bicubic, as the PyAV readers do), so native frames are never all held. Returns
+    uint8 [k, H, W, 3] RGB, upright (decord >= 0.6 applies the rotation metadata itself). Raises
+    ImportError when decord is missing, :class:`DecordRejected` when its answer fails validation,
+    and whatever decord raises on files it cannot read. decord's own messages are shown according
+    to ``log_level`` (see :func:`~.logs.decord_output`).
     """
     import decord
 
     if not index.has_pts:
         raise DecordRejected("the stream has no timestamps to check decord against")
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
-    needed = wanted[-1] + 1
-    if len(reader) < needed:
-        raise DecordRejected(f"decord sees {len(reader)} frames, frame {wanted[-1]} is needed")
-    check_timestamps(reader, wanted, index)
-    frames = reader.get_batch(wanted).asnumpy()
-    # decord >= 0.6 turns frames upright itself (from the rotate tag / display matrix).
-    expected_shape = (len(wanted), height, width, 3)
+    out_h, out_w = size if size is not None else (height, width)
+    with decord_output(log_level):
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
+        needed = wanted[-1] + 1
+        if len(reader) < needed:
+            raise DecordRejected(f"decord sees {len(reader)} frames, frame {wanted[-1]} is needed")
+        check_timestamps(reader, wanted, index)
+        if size is None:
+            frames = reader.get_batch(wanted).asnumpy()
+        else:
+            frames = np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
+            scaler = VideoReformatter()
+            for slot, frame in enumerate(wanted):
+                picture = av.VideoFrame.from_ndarray(reader.get_batch([frame]).asnumpy()[0], format="rgb24")
+                frames[slot] = scaler.reformat(picture, width=out_w, height=out_h, interpolation="BICUBIC").to_ndarray()
+    expected_shape = (len(wanted), out_h, out_w, 3)
     if frames.dtype != np.uint8 or tuple(frames.shape) != expected_shape:
         raise DecordRejected(f"decord returned {frames.dtype} {tuple(frames.shape)}, expected uint8 {expected_shape}")
-    times = [float(index.timestamps[i]) for i in wanted]
-    return np.ascontiguousarray(frames), times
+    return np.ascontiguousarray(frames)

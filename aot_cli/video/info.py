@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -44,12 +44,16 @@ class VideoDecodeError(RuntimeError):
 class VideoInfo:
     """What a video file holds, as used for sampling.
 
-    ``width``/``height`` are the displayed size (after ``rotation``); ``rotation`` is the clockwise
-    turn in degrees (0/90/180/270) that the stored frames need to be shown upright (the legacy
-    ``rotate`` tag convention; ffprobe prints the negative of it). ``duration`` and ``fps`` are
-    measured from the demuxed timestamps when the packets carry them. ``num_frames_header`` is the
-    count the container claims (None when it has none); ``num_frames`` is the count found by
-    demuxing, the one sampling uses.
+    ``width``/``height`` are the displayed size in pixels (after ``rotation``); ``rotation`` is the
+    clockwise turn in degrees (0/90/180/270) that the stored frames need to be shown upright (the
+    legacy ``rotate`` tag convention; ffprobe prints the negative of it). ``stream_index`` is the
+    container's index of the video stream that was read (FFmpeg's best video stream, or the one
+    ``DecodeConfig.stream`` names); ``container`` the FFmpeg demuxer name. ``num_frames`` is the
+    number of pictures a plain sequential FFmpeg decode of that stream yields, the count sampling
+    uses (on indexed containers the demuxed packet count, checked against decoded pictures;
+    elsewhere counted by decoding); ``num_frames_header`` is the count the container claims (None
+    when it has none). ``duration`` (s) and ``fps`` are measured from the pictures' timestamps when
+    they carry them.
     """
 
     path: str
@@ -65,6 +69,8 @@ class VideoInfo:
     has_audio: bool
     num_frames_header: Optional[int]
     num_frames: int
+    stream_index: int = 0
+    container: str = ""
 
     def to_dict(self) -> dict:
         """All fields as JSON-ready data."""
@@ -73,14 +79,26 @@ class VideoInfo:
 
 @dataclass
 class FrameIndex:
-    """The per-frame timeline of one video stream, found by demuxing packets (no decoding).
+    """The picture timeline of one video stream as demuxing the packets predicts it (nothing is
+    decoded but the first picture).
 
-    ``timestamps``: float64 [n] seconds of each frame in display order, relative to the first
-    frame (0.0). ``origin_ticks``: pts of that first frame in ``time_base`` units (0 without pts).
-    ``has_pts``: False when the packets carry no timestamps (raw streams); the timeline is then
-    ``i / fps``. ``packets``: packets with data, discarded ones included; ``discarded``: packets
-    the container marks as not displayed (edit lists). ``stored_width``/``stored_height``: size
-    of the decoded (unrotated) pictures.
+    Frame ``k`` is the k-th picture of a sequential decode of the stream. ``timestamps``: float64
+    [n] seconds of each picture relative to the first (0.0), non-decreasing: packet timestamps
+    sorted within each continuous piece of the timeline, pieces (timestamp restarts, as in joined
+    MPEG-TS files) laid one after the other; ``i / fps`` when the packets carry no timestamps
+    (``has_pts`` False). ``pts_ticks``: int64 [n] the pictures' pts in ``time_base`` units, in
+    display order (None without pts). ``key_ticks``: int64 sorted pts of the keyframes.
+    ``seekable``: None when the container has a real index and the timestamps are unique and
+    continuous, so frame ``k`` can be reached by seeking to the keyframe before ``pts_ticks[k]``;
+    otherwise the reason it cannot. ``packets``: packets with data, discarded ones included;
+    ``discarded``: packets the container marks as not displayed (edit lists). ``restarts``: how
+    often the timeline restarted. ``stored_width``/``stored_height``: size of the decoded
+    (unrotated) pictures. ``discontinuity``: seconds of forward jump treated as a restart (formats
+    with timestamp discontinuities, like MPEG-TS), else None. ``video_streams``: video streams
+    in the file that are not cover pictures; ``best_stream``: FFmpeg's best video stream.
+    ``timeline_notes``: the ``notes`` that describe the predicted timeline (restarts, gaps).
+    ``first_picture``: the probe's first decoded picture (an ``av.VideoFrame``: frame 0 of a
+    sequential decode), kept for checks when it is not too large, else None.
     """
 
     timestamps: np.ndarray
@@ -93,37 +111,37 @@ class FrameIndex:
     time_base: Optional[Fraction] = None
     pts_ticks: Optional[np.ndarray] = None
     notes: List[str] = field(default_factory=list)
+    key_ticks: Optional[np.ndarray] = None
+    seekable: Optional[str] = "not checked"
+    restarts: int = 0
+    fps: float = 0.0
+    discontinuity: Optional[float] = None
+    video_streams: int = 1
+    best_stream: int = 0
+    timeline_notes: List[str] = field(default_factory=list)
+    first_picture: Optional[object] = field(default=None, repr=False)
 
     @property
     def num_frames(self) -> int:
         return int(self.timestamps.shape[0])
 
-    def ordinal_lookup(self) -> Dict[int, int]:
-        """pts (stream ticks) -> display-order frame number; empty without pts."""
-        if not self.has_pts or self.pts_ticks is None:
-            return {}
-        return {int(t): i for i, t in enumerate(self.pts_ticks.tolist())}
-
-    def trimmed(self, count: int) -> "FrameIndex":
-        """This timeline restricted to its first ``count`` frames."""
-        ticks = None if self.pts_ticks is None else self.pts_ticks[:count].copy()
-        return dataclasses.replace(self, timestamps=self.timestamps[:count].copy(), pts_ticks=ticks)
-
-    def seconds(self, pts: int) -> float:
-        """A pts (stream ticks) as seconds relative to the first frame."""
-        tb = self.time_base
-        return float((pts - self.origin_ticks) * tb.numerator) / tb.denominator
 
 
 @dataclass
 class DecodedVideo:
     """Frames read from a video.
 
-    ``frames``: torch.uint8 [F, H, W, 3] RGB in displayed orientation at native resolution.
-    ``indices``: frame index (0..n-1, display order) of each of the F frames, ascending, with
-    repeats when the video is shorter than requested. ``timestamps``: seconds of each of the F
-    frames relative to the video's first frame. ``decoder``: "decord" or "pyav". ``requested``:
-    the number of frames asked for; ``padded``: True when indices repeat to reach it.
+    ``frames``: torch.uint8 [F, H, W, 3] RGB in displayed orientation; H x W is the native size,
+    or the smaller decode size when a target size was given (see ``decode_size``). Frame ``j`` is
+    picture ``indices[j]`` of a sequential FFmpeg decode of stream ``info.stream_index``.
+    ``indices``: picture numbers (0..n-1) of the F frames, ascending, with repeats when the video
+    is shorter than requested. ``timestamps``: seconds of each of the F pictures relative to the
+    stream's first picture, non-decreasing. ``decoder``: "decord" or "pyav". ``read``: how the
+    pictures were reached: "decord", "seek" (keyframe-accurate PyAV seeks) or "sequential".
+    ``decode_size``: (height, width) of the frames; ``native_size``: the displayed size of the
+    pictures in the file. ``requested``: the number of frames asked for; ``padded``: True when
+    indices repeat to reach it. ``notes``: remarks on anything unusual (restarted timestamps, a
+    decoder that was not used and why, corrected counts).
     """
 
     frames: torch.Tensor
@@ -134,6 +152,9 @@ class DecodedVideo:
     notes: List[str] = field(default_factory=list)
     requested: int = 0
     padded: bool = False
+    read: str = ""
+    decode_size: Tuple[int, int] = (0, 0)
+    native_size: Tuple[int, int] = (0, 0)
 
     def to_dict(self) -> dict:
         """Everything but the pixels, as JSON-ready data."""
@@ -143,6 +164,9 @@ class DecodedVideo:
             "timestamps": list(self.timestamps),
             "info": self.info.to_dict(),
             "decoder": self.decoder,
+            "read": self.read,
+            "decode_size": list(self.decode_size),
+            "native_size": list(self.native_size),
             "notes": list(self.notes),
             "requested": self.requested,
             "padded": self.padded,
@@ -150,17 +174,32 @@ class DecodedVideo:
 
 
 class Deadline:
-    """Wall-clock budget for one decode; :meth:`check` raises once it has passed."""
+    """Time budget for one decode: :meth:`check` raises once ``seconds`` have passed without
+    :meth:`advance` being called (None or <= 0: no limit). ``progress``: called (at most once a
+    second) when work advances, so a watchdog in another process can restart its own clock."""
 
-    def __init__(self, path: str | Path, seconds: Optional[float]) -> None:
+    def __init__(self, path: str | Path, seconds: Optional[float], progress: Optional[Callable[[], None]] = None) -> None:
         self.path = path
         self.seconds = seconds
-        self.expires = None if seconds is None or seconds <= 0 else time.monotonic() + seconds
+        self.limited = seconds is not None and seconds > 0
+        self.expires = time.monotonic() + seconds if self.limited else None
+        self.progress = progress
+        self.reported = time.monotonic()
 
     def check(self, stage: str) -> None:
         """Raise :class:`VideoDecodeError` when the budget is spent (``stage`` names the step)."""
         if self.expires is not None and time.monotonic() > self.expires:
-            raise VideoDecodeError(self.path, f"{stage} took longer than the {self.seconds:g} s timeout")
+            raise VideoDecodeError(self.path, f"{stage} made no progress for {self.seconds:g} s (decode timeout)")
+
+    def advance(self, stage: str) -> None:
+        """Work advanced: check the budget, then start it again and tell the watchdog."""
+        self.check(stage)
+        now = time.monotonic()
+        if self.limited:
+            self.expires = now + self.seconds
+        if self.progress is not None and now - self.reported >= 1.0:
+            self.reported = now
+            self.progress()
 
 
 def apply_rotation(frames: np.ndarray, rotation: int) -> np.ndarray:

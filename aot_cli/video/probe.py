@@ -1,13 +1,15 @@
 """Probing: what a video file holds and its true per-frame timeline.
 
 Container headers can lie (a frame count larger than the file holds, or none at all), so the
-frame count and timestamps come from demuxing every packet of the video stream, which reads the
-file but decodes nothing. Only the first picture is decoded, to learn the stored size and the
-rotation the display matrix asks for.
+frame count and timestamps are predicted by demuxing every packet of the chosen video stream,
+which reads the file but decodes nothing (the readers check the prediction against the decoded
+pictures). Only the first picture is decoded, to learn the stored size and the rotation the
+display matrix asks for.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -17,7 +19,9 @@ from typing import List, Optional, Tuple
 import av
 import numpy as np
 
+from .formats import indexed_container, undecodable_cause
 from .info import Deadline, FrameIndex, VideoDecodeError, VideoInfo, describe_exception
+from .timeline import DISCONTINUITY_S, continuous_timeline, display_order
 
 #: Container formats / codecs FFmpeg uses to show text files as pictures (ANSI art, etc.).
 TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
@@ -90,13 +94,56 @@ def open_container(path: str | Path) -> av.container.InputContainer:
         raise VideoDecodeError(path, cause) from None
 
 
-def pick_video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
-    """The first video stream that is not a cover picture; rejects files FFmpeg reads as text."""
+def stream_list(container: av.container.InputContainer) -> str:
+    """"video: 0, 2; audio: 1" for error messages."""
+    kinds: dict = {}
+    for s in container.streams:
+        kinds.setdefault(s.type, []).append(str(s.index))
+    return "; ".join(f"{kind}: {', '.join(ids)}" for kind, ids in kinds.items()) or "none"
+
+
+def is_cover(stream: av.stream.Stream) -> bool:
+    """Whether ``stream`` is an attached picture (cover art), not a video."""
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def best_rank(stream: av.stream.Stream) -> Tuple[int, int]:
+    """The part of FFmpeg's ``av_find_best_stream`` ranking PyAV can see: disposition (not made
+    for impaired viewers, + flagged default), then bit rate (FFmpeg also ranks by the number of
+    frames probing saw, between the two)."""
+    disposition = stream.disposition
+    impaired = av.stream.Disposition.hearing_impaired | av.stream.Disposition.visual_impaired
+    score = int(not (disposition & impaired)) + int(bool(disposition & av.stream.Disposition.default))
+    return score, int(stream.bit_rate or 0)
+
+
+def candidate_streams(container: av.container.InputContainer) -> List[av.video.stream.VideoStream]:
+    """The video streams that are not cover pictures, in file order."""
+    return [s for s in container.streams.video if not is_cover(s)]
+
+
+def choose_stream(container: av.container.InputContainer, path: str | Path,
+                  wanted: Optional[int] = None) -> av.video.stream.VideoStream:
+    """The video stream to read: stream ``wanted`` when given (it must exist, be video and not a
+    cover picture), else FFmpeg's own best video stream (``av_find_best_stream``: disposition,
+    frames seen while probing, bit rate), never a cover picture. Rejects files FFmpeg reads as
+    text and streams it has no decoder for, with a one-line :class:`VideoDecodeError`."""
     if container.format.name in TEXT_FORMATS:
         raise VideoDecodeError(path, f"not a video (FFmpeg reads it as text, format '{container.format.name}')")
-    attached = av.stream.Disposition.attached_pic
-    streams = [s for s in container.streams.video if not (s.disposition & attached)]
-    if not streams:
+    streams = candidate_streams(container)
+    if wanted is not None:
+        count = len(container.streams)
+        if not 0 <= wanted < count:
+            raise VideoDecodeError(path, f"no stream {wanted} (--stream): the file has {count} stream(s) "
+                                         f"({stream_list(container)})")
+        stream = container.streams[wanted]
+        if stream.type != "video":
+            raise VideoDecodeError(path, f"stream {wanted} (--stream) is {stream.type}, not video "
+                                         f"({stream_list(container)})")
+        if is_cover(stream):
+            raise VideoDecodeError(path, f"stream {wanted} (--stream) is a cover picture, not a video "
+                                         f"({stream_list(container)})")
+    elif not streams:
         if container.streams.video:
             raise VideoDecodeError(path, "no video stream (only a cover picture)")
         problem = mp4_index_problem(path)
@@ -104,28 +151,72 @@ def pick_video_stream(container: av.container.InputContainer, path: str | Path) 
             raise VideoDecodeError(path, problem)
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise VideoDecodeError(path, f"no video stream (streams: {', '.join(kinds)})")
-    stream = streams[0]
+    else:
+        best = container.streams.best("video")
+        if best is None or is_cover(best):
+            # FFmpeg's choice was a cover picture: rank the others the way it does (first of equals)
+            best = max(streams, key=lambda s: (best_rank(s), -s.index))
+        stream = best
     codec = stream.codec_context.name if stream.codec_context is not None else None
     if codec is None:
-        raise VideoDecodeError(path, "video stream has no decoder available")
+        raise VideoDecodeError(path, "FFmpeg cannot decode it: this FFmpeg build has no decoder for its video codec")
     if codec in TEXT_CODECS:
         raise VideoDecodeError(path, f"not a video (FFmpeg reads it as text, codec '{codec}')")
     return stream
 
 
+#: Largest first picture (pixels) the probe keeps as the reference for frame 0.
+KEEP_FIRST_PIXELS = 3840 * 2160
+#: Bytes of decoded pictures the decoder's threads may hold at once (bounds memory on 8K video).
+THREAD_MEMORY = 768 << 20
+
+
+def configure_decoder(stream: av.video.stream.VideoStream, width: int, height: int,
+                      threads: Optional[int] = None) -> None:
+    """Threading for decoding ``stream``: frame and slice threads, as many as the CPUs allow
+    while each in-flight ``width x height`` picture (counted at 3 bytes per pixel) fits in
+    :data:`THREAD_MEMORY`; ``threads`` caps it further (1: no frame threads, the least latency for
+    a read of a few pictures). Must be called before the first packet is decoded."""
+    picture = max(1, width * height * 3)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    count = max(1, min(cpus, 16, THREAD_MEMORY // picture, threads or 16))
+    stream.thread_type = "AUTO" if count > 1 else "SLICE"
+    stream.codec_context.thread_count = count
+
+
+def check_pixels(path: str | Path, width: int, height: int, limit: Optional[int]) -> None:
+    """:class:`VideoDecodeError` when ``width x height`` pictures are over ``limit`` pixels."""
+    if limit is not None and width * height > limit:
+        raise VideoDecodeError(path, f"its {width}x{height} pictures ({width * height:,} pixels) are over the "
+                                     f"pixel limit of {limit:,} (--pixel-limit); raise --pixel-limit to read it")
+
+
 @dataclass
 class PacketScan:
-    """What demuxing one video stream found: ``first`` picture (None if none decoded), ``pts``
-    and ``durations`` (stream ticks) of each displayed packet in file order (pts None where
-    missing), ``packets`` with data (discarded ones included), ``discarded`` packets marked not
-    for display, ``error`` text when demuxing stopped on an error before the end."""
+    """What demuxing one video stream found, in file (decode) order, for packets with data:
+    ``pts``/``dts`` (stream ticks, None where missing), ``durations`` (ticks), ``keys`` (keyframe
+    flags) and ``discard`` (marked not for display, e.g. by an edit list). ``first``: (stored
+    width, stored height, counter-clockwise display rotation) of the first decoded picture (None
+    if none decoded), ``first_error`` the first decoding error met, ``error`` text when demuxing
+    stopped on an error before the end."""
 
-    first: Optional[av.VideoFrame] = None
     pts: List[Optional[int]] = field(default_factory=list)
+    dts: List[Optional[int]] = field(default_factory=list)
     durations: List[int] = field(default_factory=list)
-    packets: int = 0
-    discarded: int = 0
+    keys: List[bool] = field(default_factory=list)
+    discard: List[bool] = field(default_factory=list)
+    first: Optional[Tuple[int, int, float]] = None
+    picture: Optional[av.VideoFrame] = None
+    first_error: Optional[str] = None
     error: Optional[str] = None
+
+    @property
+    def packets(self) -> int:
+        return len(self.pts)
+
+    def shown(self, values: list) -> list:
+        """``values`` (one per packet) of the packets meant for display."""
+        return [v for v, d in zip(values, self.discard) if not d]
 
 
 def scan_packets(
@@ -147,28 +238,36 @@ def scan_packets(
             break
         if packet.size == 0:
             continue
-        scan.packets += 1
-        if packet.is_discard:
-            scan.discarded += 1
-        else:
-            scan.pts.append(packet.pts)
-            scan.durations.append(int(packet.duration or 0))
+        scan.pts.append(packet.pts)
+        scan.dts.append(packet.dts)
+        scan.durations.append(int(packet.duration or 0))
+        scan.keys.append(bool(packet.is_keyframe))
+        scan.discard.append(bool(packet.is_discard))
         if scan.first is None:
-            scan.first = first_picture(stream, packet)
+            scan.first = first_picture(stream, packet, scan)
         if scan.packets % CHECK_EVERY == 0:
-            deadline.check("demuxing")
+            deadline.advance("demuxing")
     if scan.first is None and scan.packets:
-        scan.first = first_picture(stream, None)
+        scan.first = first_picture(stream, None, scan)
     return scan
 
 
-def first_picture(stream: av.video.stream.VideoStream, packet: Optional[av.Packet]) -> Optional[av.VideoFrame]:
-    """Feed one packet (None: flush) to the decoder; the first picture it returns, if any."""
+def first_picture(stream: av.video.stream.VideoStream, packet: Optional[av.Packet],
+                  scan: PacketScan) -> Optional[Tuple[int, int, float]]:
+    """Feed one packet (None: flush) to the decoder; (width, height, rotation) of the first
+    picture it returns, if any (decoding errors are noted in ``scan.first_error``)."""
     try:
         pictures = stream.decode(packet)
-    except av.FFmpegError:
+    except av.FFmpegError as exc:
+        if scan.first_error is None:
+            scan.first_error = describe_exception(exc)
         return None
-    return pictures[0] if pictures else None
+    if not pictures:
+        return None
+    picture = pictures[0]
+    if picture.width * picture.height <= KEEP_FIRST_PIXELS:
+        scan.picture = picture
+    return int(picture.width), int(picture.height), float(picture.rotation or 0)
 
 
 def rate_of(stream: av.video.stream.VideoStream) -> Optional[float]:
@@ -179,51 +278,10 @@ def rate_of(stream: av.video.stream.VideoStream) -> Optional[float]:
     return None
 
 
-def build_timeline(
-    pts: List[Optional[int]],
-    durations: List[int],
-    time_base: Optional[Fraction],
-    declared_fps: Optional[float],
-) -> Tuple[np.ndarray, Optional[np.ndarray], bool, float, float, List[str]]:
-    """Per-frame timeline from packet timestamps.
-
-    Returns (timestamps float64 [n] relative to the first frame, int64 [n] sorted pts in stream
-    ticks (None without pts), whether packet pts were used, fps, duration seconds, notes). Without
-    usable pts the timeline is ``i / fps``.
-    """
-    notes: List[str] = []
-    n = len(pts)
-    has_pts = n > 0 and time_base is not None and all(p is not None for p in pts)
-    if has_pts:
-        order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
-        ticks = np.asarray(pts, dtype=np.int64)[order]
-        timestamps = ((ticks - ticks[0]) * time_base.numerator).astype(np.float64) / time_base.denominator
-        tb = float(time_base)
-        span = float(timestamps[-1])
-        fps = declared_fps or 0.0
-        if n >= 2 and span > 0:
-            measured = (n - 1) / span
-            # Keep the exact declared rate when it agrees with the timestamps (30000/1001, 25).
-            if not fps or abs(fps - measured) > 1e-3 * measured:
-                fps = measured
-        last = float(durations[int(order[-1])]) * tb
-        if last <= 0:
-            last = span / (n - 1) if n >= 2 and span > 0 else (1.0 / fps if fps > 0 else 0.0)
-        return timestamps, ticks, True, fps, span + last, notes
-    fps = declared_fps or 0.0
-    if fps <= 0:
-        fps = 25.0
-        notes.append("no timestamps and no frame rate in the file; assumed 25 fps")
-    elif n:
-        notes.append(f"packets carry no timestamps; timeline assumes a constant {fps:g} fps")
-    timestamps = np.arange(n, dtype=np.float64) / fps
-    return timestamps, None, False, fps, n / fps, notes
-
-
-def upright_rotation(picture: av.VideoFrame) -> Tuple[int, List[str]]:
-    """Clockwise degrees (0/90/180/270) that make ``picture`` upright, from its display matrix."""
-    counter_clockwise = float(picture.rotation or 0)
-    clockwise = (-counter_clockwise) % 360.0
+def upright_rotation(counter_clockwise: float) -> Tuple[int, List[str]]:
+    """Clockwise degrees (0/90/180/270) that make a picture upright, from its display matrix's
+    counter-clockwise rotation (PyAV's ``VideoFrame.rotation``)."""
+    clockwise = (-float(counter_clockwise or 0)) % 360.0
     snapped = int(round(clockwise / 90.0)) % 4 * 90
     notes: List[str] = []
     gap = abs((clockwise - snapped + 180.0) % 360.0 - 180.0)
@@ -232,75 +290,175 @@ def upright_rotation(picture: av.VideoFrame) -> Tuple[int, List[str]]:
     return snapped, notes
 
 
-def probe_with_index(path: str | Path, deadline: Optional[Deadline] = None) -> Tuple[VideoInfo, FrameIndex]:
-    """Probe ``path`` and demux its video stream: (file facts, per-frame timeline).
+def discontinuity_of(container: av.container.InputContainer) -> Optional[float]:
+    """Forward timestamp jump (s) treated as a restart: :data:`~.timeline.DISCONTINUITY_S` for
+    formats FFmpeg marks as allowing discontinuities (MPEG-TS/PS), else None."""
+    if container.format.flags & av.format.Flags.ts_discont.value:
+        return DISCONTINUITY_S
+    return None
 
-    Raises :class:`VideoDecodeError` for missing/empty/non-video/truncated files and for streams
-    with no decodable picture.
+
+def seek_problem(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 indexed_at_open: bool, pts: List[Optional[int]], restarts: int) -> Optional[str]:
+    """Why frame k cannot be reached by seeking (None: it can): the container needs a real index
+    (MP4/MOV sample tables, Matroska cues) and the pictures unique, continuous timestamps."""
+    name = container.format.name
+    if not indexed_container(name):
+        return f"the {name.split(',')[0]} container has no frame index to seek on"
+    if not indexed_at_open:
+        return "the file has no frame index"
+    if any(p is None for p in pts):
+        return "some packets carry no timestamps"
+    if len(set(pts)) != len(pts):
+        return "the packets repeat timestamps"
+    if restarts:
+        return "the timestamps restart"
+    return None
+
+
+def probe_with_index(
+    path: str | Path,
+    deadline: Optional[Deadline] = None,
+    *,
+    stream: Optional[int] = None,
+    sha256: Optional[str] = None,
+    pixel_limit: Optional[int] = None,
+) -> Tuple[VideoInfo, FrameIndex]:
+    """Probe ``path`` and demux its video stream: (file facts, predicted picture timeline).
+
+    ``stream``: the stream to read (None: FFmpeg's best video stream). ``sha256``: the file's
+    hash when the caller already has it (else it is computed). ``pixel_limit``: refuse pictures
+    with more pixels, before decoding any. Raises :class:`VideoDecodeError` (one line) for
+    missing/empty/non-video/truncated files, a bad ``stream``, pictures over the limit, and
+    streams FFmpeg cannot decode.
     """
     deadline = deadline or Deadline(path, None)
     size = check_file(path)
     with open_container(path) as container:
-        stream = pick_video_stream(container, path)
-        header = int(stream.frames or 0) or None
-        codec = stream.codec_context.name
+        chosen = choose_stream(container, path, stream)
+        width0, height0 = int(chosen.codec_context.width or 0), int(chosen.codec_context.height or 0)
+        check_pixels(path, width0, height0, pixel_limit)
+        configure_decoder(chosen, width0, height0)
+        header = int(chosen.frames or 0) or None
+        codec = chosen.codec_context.name
         has_audio = len(container.streams.audio) > 0
-        scan = scan_packets(container, stream, deadline)
-        if not scan.pts:
+        indexed_at_open = len(chosen.index_entries) > 0
+        scan = scan_packets(container, chosen, deadline)
+        shown_pts = scan.shown(scan.pts)
+        if not shown_pts:
             cause = "no video frames in the file (empty stream or truncated data)"
             raise VideoDecodeError(path, cause + (f": {scan.error}" if scan.error else ""))
         if scan.first is None:
-            raise VideoDecodeError(path, f"none of the {len(scan.pts)} video packets could be decoded")
-        timestamps, ticks, has_pts, fps, duration, notes = build_timeline(
-            scan.pts, scan.durations, stream.time_base, rate_of(stream)
-        )
-        pix_fmt = stream.codec_context.pix_fmt or scan.first.format.name
-        time_base = stream.time_base
-    first = scan.first
-    rotation, rotation_notes = upright_rotation(first)
-    notes.extend(rotation_notes)
-    n = len(scan.pts)
+            raise VideoDecodeError(path, undecodable_cause(path, str(codec), scan.first_error))
+        time_base = chosen.time_base
+        declared = rate_of(chosen) or 0.0
+        discontinuity = discontinuity_of(container)
+        ticks_per_s = (time_base.denominator / time_base.numerator) if time_base else None
+        gap_ticks = int(discontinuity * ticks_per_s) if discontinuity and ticks_per_s else None
+        order = display_order(shown_pts, scan.shown(scan.dts), gap_ticks)
+        has_pts = time_base is not None and all(p is not None for p in order)
+        seconds = [None if p is None or time_base is None else float(p * time_base) for p in order]
+        if not has_pts:
+            seconds = [None] * len(order)
+        timeline = continuous_timeline(seconds, declared, discontinuity)
+        pix_fmt = chosen.codec_context.pix_fmt
+        seekable = seek_problem(container, chosen, indexed_at_open, shown_pts, timeline.restarts)
+        keys = [p for p, k in zip(shown_pts, scan.shown(scan.keys)) if k and p is not None]
+        format_name = container.format.name
+        stream_index = chosen.index
+        video_streams = len(candidate_streams(container))
+        best_stream = stream_index if stream is None else choose_stream(container, path, None).index
+    stored_w, stored_h, turn = scan.first
+    check_pixels(path, stored_w, stored_h, pixel_limit)
+    rotation, notes = upright_rotation(turn)
+    notes = list(timeline.notes) + notes
+    if not has_pts:
+        if declared > 0:
+            notes.append(f"packets carry no timestamps; timeline assumes a constant {declared:g} fps")
+        else:
+            notes.append("no timestamps and no frame rate in the file; assumed 25 fps")
+    n = len(order)
     if scan.error:
         notes.append(f"demuxing stopped early after {scan.packets} packets ({scan.error})")
     if header is not None and header != n:
         note = f"header count corrected: the header says {header} frames, demuxing found {n}"
-        if scan.discarded:
-            note += f" ({scan.discarded} more marked as not displayed)"
+        discarded = sum(scan.discard)
+        if discarded:
+            note += f" ({discarded} more marked as not displayed)"
         notes.append(note)
-    stored_w, stored_h = int(first.width), int(first.height)
+    timestamps = timeline.seconds
+    fps = measured_rate(timestamps, declared)
     width, height = (stored_h, stored_w) if rotation in (90, 270) else (stored_w, stored_h)
     info = VideoInfo(
         path=str(path),
         size_bytes=size,
-        sha256=file_sha256(path),
-        duration=float(duration),
+        sha256=sha256 or file_sha256(path),
+        duration=float(timestamps[-1] + last_interval(scan, order, time_base, timeline.interval, has_pts)),
         fps=float(fps),
         width=width,
         height=height,
         rotation=rotation,
         codec=str(codec),
-        pix_fmt=str(pix_fmt),
+        pix_fmt=str(pix_fmt or ""),
         has_audio=has_audio,
         num_frames_header=header,
         num_frames=n,
+        stream_index=int(stream_index),
+        container=str(format_name),
     )
+    ticks = np.asarray(order, dtype=np.int64) if has_pts else None
     index = FrameIndex(
         timestamps=timestamps,
         origin_ticks=int(ticks[0]) if ticks is not None else 0,
         pts_ticks=ticks,
         has_pts=has_pts,
         packets=scan.packets,
-        discarded=scan.discarded,
+        discarded=sum(scan.discard),
         stored_width=stored_w,
         stored_height=stored_h,
         time_base=time_base,
         notes=notes,
+        key_ticks=np.asarray(sorted(keys), dtype=np.int64),
+        seekable=seekable,
+        restarts=timeline.restarts,
+        fps=float(fps),
+        discontinuity=discontinuity,
+        video_streams=video_streams,
+        best_stream=best_stream,
+        timeline_notes=list(timeline.notes),
+        first_picture=scan.picture,
     )
     return info, index
 
 
-def probe_video(path: str | Path, timeout: Optional[float] = None) -> VideoInfo:
-    """Facts about the video at ``path`` (see :class:`VideoInfo`); ``num_frames`` is the count
-    found by demuxing. ``timeout``: seconds before giving up (None: no limit)."""
-    info, _ = probe_with_index(path, Deadline(path, timeout))
+def measured_rate(timestamps: np.ndarray, declared: float) -> float:
+    """Frames per second: the declared rate when the timeline agrees with it (keeps exact rates
+    like 30000/1001), else measured over the timeline, else the declared one (or 25)."""
+    n = int(timestamps.shape[0])
+    span = float(timestamps[-1]) if n else 0.0
+    if n >= 2 and span > 0:
+        measured = (n - 1) / span
+        if not declared or abs(declared - measured) > 1e-3 * measured:
+            return measured
+    return declared or 25.0
+
+
+def last_interval(scan: PacketScan, order: List[Optional[int]], time_base: Optional[Fraction],
+                  typical: float, has_pts: bool) -> float:
+    """How long the last picture is shown (s): its packet's duration, else the typical interval."""
+    if has_pts and time_base is not None:
+        last = order[-1]
+        for p, d, gone in zip(reversed(scan.pts), reversed(scan.durations), reversed(scan.discard)):
+            if p == last and not gone:
+                if d > 0:
+                    return float(d * time_base)
+                break
+    return typical
+
+
+def probe_video(path: str | Path, timeout: Optional[float] = None, stream: Optional[int] = None) -> VideoInfo:
+    """Facts about the video at ``path`` (see :class:`VideoInfo`); ``num_frames`` is predicted
+    by demuxing. ``timeout``: seconds without progress before giving up (None: no limit);
+    ``stream``: the video stream to describe (None: FFmpeg's best)."""
+    info, _ = probe_with_index(path, Deadline(path, timeout), stream=stream)
     return info

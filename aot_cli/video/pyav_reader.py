@@ -1,45 +1,81 @@
-"""PyAV backend: decode the stream front to back, keep only the wanted frames, stop after the
-last one. Works for every format FFmpeg can demux, including files whose headers lie and
-streams with undecodable pictures."""
+"""PyAV readers. Frame ``k`` is the k-th picture of a sequential decode of the chosen stream.
+
+- :func:`read_sequential` decodes the stream front to back, counts pictures and converts only the
+  wanted ones to RGB. It works for every format FFmpeg can demux and is the reference the others
+  are held to; it also returns every picture's timestamp, so the caller can check the timeline
+  that sampling used.
+- :func:`read_seek` reaches each wanted picture by seeking to the keyframe before it, for
+  containers with a real index and unique timestamps (``FrameIndex.seekable`` is None). After
+  every seek the pictures that come out must carry exactly the timestamps the index lists from
+  that keyframe on; any other picture (a dropped, extra or misplaced one) raises
+  :class:`SeekMismatch`, and the caller reads sequentially instead.
+
+Pictures are converted by FFmpeg's swscale straight to the output size (``Output``), so frames are
+never held at native resolution when a smaller size is asked for.
+"""
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .info import Deadline, FrameIndex, describe_exception
-from .probe import open_container, pick_video_stream
+from .probe import choose_stream, configure_decoder, open_container
 
-#: Frames between two timeout checks while decoding.
+#: Pictures between two timeout checks / progress reports while decoding.
 CHECK_EVERY = 32
 
 
-@dataclass
-class PyAVRead:
-    """Frames read by :func:`read_pyav`.
+@dataclass(frozen=True)
+class Output:
+    """How decoded pictures become arrays: RGB24 at ``width`` x ``height`` (stored orientation)
+    with swscale's ``interpolation`` ("BICUBIC" when shrinking; None: swscale's default for a size
+    change, bilinear, which is exact when the size does not change). One reformatter serves every
+    picture, so swscale's context is set up once per read, not once per picture."""
 
-    ``frames``: uint8 [k, H, W, 3] RGB in stored orientation, one per wanted index (only valid
-    when ``complete``). ``timestamps``: seconds per frame relative to the first frame.
-    ``decoded``: display-order number of the last picture reached, plus one; ``complete``:
-    every wanted index was filled. ``notes``: remarks (decode errors, held or rescaled frames).
-    """
+    width: int
+    height: int
+    interpolation: Optional[str] = None
+    reformatter: VideoReformatter = field(default_factory=VideoReformatter, compare=False, repr=False)
 
-    frames: np.ndarray
-    timestamps: List[float]
-    decoded: int
-    complete: bool
-    notes: List[str] = field(default_factory=list)
+    def convert(self, picture: av.VideoFrame) -> np.ndarray:
+        """uint8 [height, width, 3] RGB of ``picture`` (a new array)."""
+        if picture.width == self.width and picture.height == self.height:
+            rgb = self.reformatter.reformat(picture, format="rgb24")
+        else:
+            rgb = self.reformatter.reformat(picture, width=self.width, height=self.height, format="rgb24",
+                                            interpolation=self.interpolation)
+        return np.array(rgb.to_ndarray(), copy=True)
+
+
+class SeekMismatch(Exception):
+    """Seeking gave other pictures than the index predicts (message says how)."""
+
+
+def open_stream(path: str | Path, stream_index: int, index: FrameIndex, threads: Optional[int] = None):
+    """(container, stream) ready to decode stream ``stream_index`` of ``path`` (``threads``: see
+    :func:`~.probe.configure_decoder`)."""
+    container = open_container(path)
+    try:
+        stream = choose_stream(container, path, stream_index)
+        configure_decoder(stream, index.stored_width, index.stored_height, threads)
+    except BaseException:
+        container.close()
+        raise
+    return container, stream
 
 
 def decoded_pictures(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, errors: List[str]
 ) -> Iterator[av.VideoFrame]:
-    """Every picture of ``stream`` in display order; packets the decoder rejects are skipped and
-    a demuxing error ends the stream (after flushing the decoder); error texts are appended to
-    ``errors``."""
+    """Every picture of ``stream`` in decode-output order; packets the decoder rejects are
+    skipped and a demuxing error ends the stream (after flushing the decoder); error texts are
+    appended to ``errors``."""
     packets = container.demux(stream)
     while True:
         try:
@@ -59,93 +95,141 @@ def decoded_pictures(
             return
 
 
-class WantedFrames:
-    """Collects the wanted frames (ascending display-order numbers) while pictures stream past.
+@dataclass
+class SequentialRead:
+    """What :func:`read_sequential` found. ``frames``: uint8 [len(wanted), H, W, 3] (rows of
+    wanted pictures past ``count`` are unset). ``seconds``: every decoded picture's pts in
+    seconds (None where missing), in decode-output order. ``count``: pictures decoded;
+    ``finished``: the end of the stream was reached. ``resized``: pictures of another size than
+    the first, rescaled to the output size."""
 
-    A wanted frame the decoder never produced (a dropped, undecodable picture) is filled with
-    the picture shown before it, as a player would keep it on screen; ``held`` counts those.
-    """
+    frames: np.ndarray
+    seconds: List[Optional[float]]
+    count: int
+    finished: bool
+    errors: List[str] = field(default_factory=list)
+    resized: int = 0
 
-    def __init__(self, wanted: List[int], index: FrameIndex) -> None:
-        self.wanted = wanted
-        self.index = index
-        self.width, self.height = index.stored_width, index.stored_height
-        self.frames = np.empty((len(wanted), self.height, self.width, 3), dtype=np.uint8)
-        self.times: List[float] = [0.0] * len(wanted)
-        self.next_slot = 0
-        self.held = 0
-        self.resized = 0
-        self.previous: Optional[av.VideoFrame] = None
-
-    @property
-    def done(self) -> bool:
-        return self.next_slot == len(self.wanted)
-
-    def offer(self, picture: av.VideoFrame, ordinal: int) -> None:
-        """Take ``picture`` (display-order number ``ordinal``) if wanted; fill wanted frames
-        that were skipped over with the previous picture (or this one when there is none)."""
-        while not self.done and self.wanted[self.next_slot] < ordinal:
-            frame = self.wanted[self.next_slot]
-            self.store(self.previous if self.previous is not None else picture, float(self.index.timestamps[frame]))
-            self.held += 1
-        if not self.done and self.wanted[self.next_slot] == ordinal:
-            self.store(picture, picture_time(picture, ordinal, self.index))
-        self.previous = picture
-
-    def store(self, picture: av.VideoFrame, seconds: float) -> None:
-        """Convert ``picture`` to RGB at the stored size into the next slot."""
-        if picture.width != self.width or picture.height != self.height:
-            self.resized += 1
-        slot = self.next_slot
-        self.frames[slot] = picture.to_ndarray(format="rgb24", width=self.width, height=self.height)
-        self.times[slot] = seconds
-        self.next_slot += 1
+    def has_all(self, wanted: List[int]) -> bool:
+        return not wanted or wanted[-1] < self.count
 
     def notes(self) -> List[str]:
         notes = []
-        if self.held:
-            notes.append(f"{self.held} wanted frame(s) did not decode; the frame shown before each is used")
+        if self.errors:
+            notes.append(f"PyAV met {len(self.errors)} decoding error(s), first: {self.errors[0][:120]}")
         if self.resized:
-            notes.append(f"{self.resized} frame(s) had another size and were rescaled to {self.width}x{self.height}")
+            notes.append(f"{self.resized} picture(s) had another size and were rescaled")
         return notes
 
 
-def read_pyav(path: str | Path, wanted: List[int], index: FrameIndex, deadline: Deadline) -> PyAVRead:
-    """Decode ``path`` sequentially and keep the frames whose display-order number is in
-    ``wanted`` (ascending, unique), stopping after the last one. A picture's number comes from
-    its pts (looked up in the demuxed timeline) when the stream has timestamps, so pictures the
-    decoder drops do not shift the numbering; otherwise pictures are counted. Pictures are
-    converted to RGB at the stored size ``index.stored_width`` x ``index.stored_height``."""
-    ordinal_of = index.ordinal_lookup()
-    collector = WantedFrames(wanted, index)
+def read_sequential(path: str | Path, stream_index: int, wanted: List[int], index: FrameIndex,
+                    output: Output, deadline: Deadline, stop_after: Optional[float] = None,
+                    stop_at: Optional[int] = None) -> SequentialRead:
+    """Decode stream ``stream_index`` of ``path`` front to back; picture ``k`` (counted) is frame
+    ``k``. ``wanted``: ascending unique frame numbers to convert. Decoding goes on to the end of
+    the stream (so the picture count is known), unless ``stop_after`` (s, in the pictures' own
+    clock, relative to the first) is given: then it stops once every wanted picture is in and a
+    picture at or past that time was seen; or ``stop_at``: it stops after picture ``stop_at``."""
+    frames = np.empty((len(wanted), output.height, output.width, 3), dtype=np.uint8)
+    seconds: List[Optional[float]] = []
     errors: List[str] = []
-    next_ordinal = 0
-    with open_container(path) as container:
-        stream = pick_video_stream(container, path)
-        stream.thread_type = "AUTO"
-        for count, picture in enumerate(decoded_pictures(container, stream, errors), start=1):
-            ordinal = next_ordinal
-            if picture.pts is not None:
-                mapped = ordinal_of.get(int(picture.pts))
-                if mapped is not None and mapped >= next_ordinal:
-                    ordinal = mapped
-            collector.offer(picture, ordinal)
-            next_ordinal = ordinal + 1
-            if collector.done:
+    slot = 0
+    resized = 0
+    finished = True
+    first: Optional[float] = None
+    deadline.check("decoding")
+    container, stream = open_stream(path, stream_index, index)
+    with container:
+        time_base = stream.time_base
+        for count, picture in enumerate(decoded_pictures(container, stream, errors)):
+            t = float(picture.pts * time_base) if picture.pts is not None and time_base is not None else None
+            seconds.append(t)
+            if first is None and t is not None:
+                first = t
+            if slot < len(wanted) and wanted[slot] == count:
+                if picture.width != index.stored_width or picture.height != index.stored_height:
+                    resized += 1
+                frames[slot] = output.convert(picture)
+                slot += 1
+            if (count + 1) % CHECK_EVERY == 0:
+                deadline.advance("decoding")
+            if (stop_after is not None and slot == len(wanted) and t is not None and first is not None
+                    and t - first >= stop_after) or (stop_at is not None and count >= stop_at):
+                finished = False
                 break
-            if count % CHECK_EVERY == 0:
-                deadline.check("decoding")
-    notes = collector.notes()
+    return SequentialRead(frames, seconds, len(seconds), finished, errors, resized)
+
+
+def read_seek(path: str | Path, stream_index: int, wanted: List[int], index: FrameIndex,
+              output: Output, deadline: Deadline, threads: Optional[int] = None) -> np.ndarray:
+    """Frames ``wanted`` (ascending unique frame numbers) by keyframe-accurate seeking; only for
+    a ``FrameIndex`` whose ``seekable`` is None. Returns uint8 [len(wanted), H, W, 3]. Raises
+    :class:`SeekMismatch` when the decoded pictures do not follow the index. ``threads``: cap
+    on decoder threads (1 for a read of a few pictures)."""
+    ticks = index.pts_ticks
+    keys = index.key_ticks if index.key_ticks is not None else np.zeros(0, dtype=np.int64)
+    if ticks is None:
+        raise SeekMismatch("the stream has no timestamps")
+    frames = np.empty((len(wanted), output.height, output.width, 3), dtype=np.uint8)
+    order: Dict[int, int] = {int(t): i for i, t in enumerate(ticks.tolist())}
+    errors: List[str] = []
+    deadline.check("decoding")
+    container, stream = open_stream(path, stream_index, index, threads)
+    with container:
+        pictures: Optional[Iterator[av.VideoFrame]] = None
+        expected = 0  # frame number the next picture must be (once at or past the seek point)
+        start_ticks = 0  # pictures before this pts are leading pictures of an open GOP: ignored
+        decoded = 0
+        for slot, frame in enumerate(wanted):
+            target = int(ticks[frame])
+            key = keyframe_before(keys, target)
+            if pictures is None or key_ordinal(order, key, frame) > expected:
+                pictures, expected, start_ticks = start_at(container, stream, key, order, errors)
+            while True:
+                try:
+                    picture = next(pictures)
+                except StopIteration:
+                    raise SeekMismatch(f"the pictures ended before frame {frame}"
+                                       + (f" ({errors[0][:120]})" if errors else "")) from None
+                decoded += 1
+                if decoded % CHECK_EVERY == 0:
+                    deadline.advance("decoding")
+                if picture.pts is None:
+                    raise SeekMismatch("a decoded picture has no timestamp")
+                if picture.pts < start_ticks:
+                    continue
+                if expected >= len(ticks) or int(picture.pts) != int(ticks[expected]):
+                    raise SeekMismatch(f"after a seek, picture {expected} has pts {picture.pts}, the index "
+                                       f"says {int(ticks[expected]) if expected < len(ticks) else 'none'}")
+                expected += 1
+                if expected - 1 == frame:
+                    frames[slot] = output.convert(picture)
+                    break
     if errors:
-        notes.insert(0, f"PyAV met {len(errors)} decoding error(s), first: {errors[0][:120]}")
-    return PyAVRead(collector.frames, collector.times, next_ordinal, collector.done, notes)
+        raise SeekMismatch(f"decoding errors ({errors[0][:120]})")
+    return frames
 
 
-def picture_time(picture: av.VideoFrame, ordinal: int, index: FrameIndex) -> float:
-    """Seconds of ``picture`` relative to the first frame: from its pts when the stream has
-    timestamps, else from the demuxed timeline."""
-    if index.has_pts and picture.pts is not None:
-        return index.seconds(picture.pts)
-    if ordinal < index.num_frames:
-        return float(index.timestamps[ordinal])
-    return float(index.timestamps[-1])
+def keyframe_before(keys: np.ndarray, target: int) -> Optional[int]:
+    """pts of the last keyframe at or before ``target`` (None: none, decode from the start)."""
+    position = bisect.bisect_right(keys.tolist(), target) - 1 if keys.size else -1
+    return int(keys[position]) if position >= 0 else None
+
+
+def key_ordinal(order: Dict[int, int], key: Optional[int], frame: int) -> int:
+    """Frame number of keyframe ``key`` (0 for the start of the stream)."""
+    if key is None:
+        return 0
+    return order.get(key, frame)
+
+
+def start_at(container, stream, key: Optional[int], order: Dict[int, int],
+             errors: List[str]) -> Tuple[Iterator[av.VideoFrame], int, int]:
+    """Seek to keyframe ``key`` (None: the start) and return (pictures from there, the frame
+    number the first picture at or past the keyframe must have, the keyframe's pts)."""
+    if key is None:
+        container.seek(0, backward=True, any_frame=False)  # start of the file
+        first = min(order) if order else 0
+        return decoded_pictures(container, stream, errors), 0, first
+    container.seek(key, stream=stream, backward=True, any_frame=False)
+    return decoded_pictures(container, stream, errors), order[key], key

@@ -34,20 +34,49 @@ class FrameSelection:
     notes: List[str] = field(default_factory=list)
 
 
+def _number(value, name: str, flag: str, kind: type, minimum=None, above=None):
+    """``value`` as ``kind`` (int or float), or ValueError naming the setting and its flag."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)
+                                                                          and not value.is_integer()):
+        raise ValueError(f"{name} ({flag}) must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    number = kind(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} ({flag}) must be a finite number, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} ({flag}) must be at least {minimum}, got {value}")
+    if above is not None and not number > above:
+        raise ValueError(f"{name} ({flag}) must be positive, got {value}")
+    return number
+
+
 def check_decode_config(cfg: DecodeConfig) -> None:
-    """Raise ValueError (one line) for settings that cannot be honoured."""
+    """Raise ValueError (one line naming the setting and its flag) for settings that cannot be
+    honoured, including frame counts over ``frame_limit``."""
+    from .logs import LOG_LEVELS
+
     if cfg.decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
-    if cfg.frames is not None and int(cfg.frames) < 1:
-        raise ValueError(f"frames must be at least 1, got {cfg.frames}")
-    if cfg.fps is not None and not float(cfg.fps) > 0:
-        raise ValueError(f"fps must be positive, got {cfg.fps}")
-    if cfg.max_frames is not None and int(cfg.max_frames) < 1:
-        raise ValueError(f"max_frames must be at least 1, got {cfg.max_frames}")
-    if cfg.start is not None and float(cfg.start) < 0:
-        raise ValueError(f"start must be >= 0 seconds, got {cfg.start}")
-    if cfg.end is not None and float(cfg.end) <= float(cfg.start or 0.0):
-        raise ValueError(f"end ({cfg.end} s) must be after start ({cfg.start or 0.0} s)")
+        raise ValueError(f"decoder (--decoder) must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
+    if cfg.decoder_log not in LOG_LEVELS:
+        raise ValueError(f"decoder_log (--decoder-log) must be one of {', '.join(LOG_LEVELS)}, got {cfg.decoder_log!r}")
+    limit = _number(cfg.frame_limit, "frame_limit", "--frame-limit", int, minimum=1)
+    _number(cfg.pixel_limit, "pixel_limit", "--pixel-limit", int, minimum=1)
+    if cfg.stream is not None:
+        _number(cfg.stream, "stream", "--stream", int, minimum=0)
+    for name, flag in (("frames", "--frames"), ("max_frames", "--max-frames")):
+        value = getattr(cfg, name)
+        if value is not None and _number(value, name, flag, int, minimum=1) > limit:
+            raise ValueError(f"{name} ({flag}) {value} is over the frame limit of {limit} (--frame-limit); "
+                             "ask for fewer or raise --frame-limit")
+    if cfg.fps is not None:
+        _number(cfg.fps, "fps", "--fps", float, above=0)
+    if cfg.start is not None:
+        _number(cfg.start, "start", "--start", float, minimum=0)
+    if cfg.end is not None:
+        end = _number(cfg.end, "end", "--end", float)
+        if end <= float(cfg.start or 0.0):
+            raise ValueError(f"end (--end, {cfg.end} s) must be after start ({cfg.start or 0.0} s)")
+    if cfg.timeout is not None:
+        _number(cfg.timeout, "timeout", "--decode-timeout", float, above=0)
 
 
 def frames_in_range(timestamps: np.ndarray, start: Optional[float], end: Optional[float]) -> np.ndarray:
