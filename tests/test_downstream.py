@@ -18,44 +18,12 @@ from aot_cli.config import DecodeConfig, ModelConfig
 from aot_cli.core import KIND_NEWLINE
 from aot_cli.downstream import (CacheDataset, DownstreamError, build_input_ids, build_inputs_embeds,
                                 collate_videos, generate_answer)
-from checkpoints import IMAGE, PATCH, build_llava_hf, build_siglip, llava_hf_model
+from checkpoints import IMAGE, PATCH, build_llava_hf, build_siglip, llava_hf_model, save_tiny_tokenizer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CLIP = SAMPLES / "bikes.mp4"
 QUESTION = "what is in the video ?"
-IMAGE_ID, VIDEO_ID, VOCAB = 120, 121, 128  # as in checkpoints.llava_hf_model
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }} "
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
-    "{% for c in m['content'] %}{% if c['type'] == 'video' %}<video>{% endif %}{% endfor %}"
-    "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ '\n' + c['text'] }}{% endif %}{% endfor %}"
-    "{% endif %}<|im_end|>{{ '\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant{{ '\n' }}{% endif %}"
-)
-
-
-def save_tiny_tokenizer(out: Path) -> Path:
-    """A word-level tokenizer covering all 128 ids of the tiny LLM (so any generated id decodes),
-    with <image>=120 and <video>=121 as special tokens and a Qwen-style chat template, saved next
-    to the model so AutoTokenizer loads it from the checkpoint directory (offline)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    named = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "user", "assistant", "what", "is", "in", "the",
-             "video", "?", "a", "bike", "car"]
-    vocab = {t: i for i, t in enumerate(named)}
-    vocab.update({f"w{i}": i for i in range(len(named), VOCAB) if i not in (IMAGE_ID, VIDEO_ID)})
-    vocab.update({"<image>": IMAGE_ID, "<video>": VIDEO_ID})
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
-                                        eos_token="<|im_end|>",
-                                        extra_special_tokens=["<|im_start|>", "<image>", "<video>"])
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(out)
-    return out
-
-
+VIDEO_ID = 121  # as in checkpoints.llava_hf_model
 def compress(args):
     r = CliRunner().invoke(main, ["compress", str(CLIP), "--dtype", "fp32", "-q", *args], catch_exceptions=False)
     assert r.exit_code == 0, r.output

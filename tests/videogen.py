@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Tuple
 import av
 import numpy as np
 
+from mp4rotation import set_display_rotation
+
 CELL_ROWS, CELL_COLS = 2, 4
 DARK, LIGHT = 32, 224
 #: Audio codec and sample rate by container extension (when ``audio=True``).
@@ -149,7 +151,7 @@ def make_video(
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = stored_w, stored_h, pix_fmt
         stream.codec_context.time_base = time_base
-        if turn:
+        if turn and hasattr(stream, "set_display_rotation"):  # PyAV >= 16
             stream.set_display_rotation(-turn)
         sound = add_audio_stream(container, path) if audio else None
         for i, tick in enumerate(ticks):
@@ -162,6 +164,8 @@ def make_video(
             container.mux(packet)
         if sound is not None:
             write_silence(container, sound, float(n / fps))
+    if turn and not hasattr(stream, "set_display_rotation"):  # PyAV 15 (lmms-eval's av<16)
+        set_display_rotation(path, turn)
     times = [float(t * time_base) for t in ticks]
     return MadeVideo(path, n, float(fps), width, height, turn, times)
 
