@@ -17,6 +17,7 @@ in the index), with the configuration the cache's videos were made with.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,8 +184,8 @@ class CachedVideoLLM:
     def compress_config(self):
         """The :class:`~aot_cli.pipeline.run.RunConfig` for videos added to the cache: the
         configuration recorded by its videos (``meta["config"]``; all must agree) with this
-        checkpoint, device and, when none was recorded, this family's profile; for an empty cache
-        the ``aot compress`` defaults for this checkpoint."""
+        checkpoint and device; for an empty cache the ``aot compress`` defaults for this checkpoint
+        with this family's profile."""
         from aot_cli.pipeline.cli_support import build_run_config
 
         recorded: Dict[str, dict] = {}
@@ -199,10 +200,7 @@ class CachedVideoLLM:
         if len(recorded) > 1:
             raise DownstreamError(f"{self.cache_path}: its videos were made with {len(recorded)} different "
                                   "configurations, so a new video's is ambiguous; compress it with aot compress")
-        sections = next(iter(recorded.values()), {})
-        model = sections.setdefault("model", {})
-        if not model.get("profile"):
-            model["profile"] = self.family
+        sections = next(iter(recorded.values()), {"model": {"profile": self.family}})
         flags = {"model": self.checkpoint, "revision": self.revision, "device": self.device_name}
         try:
             return build_run_config(sections, flags)
@@ -216,7 +214,6 @@ class CachedVideoLLM:
         from aot_cli.pipeline.inputs import InputError, expand_inputs
         from aot_cli.pipeline.ranks import RankInfo
 
-        cfg = self.compress_config()
         items = []
         taken = set(self.cache.ids()) if self.cache is not None else set()
         files = set()
@@ -235,10 +232,16 @@ class CachedVideoLLM:
             taken.add(item.video_id)
             items.append((ref, item))
         if self._adapter is None:
+            cfg = self.compress_config()
             try:
-                self._adapter = load_model(cfg.model)
+                adapter = load_model(cfg.model)
+                if adapter.profile.name != self.family:  # recorded "auto", and this path names another family
+                    cfg.model = dataclasses.replace(cfg.model, profile=self.family)
+                    adapter = load_model(cfg.model)
             except ModelLoadError as exc:
                 raise DownstreamError(_first_line(exc)) from None
+            self._adapter, self._compress_cfg = adapter, cfg
+        cfg = self._compress_cfg
         by_id = {item.video_id: ref for ref, item in items}
         events: List[dict] = []
         try:
