@@ -25,7 +25,6 @@ on stderr and exit status 2.
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -67,7 +66,6 @@ class AotLlavaOneVision(lmms):
             self._stop(f"max_new_tokens={max_new_tokens}: not an integer")
         if self.max_new_tokens < 1:
             self._stop(f"max_new_tokens={max_new_tokens}: must be at least 1")
-        self._check_torchvision()
         self._setup_processes(device)
         from aot_cli.downstream.evaluation import CachedVideoLLM
 
@@ -85,17 +83,6 @@ class AotLlavaOneVision(lmms):
     def _stop(self, message: str) -> None:
         print(f"{self.MODEL_NAME}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
         raise EvaluationStopped(2)
-
-    def _check_torchvision(self) -> None:
-        """transformers imports torchvision whenever it is installed; a build that does not
-        match torch (e.g. PyPI's CUDA build next to a CPU-only torch) breaks every LLaVA import."""
-        if importlib.util.find_spec("torchvision") is None:
-            return
-        try:
-            import torchvision  # noqa: F401
-        except Exception as exc:  # noqa: BLE001 - any import failure is the same problem
-            self._stop(f"torchvision is installed but does not load ({' '.join(str(exc).split())}); install the "
-                       "torchvision build that matches your torch, or uninstall it (pip uninstall torchvision)")
 
     def _setup_processes(self, device: Optional[str]) -> None:
         """Rank and device under ``accelerate launch`` (each process takes its share of the
