@@ -83,10 +83,16 @@ def compress_cli(args: List[str]) -> None:
     assert result.exit_code == 0, result.output
 
 
-def run_lmms_eval(setup, model_args: str, tasks: Path, out: Path, model: str = "aot_llava_onevision"):
+def lmms_env(setup) -> Dict[str, str]:
+    """Offline, the plugin named, a private Hugging Face home (lmms-eval's datasets cache)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "LMMS_EVAL"))}
     env.update(LMMS_EVAL_PLUGINS="aot_cli.lmms_eval", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                HF_HOME=str(setup["root"] / "hf-home"), TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+    return env
+
+
+def run_lmms_eval(setup, model_args: str, tasks: Path, out: Path, model: str = "aot_llava_onevision"):
+    env = lmms_env(setup)
     cmd = [sys.executable, "-m", "lmms_eval", "--model", model,
            "--model_args", f"pretrained={setup['ckpt']},device=cpu,dtype=fp32,{model_args}",
            "--include_path", str(tasks), "--tasks", ",".join(TASKS), "--batch_size", "1",
@@ -185,7 +191,7 @@ def test_lmms_eval_answers_from_the_cache_and_compresses_a_missing_video_once(se
     assert answers_and_scores(outputs(root / "out-second")) == (texts, scores)
 
 
-def test_lmms_eval_method_none_cache_reproduces_the_models_own_results(setup):
+def test_lmms_eval_method_none_cache_from_the_task_list_reproduces_the_models_own_results(setup, monkeypatch):
     from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
     from aot_cli.models import load_model
@@ -193,9 +199,16 @@ def test_lmms_eval_method_none_cache_reproduces_the_models_own_results(setup):
 
     root = setup["root"]
     clips = [root / "clips" / "bikes.mp4", root / "clips" / "carphone_pristine.mp4"]
-    compress_cli([*map(str, clips), "--model", str(setup["ckpt"]), "--method", "none", "--ratio", "1.0",
+    tasks = write_task(root / "tasks-none", [setup["bikes"], setup["carphone"], setup["bikes"]])
+    # the documented way to fill a cache before an evaluation: the task's video list, then aot compress --list
+    listed = subprocess.run([sys.executable, "-m", "aot_cli.lmms_eval.videos", "--include_path", str(tasks),
+                             "--tasks", ",".join(TASKS), "-o", str(root / "videos.txt")], cwd=root,
+                            env=lmms_env(setup), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert (root / "videos.txt").read_text().splitlines() == [setup["bikes"], setup["carphone"]]  # each once
+    monkeypatch.chdir(root)  # the list holds a path relative to the evaluation's directory
+    compress_cli(["--list", "videos.txt", "--model", str(setup["ckpt"]), "--method", "none", "--ratio", "1.0",
                   "--frames", "4", "-o", str(root / "cache-none")])
-    tasks = write_task(root / "tasks-none", [setup["bikes"], setup["carphone"]])
     done = run_lmms_eval(setup, f"cache={root / 'cache-none'},record={root / 'none.jsonl'}", tasks, root / "out-none")
     assert done.returncode == 0, done.stderr[-3000:]
     texts, scores = answers_and_scores(outputs(root / "out-none"))
