@@ -262,6 +262,16 @@ def test_cached_llm_reproduces_the_models_own_answer_and_loglikelihood_with_comp
     assert want_text and text == want_text
     assert nll == pytest.approx(want_nll, abs=1e-4) and greedy == bool((scored.argmax(-1) == cont[0]).all())
     assert used.prompt_tokens == ids.shape[1]
+    # a document without a video: its text alone, through the chat template
+    text_only, used = llm.generate(QUESTION, None, max_new_tokens=3)
+    plain = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
+                                          tokenize=False)
+    plain_ids = torch.tensor([tokenizer(plain, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(input_ids=plain_ids, attention_mask=torch.ones_like(plain_ids), max_new_tokens=3,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert text_only == tokenizer.decode(out[0, plain_ids.shape[1]:], skip_special_tokens=True).strip()
+    assert (used.video_id, used.video_tokens, used.prompt_tokens) == (None, 0, plain_ids.shape[1])
 
 
 def test_cached_llm_refuses_caches_of_another_model_before_loading_it(llava, tmp_path):
@@ -285,8 +295,11 @@ def test_cached_llm_refuses_caches_of_another_model_before_loading_it(llava, tmp
         CachedVideoLLM(str(llava["dir"]), aot.path, on_miss="sometimes")
     with pytest.raises(DownstreamError, match="single .safetensors file cannot take new videos"):
         CachedVideoLLM(str(llava["dir"]), aot.path, on_miss="compress")
-    with pytest.raises(DownstreamError, match="no such cache"):
+    with pytest.raises(DownstreamError, match="holds no cache"):
         CachedVideoLLM(str(llava["dir"]), tmp_path / "nothing-here")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DownstreamError, match="holds no cache"):
+        CachedVideoLLM(str(llava["dir"]), tmp_path / "empty")
 
 
 def test_cached_llm_compresses_a_missing_video_with_the_caches_configuration(llava, tmp_path):

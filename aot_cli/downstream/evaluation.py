@@ -99,12 +99,16 @@ class CachedVideoLLM:
         self._matches: Dict[str, Match] = {}
         #: Summary of the last compression run (None until a video was compressed).
         self.last_compression = None
-        if not self.cache_path.exists() and on_miss == "error":
-            raise DownstreamError(f"{self.cache_path}: no such cache (on_miss=compress creates it)")
+        try:
+            fresh = self.cache_path.is_dir() and not any(self.cache_path.iterdir())  # e.g. made by mkdir
+        except OSError as exc:
+            raise DownstreamError(f"{self.cache_path}: cannot read the cache directory ({exc.strerror or exc})") from None
+        if (fresh or not self.cache_path.exists()) and on_miss == "error":
+            raise DownstreamError(f"{self.cache_path}: holds no cache (on_miss=compress creates one)")
         if self.cache_path.is_file() and on_miss == "compress":
             raise DownstreamError(f"{self.cache_path}: a single .safetensors file cannot take new videos; give a "
                                   "cache directory, or on_miss=error")
-        self.cache: Optional[TokenCache] = TokenCache(self.cache_path) if self.cache_path.exists() else None
+        self.cache: Optional[TokenCache] = TokenCache(self.cache_path) if self.cache_path.exists() and not fresh else None
         self.lookup = VideoLookup(self.cache) if self.cache is not None else None
         self._check_entries_meta()
         resolve_dtype(dtype, resolve_device(device))
