@@ -66,13 +66,22 @@ class AotLlavaOneVision(lmms):
             self._stop(f"max_new_tokens={max_new_tokens}: not an integer")
         if self.max_new_tokens < 1:
             self._stop(f"max_new_tokens={max_new_tokens}: must be at least 1")
+        workers = None
+        if decode_workers is not None:
+            try:
+                workers = int(decode_workers)
+            except (TypeError, ValueError):
+                workers = -1
+            if workers < 0:
+                self._stop(f"decode_workers={decode_workers}: must be an integer of at least 0")
         self._setup_processes(device)
         from aot_cli.downstream.evaluation import CachedVideoLLM
 
         try:
             self.llm = CachedVideoLLM(str(pretrained), str(cache), family=self.FAMILY, on_miss=str(on_miss),
-                                      device=self._device_name, dtype=str(dtype), revision=revision,
-                                      record=record, decode_workers=decode_workers,
+                                      device=self._device_name, dtype=str(dtype),
+                                      revision=None if revision is None else str(revision),
+                                      record=None if record is None else str(record), decode_workers=workers,
                                       rank=(self._rank, self._world_size))
         except (DownstreamError, CacheError) as exc:
             self._stop(str(exc))
@@ -96,7 +105,7 @@ class AotLlavaOneVision(lmms):
         accelerator = Accelerator()
         if accelerator.num_processes > 1:
             self.accelerator = accelerator
-            self._rank, self._world_size = accelerator.local_process_index, accelerator.num_processes
+            self._rank, self._world_size = accelerator.process_index, accelerator.num_processes
             if not device:
                 self._device_name = str(accelerator.device)
 
