@@ -261,3 +261,21 @@ def test_lmms_eval_stops_with_one_line_for_a_missing_video_or_another_models_cac
                                         model="aot_llava_video"), "aot_llava_video")
     assert "llava-onevision" in line and "aot_llava_onevision" in line
     assert len(TokenCache(tmp_path / "cache")) == 1  # nothing added
+
+
+def test_lmms_eval_model_arguments_are_checked_in_one_line_before_loading(setup, capsys):
+    from aot_cli.lmms_eval.models.aot_llava_onevision import AotLlavaOneVision, EvaluationStopped
+
+    base = {"pretrained": str(setup["ckpt"]), "cache": str(setup["root"] / "cache"), "device": "cpu"}
+    cases = [({**base, "colour": "red"}, "unknown model argument(s) colour"),
+             ({"pretrained": base["pretrained"]}, "needs pretrained=CHECKPOINT and cache=CACHE_DIR"),
+             ({**base, "decode_workers": "many"}, "decode_workers=many: must be an integer"),
+             ({**base, "max_new_tokens": 0}, "max_new_tokens=0: must be at least 1"),
+             ({**base, "on_miss": "maybe"}, "on_miss=maybe: choose one of error, compress"),
+             ({**base, "dtype": "fp8"}, "--dtype fp8: unknown dtype")]
+    for kwargs, words in cases:
+        with pytest.raises(EvaluationStopped) as stop:
+            AotLlavaOneVision(**kwargs)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert stop.value.code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith("aot_llava_onevision: error: ") and words in lines[0]
