@@ -12,6 +12,7 @@ Seeds are fixed, so the same call gives the same weights.
 - :func:`build_llava_hf`     LlavaOnevisionForConditionalGeneration with a tiny Qwen2, sharded
 - :func:`build_llava_next`   the same weights in the lmms-lab LLaVA-NeXT layout, sharded, plus
                              dummy language-model shards
+- :func:`save_tiny_tokenizer` a word-level tokenizer with a chat template for the tiny LLaVA
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ TEXT_HIDDEN = 48
 # LLaVA-NeXT checkpoints do not record the tower's head count; loaders assume SigLIP-so400m's 16.
 LLAVA_HIDDEN = 64
 LLAVA_HEADS = 16
+# The tiny LLM's vocabulary and placeholder ids (see llava_hf_model).
+LLAVA_VOCAB, LLAVA_IMAGE_ID, LLAVA_VIDEO_ID = 128, 120, 121
 
 
 def _vision_kwargs(image_size: int, hidden: int, layers: int, heads: int) -> dict:
@@ -145,10 +148,10 @@ def llava_hf_model(*, image_size: int = IMAGE, hidden: int = LLAVA_HIDDEN, layer
     torch.manual_seed(seed)
     vision = SiglipVisionConfig(**_vision_kwargs(image_size, hidden, layers, heads), vision_use_head=False)
     text = Qwen2Config(hidden_size=text_hidden, intermediate_size=2 * text_hidden, num_hidden_layers=1,
-                       num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+                       num_attention_heads=4, num_key_value_heads=2, vocab_size=LLAVA_VOCAB)
     config = LlavaOnevisionConfig(
         vision_config=vision.to_dict(), text_config=text.to_dict(), vision_feature_layer=-1,
-        vision_feature_select_strategy="full", image_token_index=120, video_token_index=121,
+        vision_feature_select_strategy="full", image_token_index=LLAVA_IMAGE_ID, video_token_index=LLAVA_VIDEO_ID,
     )
     if attn_implementation:
         config._attn_implementation = attn_implementation
@@ -239,4 +242,37 @@ def build_llava_next(out: Path, *, video: bool = False, seed: int = 0, **kwargs)
         "mm_patch_merge_type": "spatial_unpad", "mm_spatial_pool_mode": "average" if video else "bilinear",
         "mm_newline_position": "grid" if video else "one_token", "image_aspect_ratio": "anyres_max_9",
     })
+    return out
+
+
+#: A Qwen-style chat template: a user turn with a video gets "<video>" then "\n" + its text.
+LLAVA_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }} "
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'video' %}<video>{% endif %}{% endfor %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ '\n' + c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>{{ '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant{{ '\n' }}{% endif %}"
+)
+
+
+def save_tiny_tokenizer(out: Path) -> Path:
+    """A word-level tokenizer covering all 128 ids of the tiny LLM (so any generated id decodes),
+    with <image>=120 and <video>=121 as special tokens and a Qwen-style chat template, saved next
+    to the model so AutoTokenizer loads it from the checkpoint directory (offline)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    named = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "user", "assistant", "what", "is", "in", "the",
+             "video", "?", "a", "bike", "car"]
+    vocab = {t: i for i, t in enumerate(named)}
+    vocab.update({f"w{i}": i for i in range(len(named), LLAVA_VOCAB) if i not in (LLAVA_IMAGE_ID, LLAVA_VIDEO_ID)})
+    vocab.update({"<image>": LLAVA_IMAGE_ID, "<video>": LLAVA_VIDEO_ID})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="<|im_end|>",
+                                        extra_special_tokens=["<|im_start|>", "<image>", "<video>"])
+    tokenizer.chat_template = LLAVA_CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
     return out

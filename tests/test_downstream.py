@@ -18,44 +18,12 @@ from aot_cli.config import DecodeConfig, ModelConfig
 from aot_cli.core import KIND_NEWLINE
 from aot_cli.downstream import (CacheDataset, DownstreamError, build_input_ids, build_inputs_embeds,
                                 collate_videos, generate_answer)
-from checkpoints import IMAGE, PATCH, build_llava_hf, build_siglip, llava_hf_model
+from checkpoints import IMAGE, PATCH, build_llava_hf, build_siglip, llava_hf_model, save_tiny_tokenizer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CLIP = SAMPLES / "bikes.mp4"
 QUESTION = "what is in the video ?"
-IMAGE_ID, VIDEO_ID, VOCAB = 120, 121, 128  # as in checkpoints.llava_hf_model
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }} "
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
-    "{% for c in m['content'] %}{% if c['type'] == 'video' %}<video>{% endif %}{% endfor %}"
-    "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ '\n' + c['text'] }}{% endif %}{% endfor %}"
-    "{% endif %}<|im_end|>{{ '\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant{{ '\n' }}{% endif %}"
-)
-
-
-def save_tiny_tokenizer(out: Path) -> Path:
-    """A word-level tokenizer covering all 128 ids of the tiny LLM (so any generated id decodes),
-    with <image>=120 and <video>=121 as special tokens and a Qwen-style chat template, saved next
-    to the model so AutoTokenizer loads it from the checkpoint directory (offline)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    named = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "user", "assistant", "what", "is", "in", "the",
-             "video", "?", "a", "bike", "car"]
-    vocab = {t: i for i, t in enumerate(named)}
-    vocab.update({f"w{i}": i for i in range(len(named), VOCAB) if i not in (IMAGE_ID, VIDEO_ID)})
-    vocab.update({"<image>": IMAGE_ID, "<video>": VIDEO_ID})
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
-                                        eos_token="<|im_end|>",
-                                        extra_special_tokens=["<|im_start|>", "<image>", "<video>"])
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(out)
-    return out
-
-
+VIDEO_ID = 121  # as in checkpoints.llava_hf_model
 def compress(args):
     r = CliRunner().invoke(main, ["compress", str(CLIP), "--dtype", "fp32", "-q", *args], catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -217,3 +185,147 @@ def test_ask_command_end_to_end_on_cpu(llava):
     assert bad.exit_code == 2
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "missing" in lines[0] and "no such checkpoint directory" in lines[0]
+
+
+# ------------------------------------------------------------------ finding a benchmark's video in a cache
+
+def _entry(writer: CacheWriter, video_id: str, data: bytes, recorded_path: str, given=None) -> None:
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    video = {"path": recorded_path, "size_bytes": len(data), "sha256": sha}
+    if given is not None:
+        video["given_path"] = given
+    writer.add(video_id, {"tokens": torch.zeros(2, 4)}, {"video": video, "sha256": sha})
+
+
+def test_lookup_tries_id_then_path_then_unique_name_then_content_hash(tmp_path, monkeypatch):
+    from aot_cli.downstream.lookup import Match, VideoLookup
+
+    data = tmp_path / "data"
+    (data / "clips").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "other").mkdir()
+    a, b, c = data / "clips" / "a.mp4", data / "clips" / "b.mp4", tmp_path / "elsewhere" / "c.mp4"
+    for path, content in ((a, b"A" * 100), (b, b"B" * 50), (c, b"C" * 70), (tmp_path / "other" / "a.mp4", b"X" * 10)):
+        path.write_bytes(content)
+    with CacheWriter(tmp_path / "cache") as writer:
+        _entry(writer, "clips/a.mp4", b"A" * 100, "clips/a.mp4")  # an older cache: relative path
+        _entry(writer, "b-entry", b"B" * 50, "/moved/b.mp4", given=str(b))
+        _entry(writer, "hash-of-c", b"C" * 70, "/gone/c.mp4")
+        _entry(writer, "set1/x.mp4", b"1", "/gone/1/x.mp4")
+        _entry(writer, "set2/x.mp4", b"2", "/gone/2/x.mp4")
+    monkeypatch.chdir(data)
+    lookup = VideoLookup(TokenCache(tmp_path / "cache"))
+    assert lookup.find("clips/a.mp4") == Match("clips/a.mp4", "id")
+    assert lookup.find("./clips/../clips/a.mp4") == Match("clips/a.mp4", "id")
+    assert lookup.find(str(a)) == Match("clips/a.mp4", "path")  # recorded relative path, resolved here
+    assert lookup.find(str(b)) == Match("b-entry", "path")  # given_path
+    assert lookup.find("../data/clips/b.mp4") == Match("b-entry", "path")
+    assert lookup.find("/mnt/bench/clips/a.mp4") == Match("clips/a.mp4", "name")  # no such file: name only
+    assert lookup.find(str(tmp_path / "other" / "a.mp4")) is None  # same name, other size, other content
+    assert lookup.find(str(c)) == Match("hash-of-c", "sha256")
+    assert lookup.find("/mnt/bench/x.mp4") is None  # two cached ids end with x.mp4
+    assert lookup.find("/mnt/bench/set2/x.mp4") == Match("set2/x.mp4", "name")
+
+
+# ------------------------------------------------------------------ CachedVideoLLM (the lmms-eval models' core)
+
+def _reference_ids(tokenizer, question: str, n_video: int) -> torch.Tensor:
+    """The model's own prompt: the chat template's <video> repeated as the processor does."""
+    turn = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    text = tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+    return torch.tensor([tokenizer(text.replace("<video>", "<video>" * n_video), add_special_tokens=False)["input_ids"]])
+
+
+def test_cached_llm_reproduces_the_models_own_answer_and_loglikelihood_with_compression_off(llava):
+    from aot_cli.downstream.evaluation import CachedVideoLLM
+    from aot_cli.models import load_model
+    from aot_cli.video import decode_video
+
+    model, tokenizer, video = llava["model"], llava["tokenizer"], llava["off"]
+    llm = CachedVideoLLM(str(llava["dir"]), video.path, device="cpu", dtype="fp32")
+    text, used = llm.generate(QUESTION, str(CLIP), max_new_tokens=5)
+    nll, greedy, _ = llm.loglikelihood(QUESTION, " a bike", str(CLIP))
+    assert used.video_id == video.id and used.video_tokens == len(video.tokens) == 4 * 25 + 1
+    decoded = decode_video(CLIP, DecodeConfig(frames=4))
+    assert decoded.indices == video["frame_indices"].tolist()  # the same sampled frames
+    pixels = load_model(ModelConfig(model=str(llava["dir"]), dtype="fp32")).preprocess(decoded.frames)[None]
+    ids = _reference_ids(tokenizer, QUESTION, 4 * 25 + 1)
+    cont = torch.tensor([tokenizer(" a bike", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, pixel_values_videos=pixels, attention_mask=torch.ones_like(ids),
+                             max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        logits = model(input_ids=torch.cat([ids, cont], 1), pixel_values_videos=pixels).logits[0].log_softmax(-1)
+    want_text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    scored = logits[ids.shape[1] - 1:-1]
+    want_nll = -scored.gather(1, cont[0, :, None]).mean().item()
+    assert want_text and text == want_text
+    assert nll == pytest.approx(want_nll, abs=1e-4) and greedy == bool((scored.argmax(-1) == cont[0]).all())
+    assert used.prompt_tokens == ids.shape[1]
+    # a document without a video: its text alone, through the chat template
+    text_only, used = llm.generate(QUESTION, None, max_new_tokens=3)
+    plain = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
+                                          tokenize=False)
+    plain_ids = torch.tensor([tokenizer(plain, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(input_ids=plain_ids, attention_mask=torch.ones_like(plain_ids), max_new_tokens=3,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert text_only == tokenizer.decode(out[0, plain_ids.shape[1]:], skip_special_tokens=True).strip()
+    assert (used.video_id, used.video_tokens, used.prompt_tokens) == (None, 0, plain_ids.shape[1])
+
+
+def test_cached_llm_refuses_caches_of_another_model_before_loading_it(llava, tmp_path):
+    from aot_cli.downstream.evaluation import CachedVideoLLM
+
+    aot = llava["aot"]
+    missing_ckpt = str(tmp_path / "no-checkpoint")  # never reached: the cache is checked first
+    with pytest.raises(DownstreamError, match="made with the llava-onevision profile.*use aot_llava_onevision"):
+        CachedVideoLLM(missing_ckpt, aot.path, family="llava-video")
+    meta = dict(aot.meta, newline="grid")
+    with CacheWriter(tmp_path / "grid") as writer:
+        writer.add("v.mp4", {"tokens": aot.tokens, "kind": aot.kind}, meta)
+    with pytest.raises(DownstreamError, match="records newline convention 'grid'"):
+        CachedVideoLLM(missing_ckpt, tmp_path / "grid")
+    with CacheWriter(tmp_path / "narrow") as writer:
+        writer.add("v.mp4", {"tokens": aot.tokens[:, :32], "kind": aot.kind}, aot.meta)
+    with pytest.raises(DownstreamError, match=r"\[21, 32\] but the LLM of .* is 48 wide") as err:
+        CachedVideoLLM(str(llava["dir"]), tmp_path / "narrow")
+    assert "\n" not in str(err.value)
+    with pytest.raises(DownstreamError, match="on_miss=sometimes: choose one of error, compress"):
+        CachedVideoLLM(str(llava["dir"]), aot.path, on_miss="sometimes")
+    with pytest.raises(DownstreamError, match="single .safetensors file cannot take new videos"):
+        CachedVideoLLM(str(llava["dir"]), aot.path, on_miss="compress")
+    with pytest.raises(DownstreamError, match="holds no cache"):
+        CachedVideoLLM(str(llava["dir"]), tmp_path / "nothing-here")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DownstreamError, match="holds no cache"):
+        CachedVideoLLM(str(llava["dir"]), tmp_path / "empty")
+
+
+def test_cached_llm_compresses_a_missing_video_with_the_caches_configuration(llava, tmp_path):
+    import json
+
+    from aot_cli.downstream.evaluation import CachedVideoLLM
+
+    cache_dir = tmp_path / "cache"
+    first = compress(["--model", str(llava["dir"]), "--ratio", "0.1", "--frames", "8", "-o", str(cache_dir)])
+    other = SAMPLES / "carphone_pristine.mp4"
+    record = tmp_path / "record.jsonl"
+    llm = CachedVideoLLM(str(llava["dir"]), cache_dir, on_miss="compress", device="cpu", dtype="fp32",
+                         record=record, decode_workers=0)
+    with pytest.raises(DownstreamError, match="nope.mp4: video not in the cache .* no such file"):
+        llm.prepare([str(tmp_path / "nope.mp4")])
+    found = llm.prepare([str(other), str(CLIP)])
+    assert found[str(CLIP)].video_id == first.id and llm.last_compression.done == 1
+    cache = TokenCache(cache_dir)
+    added = cache[found[str(other)].video_id]
+    assert added.meta["config_fingerprint"] == first.meta["config_fingerprint"]  # the recorded configuration
+    assert added.meta["counts"]["achieved"] == round(0.1 * 8 * 25) and added.meta["counts"]["frames"] == 8
+    text, used = llm.generate(QUESTION, str(other), max_new_tokens=3)
+    assert used.video_id == added.id and used.video_tokens == len(added.tokens)
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [line.get("event") for line in lines] == ["compressed", None]
+    assert lines[1]["cache_id"] == added.id and lines[1]["video_tokens"] == len(added.tokens)
+    again = CachedVideoLLM(str(llava["dir"]), cache_dir, on_miss="compress", device="cpu", dtype="fp32")
+    assert again.prepare([str(other)])[str(other)].video_id == added.id and again.last_compression is None

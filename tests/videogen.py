@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Tuple
 import av
 import numpy as np
 
+from mp4rotation import set_display_rotation
+
 CELL_ROWS, CELL_COLS = 2, 4
 DARK, LIGHT = 32, 224
 #: Audio codec and sample rate by container extension (when ``audio=True``).
@@ -154,7 +156,7 @@ def make_video(
         if gop is not None:
             stream.codec_context.gop_size = gop
         stream.codec_context.time_base = time_base
-        if turn:
+        if turn and hasattr(stream, "set_display_rotation"):  # PyAV >= 16
             stream.set_display_rotation(-turn)
         sound = add_audio_stream(container, path) if audio else None
         for i, tick in enumerate(ticks):
@@ -167,6 +169,8 @@ def make_video(
             container.mux(packet)
         if sound is not None:
             write_silence(container, sound, float(n / fps))
+    if turn and not hasattr(stream, "set_display_rotation"):  # PyAV 15 (lmms-eval's av<16)
+        set_display_rotation(path, turn)
     times = [float(t * time_base) for t in ticks]
     return MadeVideo(path, n, float(fps), width, height, turn, times)
 

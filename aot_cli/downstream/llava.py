@@ -214,10 +214,7 @@ def build_inputs_embeds(model: Any, processor_or_tokenizer: Any, prompt: str, ca
     embedding table's device). Raises :class:`DownstreamError` when the cache was not made with a
     LLaVA model's vision side, its width differs from the LLM's, or its newline is not this
     model's ``image_newline``."""
-    tokens, kind, meta, where = cached_parts(cached_video)
-    check_llava_meta(meta, where)
-    check_token_width(tokens, int(model.get_input_embeddings().embedding_dim), meta, where)
-    check_newline_matches(tokens, kind, model, where)
+    tokens = checked_tokens(model, cached_video)
     input_ids = build_input_ids(model, processor_or_tokenizer, prompt, int(tokens.shape[0]))
     embeds = splice_video_tokens(model, input_ids, tokens)
     mask = torch.ones(input_ids.shape, dtype=torch.long, device=embeds.device)
@@ -226,17 +223,66 @@ def build_inputs_embeds(model: Any, processor_or_tokenizer: Any, prompt: str, ca
     return embeds, mask
 
 
-def generate_answer(model: Any, processor_or_tokenizer: Any, inputs_embeds: torch.Tensor,
-                    attention_mask: torch.Tensor, max_new_tokens: int = 64) -> Tuple[str, torch.Tensor]:
-    """Greedy generation from spliced embeddings: ``(decoded text, new token ids [N])``. With
-    only ``inputs_embeds`` given, transformers returns just the new tokens."""
+def checked_tokens(model: Any, cached_video: Any) -> torch.Tensor:
+    """The cached tokens [T, H] of ``cached_video`` after the checks of :func:`build_inputs_embeds`
+    (LLaVA family, width = the LLM's hidden size, newline rows = the model's ``image_newline``)."""
+    tokens, kind, meta, where = cached_parts(cached_video)
+    check_llava_meta(meta, where)
+    check_token_width(tokens, int(model.get_input_embeddings().embedding_dim), meta, where)
+    check_newline_matches(tokens, kind, model, where)
+    return tokens
+
+
+def build_text_input_ids(processor_or_tokenizer: Any, prompt: str) -> torch.Tensor:
+    """Token ids [1, L] of a prompt without a video: one user turn through the chat template
+    (with a generation prompt), or the bare prompt with the tokenizer's special tokens when
+    there is no template."""
     tokenizer = text_tokenizer(processor_or_tokenizer)
-    extra = {}
+    turn = [{"role": "user", "content": prompt}]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    return torch.tensor([ids], dtype=torch.long)
+
+
+def continuation_scores(model: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                        continuation_ids: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+    """Log-probabilities of ``continuation_ids`` [C] (C >= 1) following a prompt given as
+    ``inputs_embeds`` [1, P, H]: the continuation is embedded and appended, one forward pass
+    runs, and the logits at positions P-1 .. P+C-2 score tokens P .. P+C-1. Returns
+    ``(log-probabilities float32 [C], greedy)`` where ``greedy`` is True when every continuation
+    token is the argmax at its position (greedy decoding would produce it)."""
+    embedding = model.get_input_embeddings()
+    ids = continuation_ids.reshape(1, -1).to(embedding.weight.device)
+    if ids.shape[1] == 0:
+        raise DownstreamError("the continuation to score has no tokens")
+    embeds = torch.cat([inputs_embeds, embedding(ids).to(inputs_embeds.dtype)], dim=1)
+    mask = torch.cat([attention_mask, torch.ones_like(ids, dtype=attention_mask.dtype)], dim=1)
+    logits = model(inputs_embeds=embeds, attention_mask=mask).logits[0]
+    prompt_len = inputs_embeds.shape[1]
+    scored = logits[prompt_len - 1:prompt_len - 1 + ids.shape[1]].float().log_softmax(-1)
+    logprobs = scored.gather(1, ids[0].unsqueeze(1)).squeeze(1)
+    greedy = bool((scored.argmax(-1) == ids[0]).all())
+    return logprobs.cpu(), greedy
+
+
+def generate_answer(model: Any, processor_or_tokenizer: Any, inputs_embeds: torch.Tensor,
+                    attention_mask: torch.Tensor, max_new_tokens: int = 64,
+                    generation: Optional[Mapping[str, Any]] = None) -> Tuple[str, torch.Tensor]:
+    """Generation from spliced embeddings: ``(decoded text, new token ids [N])``, greedy unless
+    ``generation`` (extra ``model.generate`` arguments such as ``do_sample``, ``temperature``,
+    ``top_p``, ``num_beams``) says otherwise. With only ``inputs_embeds`` given, transformers
+    returns just the new tokens."""
+    tokenizer = text_tokenizer(processor_or_tokenizer)
+    extra: dict = {"do_sample": False}
     if getattr(model.generation_config, "pad_token_id", None) is None:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is not None:
             extra["pad_token_id"] = pad
+    extra.update(generation or {})
     out = model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                         max_new_tokens=max_new_tokens, do_sample=False, **extra)
+                         max_new_tokens=max_new_tokens, **extra)
     new_ids = out[0]
     return tokenizer.decode(new_ids, skip_special_tokens=True).strip(), new_ids
