@@ -301,7 +301,7 @@ def test_cover_picture_is_never_chosen(tmp_path: Path) -> None:
         video_out = out.add_stream_from_template(video_in)
         cover = out.add_stream("mjpeg", rate=1)
         cover.width, cover.height, cover.pix_fmt = 32, 32, "yuvj420p"
-        cover.disposition = av.stream.Disposition.attached_pic
+        cover.disposition = av.stream.Disposition.attached_pic.value  # an int for PyAV 15 and 16+
         picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
         picture.pts = 0
         for packet in list(cover.encode(picture)) + list(cover.encode(None)):

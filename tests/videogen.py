@@ -254,8 +254,8 @@ def make_two_streams(path: str | Path, n: int = 24, fps: float = 10, size: Tuple
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.time_base = time_base
             stream.codec_context.gop_size = 6
-        busy.disposition = av.stream.Disposition(0)
-        plain.disposition = av.stream.Disposition.default
+        busy.disposition = 0  # ints work on PyAV 15 and 16+
+        plain.disposition = av.stream.Disposition.default.value
         for i in range(n):
             noisy = frame_pattern(i, width, height).astype(np.int16) + rng.integers(-20, 21, (height, width, 3))
             frames = [av.VideoFrame.from_ndarray(np.clip(noisy, 0, 255).astype(np.uint8), format="rgb24"),

@@ -342,7 +342,10 @@ def probe_with_index(
         header = int(chosen.frames or 0) or None
         codec = chosen.codec_context.name
         has_audio = len(container.streams.audio) > 0
-        indexed_at_open = len(chosen.index_entries) > 0
+        # PyAV >= 16 shows the demuxer's index; older PyAV (lmms-eval pins av<16) does not, and
+        # the per-seek picture check in the reader still guards an index that turns out empty.
+        entries = getattr(chosen, "index_entries", None)
+        indexed_at_open = True if entries is None else len(entries) > 0
         scan = scan_packets(container, chosen, deadline)
         shown_pts = scan.shown(scan.pts)
         if not shown_pts:
