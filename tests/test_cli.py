@@ -565,3 +565,28 @@ def test_readme_config_example_is_valid(tmp_path):
     path.write_text(as_json.replace("\n", " "))
     cfg = build_settings(str(path), {"frames": 32}).cfg
     assert (cfg.method.ratio, cfg.decode.frames, cfg.method.global_ratio, cfg.decode.timeout) == (0.15, 32, 0.25, 120)
+
+
+def test_checkpoint_peek_agrees_with_the_loaded_model(tiny_siglip_dir, tiny_clip_dir, tiny_dinov2_dir,
+                                                       tiny_llava_hf_dir, tiny_llava_next_dir, tmp_path):
+    """What the up-front checks read from config files equals what the loaded adapter says."""
+    from aot_cli.models import load_model
+    from aot_cli.models.peek import peek_checkpoint
+    from aot_cli.models.source import resolve_source
+    from checkpoints import build_siglip2
+
+    dirs = [tiny_siglip_dir, tiny_clip_dir, tiny_dinov2_dir, tiny_llava_hf_dir, tiny_llava_next_dir,
+            build_siglip2(tmp_path / "siglip2")]
+    grids = []
+    for path in dirs:
+        for profile in (None, "llava-video"):
+            cfg = ModelConfig(model=str(path), dtype="fp32", profile=profile)
+            found = peek_checkpoint(resolve_source(cfg.model), cfg)
+            adapter = load_model(cfg)
+            want = adapter.profile
+            assert (found.profile.name, found.profile.pooling, found.profile.clip_length,
+                    found.profile.default_frames) == (want.name, want.pooling, want.clip_length, want.default_frames)
+            if found.grid is not None:
+                assert tuple(found.grid) == tuple(adapter.grid)
+            grids.append(found.grid)
+    assert sum(g is not None for g in grids) == 8  # known for all but SigLIP2 naflex and LLaVA-NeXT

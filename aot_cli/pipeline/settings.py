@@ -441,9 +441,15 @@ def resolve_model(settings: RunSettings, peek: bool = True) -> ModelPlan:
     source = resolve_source(cfg.model.model, cfg.model.revision)
     plan = ModelPlan(source=source, identity=model_identity(cfg.model, source))
     if peek:
+        from ..models.errors import ModelLoadError
         from ..models.peek import peek_checkpoint
 
-        found = peek_checkpoint(source, cfg.model)
+        try:
+            found = peek_checkpoint(source, cfg.model)
+        except ModelLoadError:
+            raise
+        except Exception:  # noqa: BLE001 - an odd config the peek cannot read: the loader decides
+            return plan
         plan.profile, plan.grid = found.profile, found.grid
     return plan
 
