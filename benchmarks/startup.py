@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -21,23 +22,38 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 
-def timed(cmd, cwd, repeat, env=None):
-    """(best s, median s, peak RSS MB of the process, last exit code, stderr lines of the last run)."""
+def timed(cmd, cwd, repeat, env=None, limit=120.0):
+    """(best s, median s, peak RSS MB of the process, last exit code or "timeout", stderr lines of
+    the last run). A run still going after ``limit`` seconds is killed with its process group."""
     times, rss, code, lines = [], 0.0, None, 0
     for _ in range(repeat):
         with tempfile.TemporaryFile() as err:
             t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                    start_new_session=True)
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() - t0 > limit:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(0.01)
             times.append(time.perf_counter() - t0)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # anything the run left behind
+            except OSError:
+                pass
             proc.returncode = os.waitstatus_to_exitcode(status)
             rss = max(rss, usage.ru_maxrss / 1024)
-            code = proc.returncode
+            code = "timeout" if times[-1] > limit else proc.returncode
             err.seek(0)
             lines = len([ln for ln in err.read().decode(errors="replace").splitlines() if ln.strip()])
+        if code == "timeout":
+            break
     return min(times), statistics.median(times), rss, code, lines
 
 
@@ -45,14 +61,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--aot", default=str(Path(sys.executable).parent / "aot"))
+    ap.add_argument("--limit", type=float, default=120.0, help="seconds after which a run is killed")
     args = ap.parse_args()
-    from checkpoints import build_siglip
-
     aot = args.aot
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  cpus: {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = build_siglip(tmp / "siglip")
+        ckpt = tmp / "siglip"  # built in a child process, so this one stays small (RSS is per child)
+        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from checkpoints import "
+                        "build_siglip; build_siglip(sys.argv[2])", str(ROOT / "tests"), str(ckpt)], check=True,
+                       capture_output=True)
         clip = ROOT / "samples" / "realshort.mp4"
         setup = subprocess.run([aot, "compress", str(clip), "-o", str(tmp / "one.safetensors"), "--model", str(ckpt),
                                 "--frames", "4", "--dtype", "fp32", "-q"], capture_output=True, text=True)
@@ -75,7 +93,7 @@ def main() -> None:
              {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}),
         ]
         for name, cmd, env in cases:
-            best, median, rss, code, lines = timed(cmd, tmp, args.repeat, env)
+            best, median, rss, code, lines = timed(cmd, tmp, args.repeat, env, args.limit)
             print(f"{name:40s} best {best:6.2f} s  median {median:6.2f} s  peak RSS {rss:5.0f} MB  exit {code}  "
                   f"stderr lines {lines}")
         created = sorted(p.name for p in tmp.iterdir() if p.name.startswith("bad"))
