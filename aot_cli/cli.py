@@ -1,7 +1,8 @@
 """The `aot` command line: parses flags, calls the library, prints. No logic of its own.
 
-Imports stay light: `aot --help`, `--version` and `inspect` never import torch, transformers or
-the model code; each command imports what it needs when it runs. Every command validates flags
+Imports stay light: this module imports only click, so `aot --help` and `--version` load neither
+torch, transformers nor the model code, and each command imports what it needs when it runs
+(`inspect` only the cache reader and the statistics). Every command validates flags
 and config files (:mod:`aot_cli.pipeline.settings`) before it loads a model, decodes, starts a
 process or creates a file.
 """

@@ -67,9 +67,10 @@ def default_output(items, output: Optional[str]) -> tuple:
 
 
 def check_output(out: Path, single: bool) -> None:
-    """Refuse an output that cannot be written, before anything runs: a file where a cache
-    directory should be (or the reverse), a directory that is neither empty nor a cache, a
-    parent that is a file or not writable. UsageError naming ``-o``."""
+    """Refuse an output that cannot be used, before anything runs: a file where a cache
+    directory should be (or the reverse), a directory that is neither empty nor a cache, a new
+    output whose parent is a file or not writable. UsageError naming ``-o``. (An existing output
+    is not required to be writable: a rerun may have nothing to write.)"""
     from ..cache.layout import MANIFEST, allowed_in_new_cache
     from .settings import UsageError
 
@@ -80,9 +81,7 @@ def check_output(out: Path, single: bool) -> None:
         if single:
             if not out.is_file():
                 raise UsageError(f"{what}: exists and is not a file; a .safetensors output is one file")
-            if not os.access(out, os.W_OK) or not os.access(out.parent if str(out.parent) else ".", os.W_OK):
-                raise UsageError(f"{what}: cannot be replaced (read-only)")
-            return
+            return  # an earlier output: a rerun may have nothing to write (the writer reports write errors)
         if not out.is_dir():
             raise UsageError(f"{what}: exists and is not a cache directory (give a new or existing cache "
                              "directory, or a .safetensors file for one video)")
@@ -92,8 +91,6 @@ def check_output(out: Path, single: bool) -> None:
             raise UsageError(f"{what}: cannot list it ({e.strerror or e})") from None
         if MANIFEST not in names and not all(allowed_in_new_cache(n) for n in names):
             raise UsageError(f"{what}: a directory that is neither empty nor an aot cache (no {MANIFEST})")
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise UsageError(f"{what}: the cache directory is not writable")
         return
     parent = Path(os.path.abspath(out)).parent
     while not parent.exists() and parent != parent.parent:
