@@ -32,24 +32,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 SAMPLES = ROOT / "samples"
 HOSTILE = ROOT / "tests" / "data" / "hostile"
 
+from proctools import marked as find_marked  # noqa: E402  (tests/ is on the path)
+
 
 def marked(marker: str) -> List[int]:
-    needle = f"AOT_HOSTILE_RUN={marker}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                if needle not in handle.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                state = handle.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in (b"Z", b"X"):
-            found.append(int(name))
-    return found
+    return find_marked("AOT_HOSTILE_RUN", marker)
 
 
 @dataclass

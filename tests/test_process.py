@@ -25,6 +25,7 @@ import pytest
 
 from aot_cli.cache import TokenCache
 from checkpoints import build_siglip
+from proctools import marked as find_marked
 from videogen import make_video
 
 DRIVER = Path(__file__).resolve().parent / "stage_driver.py"
@@ -59,23 +60,8 @@ def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 def marked(marker: str) -> List[int]:
-    """Live (not zombie) processes whose environment holds ``AOT_TEST_RUN=marker``."""
-    needle = f"AOT_TEST_RUN={marker}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                if needle not in handle.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                state = handle.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in (b"Z", b"X"):
-            found.append(int(name))
-    return found
+    """Live processes of the run whose environment holds ``AOT_TEST_RUN=marker``."""
+    return find_marked("AOT_TEST_RUN", marker)
 
 
 class Run:
