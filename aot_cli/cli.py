@@ -1,11 +1,16 @@
-"""The `aot` command line: parses flags, calls the library, prints. No logic of its own."""
+"""The `aot` command line: parses flags, calls the library, prints. No logic of its own.
+
+Imports stay light: this module imports only click, so `aot --help` and `--version` load neither
+torch, transformers nor the model code, and each command imports what it needs when it runs
+(`inspect` only the cache reader and the statistics). Every command validates flags
+and config files (:mod:`aot_cli.pipeline.settings`) before it loads a model, decodes, starts a
+process or creates a file.
+"""
 from __future__ import annotations
 
 import json
-import re
+import os
 import sys
-from pathlib import Path
-from typing import Any, Dict, Optional
 
 import click
 
@@ -14,58 +19,23 @@ EXIT_FAILED_VIDEOS = 1
 EXIT_USAGE = 2
 
 
-def _size(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?i?b?)?\s*", str(text).lower())
-    if not m:
-        raise click.BadParameter(f"not a size: {text!r} (e.g. 1GiB, 500MB, 1048576)")
-    units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-             "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
-    unit = m.group(2) or ""
-    if unit not in units:
-        raise click.BadParameter(f"unknown size unit in {text!r}")
-    return int(float(m.group(1)) * units[unit])
+def _fail(msg: object, code: int = EXIT_USAGE):
+    """One ``aot: error: ...`` line on stderr (control characters escaped) and exit."""
+    from .pipeline.progress import print_error
 
-
-def _load_config_file(path: Optional[str]) -> Dict[str, Dict[str, Any]]:
-    if path is None:
-        return {}
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise click.UsageError(f"{p}: cannot read config file ({e.strerror or e})")
-    try:
-        if p.suffix.lower() == ".toml":
-            import tomllib
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except Exception as e:  # noqa: BLE001 - any parse error is a usage error
-        raise click.UsageError(f"{p}: not a valid config file ({str(e).splitlines()[0]})")
-    if isinstance(data, dict) and "config" in data and isinstance(data["config"], dict):
-        data = data["config"]  # a cache's recorded config can be fed back in
-    unknown = set(data) - {"decode", "model", "method", "storage"}
-    if unknown:
-        raise click.UsageError(f"{p}: unknown section(s) {', '.join(sorted(unknown))} "
-                               "(expected decode, model, method, storage)")
-    return data
-
-
-def _fail(msg: str, code: int = EXIT_USAGE):
-    click.echo(f"aot: error: {msg}", err=True)
+    print_error(msg)
     sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="aot-cli", prog_name="aot")
 def main():
-    """Compress video-LLM visual tokens with AOT and cache them in safetensors."""
-    # The CLI prints its own one-line messages; transformers' load reports (unused head weights,
-    # text towers we do not load) and progress bars would only bury them.
-    from transformers.utils import logging as hf_logging
+    """Compress video-LLM visual tokens with AOT and cache them in safetensors.
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    \b
+    Exit codes: 0 done, 1 some video failed, 2 bad flags / config / inputs / model / output
+    (checked before anything runs), 128+N interrupted by signal N after committing finished work.
+    """
 
 
 # ------------------------------------------------------------------ options shared by commands
@@ -74,7 +44,7 @@ def main():
 BUDGET_OPTIONS = (
     click.option("--ratio", type=float, help="Keep round(RATIO x frames x tokens-per-frame) tokens exactly. Default 0.1."),
     click.option("--method", type=click.Choice(["aot", "none"]), help="'none': no compression (the model's own tokens)."),
-    click.option("--anchors", "num_anchors", type=int, help="Reference rules: anchors per frame V (with --keep-ratio)."),
+    click.option("--anchors", "anchors", type=int, help="Reference rules: anchors per frame V (with --keep-ratio)."),
     click.option("--keep-ratio", type=float, help="Reference rules: quantile keep ratio of the inter-frame stage."),
 )
 
@@ -108,7 +78,7 @@ DECODE_OPTIONS = (
                   "keyframes where the file's index allows it, else reading in order; decord: decord, kept only where "
                   "its pictures match PyAV's. All give the pictures of a sequential FFmpeg decode."),
     click.option("--decode-timeout", type=float, help="Seconds without progress before reading a video is abandoned "
-                  "as hung and its decoder process killed (default 60)."),
+                  "as hung and its decoder process killed (default 60; must be > 0)."),
     click.option("--stream", type=int, metavar="N", help="Read video stream N (container index; default: FFmpeg's "
                   "best video stream, never a cover picture)."),
     click.option("--decoder-log", type=click.Choice(["quiet", "error", "warning", "info", "debug"]),
@@ -140,6 +110,10 @@ PIPELINE_OPTIONS = (
 )
 
 
+CONFIG_HELP = ("JSON or TOML file of options: keys are the flag names (frames, decode-timeout, anchors, ...), at "
+               "the top level or in sections decode/model/method/storage; flags override it.")
+
+
 def with_options(*groups):
     """Apply option groups to a command, in the order given (compress, bench and sweep share them)."""
     def apply(fn):
@@ -161,9 +135,9 @@ def with_options(*groups):
 @click.option("--path-column", default="path", show_default=True, help="Manifest column holding the video path.")
 @click.option("--id", "id_mode", type=click.Choice(["path", "hash"]), default="path", show_default=True,
               help="Video ids: relative path, or content sha256.")
-@click.option("--config", "config_file", metavar="FILE", help="JSON/TOML file with decode/model/method/storage sections; flags override it.")
+@click.option("--config", "config_file", metavar="FILE", help=CONFIG_HELP)
 @with_options(BUDGET_OPTIONS, METHOD_OPTIONS, DECODE_OPTIONS, MODEL_OPTIONS, PIPELINE_OPTIONS)
-@click.option("--shard-size", help="Close cache shards at this size (default 1GiB).")
+@click.option("--shard-size", help="Close cache shards at this size (default 1GiB; 500MB, 2GiB, bytes).")
 @click.option("--overwrite", is_flag=True, help="Recompute videos already in the cache.")
 @click.option("--jsonl", is_flag=True, help="One JSON line per video on stdout (an ok video once it is committed).")
 @click.option("--num-shards", type=int, help="Split the inputs into this many parts (with --shard-id).")
@@ -179,8 +153,7 @@ def compress(inputs, output, list_file, manifest, path_column, id_mode, config_f
     from .pipeline.cli_support import run_compress
 
     code = run_compress(inputs=inputs, output=output, list_file=list_file, manifest=manifest,
-                        path_column=path_column, id_mode=id_mode, file_cfg=_load_config_file(config_file),
-                        flags=flags, size_parser=_size)
+                        path_column=path_column, id_mode=id_mode, config_file=config_file, flags=flags)
     sys.exit(code)
 
 
@@ -188,7 +161,7 @@ def compress(inputs, output, list_file, manifest, path_column, id_mode, config_f
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--config", "config_file", metavar="FILE", help="JSON/TOML file with decode/model/method/storage sections; flags override it.")
+@click.option("--config", "config_file", metavar="FILE", help=CONFIG_HELP)
 @with_options(BUDGET_OPTIONS, METHOD_OPTIONS, DECODE_OPTIONS, MODEL_OPTIONS, PIPELINE_OPTIONS)
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run every measurement this many times; times are the best run, memory the highest peak.")
@@ -206,9 +179,8 @@ def bench(inputs, config_file, json_path, workdir, repeat, warmup, quiet, **flag
     """
     from .bench.cli_support import run_bench_command
 
-    code = run_bench_command(inputs=inputs, file_cfg=_load_config_file(config_file), flags=flags,
-                             json_path=json_path, workdir=workdir, repeat=repeat, warmup=warmup, quiet=quiet,
-                             size_parser=_size)
+    code = run_bench_command(inputs=inputs, config_file=config_file, flags=flags,
+                             json_path=json_path, workdir=workdir, repeat=repeat, warmup=warmup, quiet=quiet)
     sys.exit(code)
 
 
@@ -254,12 +226,16 @@ def ask(cache_path, question, video_id, checkpoint, max_new_tokens, device, dtyp
     """Answer QUESTION about a cached video with the full LLaVA model (cached tokens spliced in)."""
     from .cache import CacheError
     from .downstream import DownstreamError, ask_cached_video
+    from .pipeline.cli_support import quiet_transformers
 
     try:
+        quiet_transformers()
         answer = ask_cached_video(cache_path, video_id, checkpoint, question, max_new_tokens=max_new_tokens,
                                   device=device, dtype=dtype)
     except (CacheError, DownstreamError) as e:
         _fail(str(e))
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        _fail(f"unexpected {type(e).__name__}: {e}")
     click.echo(answer.text)
 
 
@@ -274,7 +250,7 @@ def ask(cache_path, question, video_id, checkpoint, max_new_tokens, device, dtyp
 @click.option("--plot", "plot_png", type=click.Path(dir_okay=False),
               help="Write requested vs achieved retention as a PNG (needs matplotlib: pip install 'aot-cli[viz]').")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.option("--config", "config_file", metavar="FILE", help="JSON/TOML file with decode/model/method sections; flags override it.")
+@click.option("--config", "config_file", metavar="FILE", help=CONFIG_HELP)
 @with_options(METHOD_OPTIONS, DECODE_OPTIONS, MODEL_OPTIONS)
 def sweep(video, ratios, references, plot_png, as_json, config_file, **flags):
     """Compress one video at several ratios from a single tower run; print (and plot) the token counts.
@@ -284,15 +260,22 @@ def sweep(video, ratios, references, plot_png, as_json, config_file, **flags):
     """
     from .inspect.sweep import parse_ratios, parse_references, print_sweep, run_sweep, sweep_title
     from .models import ModelLoadError
-    from .pipeline.cli_support import build_run_config
+    from .pipeline.cli_support import quiet_transformers
+    from .pipeline.settings import build_settings, resolve_model
     from .video import VideoDecodeError
 
     try:
         ratio_list, rules = parse_ratios(ratios), parse_references(references)
-        cfg = build_run_config(_load_config_file(config_file), flags)
-        report = run_sweep(video, ratio_list, cfg, references=rules)
+        settings = build_settings(config_file, flags)
+        if not os.path.isfile(video):
+            _fail(f"{video}: no such video file")
+        resolve_model(settings, peek=False)
+        quiet_transformers()
+        report = run_sweep(video, ratio_list, settings.cfg, references=rules)
     except (ValueError, ModelLoadError, VideoDecodeError) as e:
-        _fail(str(e))
+        _fail(e)
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        _fail(f"unexpected {type(e).__name__}: {e}")
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -182,9 +182,23 @@ def test_peak_memory_sees_an_allocation():
 
 
 def test_tree_peak_includes_child_processes():
-    code = "import time; b = bytearray(96 * 2**20); time.sleep(0.4)"
+    """A child holds 96 MiB until the sampler has seen it (polled, with a generous deadline: no
+    fixed sleep that a busy machine could outlast)."""
+    import time
+
+    code = "import sys; b = bytearray(96 * 2**20); print('ready', flush=True); sys.stdin.read()"
     with PeakMemory(torch.device("cpu"), tree=True) as mem:
-        subprocess.run([sys.executable, "-c", code], check=True)
+        start = mem._tree_peak
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert child.stdout.readline().strip() == b"ready"
+            deadline = time.monotonic() + 120
+            while mem._tree_peak - start < 80 * 2**20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            child.stdin.close()
+            child.wait(60)
+            child.stdout.close()
     assert mem.result.tree_peak - mem.result.host_peak >= 80 * 2**20
     assert tree_rss() > 0
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
+from ..pipeline.progress import error_line
 from .report import render_report
 from .runner import run_bench
 
 EXIT_USAGE = 2
 
 
-def _err(msg: str) -> int:
-    print(f"aot: error: {msg}", file=sys.stderr)
+def _err(msg: object) -> int:
+    print(error_line(msg), file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -29,40 +30,52 @@ def write_json(report: dict, path: str) -> None:
     atomic_write_bytes(Path(path), text.encode())
 
 
-def run_bench_command(*, inputs: Sequence[str], file_cfg: Dict[str, Dict[str, Any]], flags: Dict[str, Any],
-                      json_path: Optional[str], workdir: Optional[str], repeat: int, warmup: bool, quiet: bool,
-                      size_parser: Callable[[str], int] = int) -> int:
-    """Run ``aot bench``; returns the exit code (0 ok, 1 a video failed, 2 bad usage)."""
+def run_bench_command(*, inputs: Sequence[str], config_file: Optional[str], flags: Dict[str, Any],
+                      json_path: Optional[str], workdir: Optional[str], repeat: int, warmup: bool,
+                      quiet: bool) -> int:
+    """Run ``aot bench``; returns the exit code (0 ok, 1 a video failed, 2 bad usage). Flags, the
+    config file, the inputs, the model (resolved, not loaded) and the budget are checked by the
+    same step as ``aot compress`` before anything runs."""
     from ..cache import CacheError
     from ..models import ModelLoadError, load_model
-    from ..pipeline.cli_support import build_run_config, pop_pipeline_options
-    from ..pipeline.inputs import InputError, expand_inputs
+    from ..pipeline.cli_support import _fixed_grid, quiet_transformers
+    from ..pipeline.inputs import InputError, scan_inputs
+    from ..pipeline.progress import printable
+    from ..pipeline.settings import UsageError, build_settings, check_budget, resolve_model
     from ..video import VideoDecodeError
 
     if repeat < 1:
-        return _err(f"--repeat must be >= 1, got {repeat}")
+        return _err(f"--repeat: must be >= 1, got {repeat}")
     try:
-        workers, flush_every = pop_pipeline_options(flags)
-        cfg = build_run_config(file_cfg, flags, size_parser)
-        items = expand_inputs(list(inputs))
-    except (ValueError, InputError) as e:
-        return _err(str(e))
-    if not items:
-        return _err("no input videos (give video files, directories or globs)")
+        settings = build_settings(config_file, flags)
+        cfg = settings.cfg
+        scan = scan_inputs(list(inputs))
+        if scan.failures:
+            return _err(scan.failures[0][2])
+        if not scan.items:
+            return _err("no input videos (give video files, directories or globs)")
+        if workdir is not None and Path(workdir).exists() and not Path(workdir).is_dir():
+            raise UsageError(f"-o {workdir}: exists and is not a directory")
+        model = resolve_model(settings)
+        check_budget(settings, model.profile, model.grid)
+        quiet_transformers()
+        adapter = load_model(cfg.model, model.source)
+        check_budget(settings, adapter.profile, _fixed_grid(adapter))
+    except (UsageError, InputError, ModelLoadError) as e:
+        return _err(e)
+    log = (lambda msg: None) if quiet else (lambda msg: print(f"aot bench: {printable(msg)}", file=sys.stderr,
+                                                              flush=True))
     try:
-        adapter = load_model(cfg.model)
-    except ModelLoadError as e:
-        return _err(str(e))
-    log = (lambda msg: None) if quiet else (lambda msg: print(f"aot bench: {msg}", file=sys.stderr, flush=True))
-    try:
-        report = run_bench(items, adapter, cfg, repeat=repeat, warmup=warmup, decode_workers=workers,
-                           flush_every=flush_every,
+        report = run_bench(scan.items, adapter, cfg, repeat=repeat, warmup=warmup,
+                           decode_workers=settings.decode_workers, flush_every=settings.flush_every,
                            workdir=Path(workdir) if workdir else None, log=log)
     except (VideoDecodeError, RuntimeError, CacheError) as e:
-        print(f"aot: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(error_line(str(e).splitlines()[0] if str(e) else type(e).__name__), file=sys.stderr)
         return 1
     except ValueError as e:
-        return _err(str(e))
+        return _err(e)
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        return _err(f"unexpected {type(e).__name__}: {e}")
     if json_path:
         try:
             write_json(report, json_path)

@@ -4,12 +4,18 @@ Loads the transformers LLaVA-OneVision / LLaVA-Video checkpoint (``model_type`` 
 and its processor (or, when the processor cannot be built, e.g. without torchvision, its tokenizer),
 splices the cached tokens into the prompt (:func:`~aot_cli.downstream.llava.build_inputs_embeds`)
 and generates greedily. The vision tower is loaded with the checkpoint but never run.
+
+Never runs code from a checkpoint: every transformers call gets ``trust_remote_code=False``, so a
+checkpoint that needs its own code is refused in one line (transformers would otherwise ask
+interactively). A hub id is resolved the way ``--model`` of ``aot compress`` is (local cache
+first, then one short probe of the hub): an unreachable hub is one line, and a checkpoint found
+in the cache while the hub is unreachable loads from the cache only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -70,36 +76,61 @@ def looks_like_missing_path(checkpoint: str) -> bool:
     return checkpoint.startswith(("/", ".", "~")) or checkpoint.count("/") > 1 or "\\" in checkpoint
 
 
-def check_checkpoint(checkpoint: str, revision: Optional[str] = None) -> None:
-    """The checkpoint's config must be a transformers LLaVA-OneVision (``llava_onevision``) one;
-    LLaVA-NeXT (lmms-lab) checkpoints need the original LLaVA-NeXT code (docs/consumers.md)."""
-    from transformers import AutoConfig
-
+def load_options(checkpoint: str, revision: Optional[str] = None) -> Dict[str, Any]:
+    """Keyword arguments for every ``from_pretrained`` of ``checkpoint``: the revision,
+    ``trust_remote_code=False`` and, for a hub id whose hub is unreachable (or offline),
+    ``local_files_only=True``. Raises DownstreamError (one line) for a missing directory, or a
+    hub id that is neither cached nor reachable."""
+    options: Dict[str, Any] = {"revision": revision, "trust_remote_code": False}
     if looks_like_missing_path(checkpoint):
         raise DownstreamError(f"{checkpoint}: no such checkpoint directory")
+    if Path(checkpoint).expanduser().is_dir():
+        return options
+    from ..models.errors import ModelLoadError
+    from ..models.source import OFFLINE_HINT, resolve_source
+
     try:
-        config = AutoConfig.from_pretrained(checkpoint, revision=revision)
+        source = resolve_source(checkpoint, revision)
+    except ModelLoadError as exc:
+        raise DownstreamError(str(exc).replace(OFFLINE_HINT, "pass a local checkpoint directory")) from None
+    if source.kind == "hub" and source.offline:
+        options["local_files_only"] = True
+    return options
+
+
+def check_checkpoint(checkpoint: str, revision: Optional[str] = None) -> Dict[str, Any]:
+    """The checkpoint's config must be a transformers LLaVA-OneVision (``llava_onevision``) one;
+    LLaVA-NeXT (lmms-lab) checkpoints need the original LLaVA-NeXT code (docs/consumers.md).
+    Returns the :func:`load_options` for loading it."""
+    from transformers import AutoConfig
+
+    options = load_options(checkpoint, revision)
+    try:
+        config = AutoConfig.from_pretrained(checkpoint, **options)
     except Exception as exc:  # noqa: BLE001 - any failure to read the config is reported the same way
         raise DownstreamError(f"{checkpoint}: cannot read the model config ({_first_line(exc)})") from None
     if getattr(config, "model_type", None) not in LLAVA_MODEL_TYPES:
         raise DownstreamError(f"{checkpoint}: model_type {getattr(config, 'model_type', None)!r} is not supported "
                               "by aot ask (needs a transformers LLaVA-OneVision / LLaVA-Video checkpoint, "
                               "model_type 'llava_onevision')")
+    return options
 
 
-def load_text_side(checkpoint: str, revision: Optional[str] = None) -> Any:
+def load_text_side(checkpoint: str, revision: Optional[str] = None, **options: Any) -> Any:
     """The checkpoint's processor when it can be built (it carries the chat template), else its
-    tokenizer. Only the text side is used."""
+    tokenizer. Only the text side is used. ``options``: :func:`load_options` (default: the
+    revision and ``trust_remote_code=False``)."""
     from transformers import AutoProcessor, AutoTokenizer
 
+    options = {"revision": revision, **options, "trust_remote_code": False}
     try:
-        processor = AutoProcessor.from_pretrained(checkpoint, revision=revision)
+        processor = AutoProcessor.from_pretrained(checkpoint, **options)
         if getattr(processor, "tokenizer", None) is not None:
             return processor
     except Exception:  # noqa: BLE001 - e.g. the video processor needs torchvision; fall back
         pass
     try:
-        return AutoTokenizer.from_pretrained(checkpoint, revision=revision)
+        return AutoTokenizer.from_pretrained(checkpoint, **options)
     except Exception as exc:  # noqa: BLE001
         raise DownstreamError(f"{checkpoint}: cannot load a tokenizer ({_first_line(exc)})") from None
 
@@ -112,12 +143,12 @@ def load_llava_generator(checkpoint: str, *, device: str = "auto", dtype: str = 
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    check_checkpoint(checkpoint, revision)
+    options = check_checkpoint(checkpoint, revision)
     try:
-        model = LlavaOnevisionForConditionalGeneration.from_pretrained(checkpoint, revision=revision, dtype=torch_dtype)
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(checkpoint, dtype=torch_dtype, **options)
     except Exception as exc:  # noqa: BLE001
         raise DownstreamError(f"{checkpoint}: cannot load the LLaVA model ({_first_line(exc)})") from None
-    return model.to(torch_device).eval(), load_text_side(checkpoint, revision)
+    return model.to(torch_device).eval(), load_text_side(checkpoint, **options)
 
 
 def pick_video(cache: TokenCache, video_id: Optional[str]) -> str:

@@ -50,6 +50,9 @@ def run_inspect(path: str, video_id: Optional[str] = None, as_json: bool = False
     except CacheError as exc:
         _say("error", str(exc))
         return EXIT_UNREADABLE
+    except Exception as exc:  # noqa: BLE001 - a reader bug must still be one line, never a traceback
+        _say("error", f"{path}: cannot read the cache ({type(exc).__name__}: {exc})")
+        return EXIT_UNREADABLE
     if video_id is not None and stats["unreadable"]:
         if as_json:
             print(json.dumps(stats, indent=2))
@@ -85,5 +88,8 @@ def _pictures(cache, video_id, overlay_png, plot_png, source, cols, cell_px) -> 
             print(f"wrote {printable(plot_tokens_per_frame(cache, video_id, plot_png))}", file=sys.stderr)
     except (PictureError, CacheError) as exc:
         _say("error", str(exc))
+        return EXIT_UNREADABLE
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        _say("error", f"{cache.path}: cannot draw the picture ({type(exc).__name__}: {exc})")
         return EXIT_UNREADABLE
     return 0

@@ -2,7 +2,7 @@
 over to the family's loader."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from aot_cli.config import ModelConfig
 from aot_cli.models.adapter import VisionAdapter
@@ -11,10 +11,10 @@ from aot_cli.models.common import LoadContext
 from aot_cli.models.dinov2 import DINOV2_TYPES, load_dinov2
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.llava import LLAVA_HF_TYPES, load_llava
-from aot_cli.models.runtime import resolve_device, resolve_dtype
+from aot_cli.models.runtime import DTYPE_NAMES, resolve_device, resolve_dtype
 from aot_cli.models.siglip import SIGLIP_TYPES, load_siglip
 from aot_cli.models.siglip2 import SIGLIP2_TYPES, load_siglip2
-from aot_cli.models.source import CONFIG_FILE, resolve_source
+from aot_cli.models.source import CONFIG_FILE, ModelSource, checkpoint_identity, resolve_source
 
 LOADERS: Dict[str, Callable[[LoadContext], VisionAdapter]] = {
     **{t: load_siglip for t in SIGLIP_TYPES},
@@ -40,10 +40,22 @@ def family_loader(config: dict, where: str) -> Callable[[LoadContext], VisionAda
     )
 
 
-def load_model(cfg: ModelConfig) -> VisionAdapter:
+def model_identity(cfg: ModelConfig, source: Optional[ModelSource] = None) -> Dict[str, Any]:
+    """What decides a model's tokens beyond ``cfg`` itself, found without loading weights:
+    ``checkpoint`` (:func:`~aot_cli.models.source.checkpoint_identity`) and ``dtype`` (the
+    resolved tower dtype name, as the loaded adapter will have it). ``source``: ``cfg.model``
+    already resolved. Raises ModelLoadError for a model or device that cannot be used."""
+    source = source or resolve_source(cfg.model, cfg.revision)
+    dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))
+    return {"checkpoint": checkpoint_identity(source), "dtype": DTYPE_NAMES.get(dtype, str(dtype))}
+
+
+def load_model(cfg: ModelConfig, source: Optional[ModelSource] = None) -> VisionAdapter:
     """Load the vision side of ``cfg.model`` (hub id, local directory or named model) on
-    ``cfg.device`` in ``cfg.dtype``. Raises ModelLoadError (one line) when it cannot."""
-    source = resolve_source(cfg.model, cfg.revision)
+    ``cfg.device`` in ``cfg.dtype``. ``source``: ``cfg.model`` already resolved
+    (:func:`~aot_cli.models.source.resolve_source`). Raises ModelLoadError (one line) when it
+    cannot."""
+    source = source or resolve_source(cfg.model, cfg.revision)
     config = source.json(CONFIG_FILE)
     if config is None:
         raise ModelLoadError(f"{source.location(CONFIG_FILE)}: config.json is missing")

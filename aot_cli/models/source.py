@@ -9,9 +9,16 @@
    error;
 4. a Hugging Face hub id. Files are taken from the local HF cache first (no network); files not
    cached are downloaded one at a time with ``hf_hub_download`` unless ``HF_HUB_OFFLINE`` (or
-   ``TRANSFORMERS_OFFLINE``) is set. Only the files a loader asks for are fetched, so a LLaVA
+   ``TRANSFORMERS_OFFLINE``) is set. Before the first download the hub is asked once for the
+   file's metadata (one HEAD request, no retries, at most :data:`HUB_PROBE_TIMEOUT` seconds
+   including the name look-up): an unreachable hub is then one clear error instead of
+   ``hf_hub_download``'s retries. Only the files a loader asks for are fetched, so a LLaVA
    checkpoint downloads its config, its weight index and the shards holding the vision tower,
    projector and newline, never the language-model shards.
+
+:func:`checkpoint_identity` describes what a resolved checkpoint is (hub commit, or the contents
+of a local directory's small JSON files and the sizes and modification times of the others)
+without reading its weights, for resume decisions.
 
 :class:`WeightReader` reads named tensors from ``model.safetensors`` or the shards listed in
 ``model.safetensors.index.json``, opening only the shards that hold a requested tensor and
@@ -19,9 +26,12 @@ recording what it opened and read.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
@@ -34,6 +44,10 @@ OFFLINE_HINT = "pass a local directory containing config.json, or --model dinov2
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+#: Seconds the one probe of the hub may take (name look-up, connection and answer together).
+HUB_PROBE_TIMEOUT = 4.0
+#: JSON files of a local checkpoint up to this size are hashed by :func:`checkpoint_identity`.
+IDENTITY_HASH_LIMIT = 1 << 20
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -89,6 +103,7 @@ class ModelSource:
     commit: Optional[str] = None
     cache_dir: Optional[Path] = None
     offline: bool = False
+    probed: bool = False  # the hub answered the one metadata probe
 
     def file(self, name: str, required: bool = False) -> Optional[Path]:
         """Local path of the checkpoint file ``name`` (fetched from the hub if needed), or None
@@ -135,6 +150,8 @@ class ModelSource:
             return Path(cached)
         if cached is _CACHED_NO_EXIST or self.offline:
             return None
+        if not self.probed and not self._probe(name, revision):
+            return None
         try:
             return Path(hf_hub_download(self.repo_id, name, revision=revision, cache_dir=self.cache_dir))
         except LocalEntryNotFoundError:  # not cached and the hub is unreachable
@@ -144,6 +161,53 @@ class ModelSource:
             return None
         except Exception as exc:  # repository / revision / auth / HTTP errors
             raise ModelLoadError(f"{self.location(name)}: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+    def _probe(self, name: str, revision: Optional[str]) -> bool:
+        """Ask the hub once for ``name``'s metadata, with no retries and a hard deadline of
+        :data:`HUB_PROBE_TIMEOUT` seconds (the request runs in a daemon thread, so a name look-up
+        that hangs cannot hold the run). False when the hub is unreachable (the source turns
+        cache-only) or has no such file; ModelLoadError for a missing repository or revision,
+        or an access error."""
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+        outcome: Dict[str, object] = {}
+
+        def ask() -> None:
+            try:
+                url = hf_hub_url(self.repo_id, name, revision=revision)
+                outcome["meta"] = get_hf_file_metadata(url, timeout=HUB_PROBE_TIMEOUT, retry_on_errors=False)
+            except BaseException as exc:  # reported below, in the caller's thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=ask, name="aot-hub-probe", daemon=True)
+        worker.start()
+        worker.join(HUB_PROBE_TIMEOUT + 0.5)
+        error = outcome.get("error")
+        if worker.is_alive() or (error is not None and not isinstance(error, (HfHubHTTPError, EntryNotFoundError))):
+            self.offline = True  # no answer: unreachable (DNS, connection, proxy, timeout)
+            return False
+        if isinstance(error, EntryNotFoundError):
+            self.probed = True
+            return False
+        if error is not None:
+            raise ModelLoadError(f"{self.location(name)}: {_hub_error(error)}") from None
+        self.probed = True
+        return True
+
+
+def _hub_error(exc: BaseException) -> str:
+    """One line for an error answer of the hub."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(exc, GatedRepoError):
+        return "the repository is gated; accept its terms on the hub and log in (hf auth login)"
+    if isinstance(exc, RepositoryNotFoundError):
+        return "no such repository on the hub (or it is private: log in with hf auth login)"
+    if isinstance(exc, RevisionNotFoundError):
+        return "no such revision in the repository"
+    return f"the hub answered with an error ({first_line(exc)})"
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -191,7 +255,8 @@ def _hub_source(repo_id: str, revision: Optional[str]) -> ModelSource:
         if offline:
             why = "HF_HUB_OFFLINE is set"
         else:
-            why = "the hub is unreachable" if source.offline else "the hub has no such file"
+            why = (f"the hub did not answer within {HUB_PROBE_TIMEOUT:g} s" if source.offline
+                   else "the hub has no such file")
         raise ModelLoadError(
             f"{repo_id}: not a local directory and no config.json in the Hugging Face cache ({cache_dir});"
             f" {why}; {OFFLINE_HINT}"
@@ -209,6 +274,34 @@ def _snapshot_commit(path: Path) -> Optional[str]:
         if i + 1 < len(parts):
             return parts[i + 1]
     return None
+
+
+def checkpoint_identity(source: ModelSource) -> Dict[str, object]:
+    """What the checkpoint is, read without its weights, as JSON-ready data: for the hub the
+    commit; for a local or named directory, the sha256 of every JSON file up to
+    :data:`IDENTITY_HASH_LIMIT` bytes (configs, preprocessing) and the size and modification
+    time of every other file directly in it (weights). A checkpoint replaced in place gets a
+    different identity, so cached videos made with the old one are recomputed."""
+    if source.kind == "hub":
+        return {"source": "hub", "repo_id": source.repo_id, "commit": source.commit or source.revision}
+    files: Dict[str, object] = {}
+    try:
+        names = sorted(os.listdir(source.root))
+    except OSError as exc:
+        raise ModelLoadError(f"{source.root}: cannot list the checkpoint ({exc.strerror or exc})") from None
+    for name in names:
+        path = source.root / name
+        try:
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if name.endswith(".json") and st.st_size <= IDENTITY_HASH_LIMIT:
+                files[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                files[name] = [st.st_size, st.st_mtime_ns]
+        except OSError as exc:
+            raise ModelLoadError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return {"source": source.kind, "files": files}
 
 
 @dataclass

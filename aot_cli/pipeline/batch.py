@@ -3,7 +3,8 @@ several short videos per tower call, per-rank parts, prompt commits.
 
 Flow of one run (:func:`run_batch`)::
 
-    items --(resume check)--> DecodeJobs --DecodePool (worker processes, hard timeout)-->
+    items --(resume check; when every item is cached already, the files are hashed here and
+    nothing else runs: no model, no worker)--> DecodeJobs --DecodePool (worker processes, hard timeout)-->
     outcomes in input order --gather up to batch_frames frames--> one adapter.encode call -->
     split per video --> core.compress --> build_result --> CacheWriter (commit every
     ``flush_every`` seconds, at shard size, at the end and on interrupt) --> one event per video
@@ -14,10 +15,11 @@ row fsynced), so a consumer of ``--jsonl`` never sees a video that a crash could
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -27,10 +29,8 @@ from ..core import AOTConfig, compress
 from .inputs import VideoInput
 from .ranks import RankInfo
 from .run import RunConfig, VideoResult, build_result, config_fingerprint, resolve_method
-from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers
-
-#: Default seconds a finished video may wait in memory before it is committed (see docs/cluster.md).
-DEFAULT_FLUSH_EVERY = 5.0
+from .settings import DEFAULT_FLUSH_EVERY  # noqa: F401  (re-exported: seconds, see docs/cluster.md)
+from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers, hash_file
 
 Event = Dict[str, object]
 
@@ -38,11 +38,16 @@ Event = Dict[str, object]
 @dataclass
 class Summary:
     """Counts of one run. ``bytes``: bytes of the shards (or file) written; ``tower_calls``:
-    ``adapter.encode`` calls (fewer than ``done`` when short videos share calls)."""
+    ``adapter.encode`` calls (fewer than ``done`` when short videos share calls);
+    ``model_loaded``: whether the run needed the model at all; ``ignored``: files of directory
+    inputs that were not videos by extension (a few names, and ``ignored_count`` in all)."""
 
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    model_loaded: bool = False
+    ignored: List[str] = field(default_factory=list)
+    ignored_count: int = 0
     tokens: int = 0
     bytes: int = 0
     frames: int = 0
@@ -62,12 +67,15 @@ class Summary:
                 "videos_per_s": round(self.done / rate, 3) if rate else None,
                 "frames_per_s": round(self.frames / rate, 2) if rate else None,
                 "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+                "model_loaded": self.model_loaded, "ignored": self.ignored_count,
                 "failures": self.failures}
 
 
 def _existing(output: Path) -> Optional[TokenCache]:
     """The cache already at ``output`` (None when there is none yet, also while another rank is
-    creating it: a directory holding only what a new cache starts with, without its manifest)."""
+    creating it: a directory holding only what a new cache starts with, without its manifest).
+    CacheError (one line) for anything that cannot be read as a cache, whatever the reader
+    raised."""
     if not output.exists():
         return None
     try:
@@ -77,18 +85,48 @@ def _existing(output: Path) -> Optional[TokenCache]:
                 and all(allowed_in_new_cache(name) for name in os.listdir(output)):
             return None
         raise
+    except Exception as exc:  # a reader bug or a hostile file must not become a traceback
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CacheError(f"{output}: cannot read the existing cache ({type(exc).__name__}: {text})") from None
 
 
 def known_sha256(existing: Optional[TokenCache], video_id: str, fingerprint: str) -> Optional[str]:
     """The content hash under which ``video_id`` is cached with configuration ``fingerprint``
     (None: not cached that way, or its latest attempt failed; failures are retried)."""
+    row = _cached_row(existing, video_id, fingerprint)
+    sha = row.get("sha256") if row is not None else None
+    return sha if isinstance(sha, str) else None
+
+
+def _cached_row(existing: Optional[TokenCache], video_id: str, fingerprint: str) -> Optional[dict]:
     if existing is None:
         return None
     row = existing.lookup(video_id)
     if row is None or row.get("status") != "ok" or row.get("config_fingerprint") != fingerprint:
         return None
-    sha = row.get("sha256")
-    return sha if isinstance(sha, str) else None
+    return row
+
+
+def _cached_size(row: dict) -> Optional[int]:
+    meta = row.get("meta")
+    video = meta.get("video") if isinstance(meta, dict) else None
+    size = video.get("size_bytes") if isinstance(video, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def _unchanged(item: VideoInput, sha: str, size: Optional[int]) -> bool:
+    """Whether the file still has content ``sha`` (hashed here, in this process; a file whose
+    size differs from the cached one, or that is not a regular file, is not hashed)."""
+    try:
+        st = os.stat(item.path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
+        return False
+    try:
+        return hash_file(str(item.path)) == sha
+    except OSError:
+        return False
 
 
 class _Sink:
@@ -277,9 +315,8 @@ def _finish_video(ready: _Ready, encoded, adapter, cfg: RunConfig, method: AOTCo
     timings["method"] = time.perf_counter() - t0
     decoded = ready.outcome.decoded
     result = build_result(ready.item.video_id, decoded, adapter, cfg, method, res, timings,
-                          ready.item.extra or None)
+                          ready.item.extra or None, fingerprint=fingerprint, given_path=str(ready.item.path))
     result.meta["timings_s"]["decode"] = round(ready.outcome.seconds, 4)
-    result.meta["config_fingerprint"] = fingerprint
     return result
 
 
@@ -310,58 +347,98 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
               prefetch: Optional[int] = None, decode_workers: Optional[int] = None,
               flush_every: float = DEFAULT_FLUSH_EVERY, gather_frames: Optional[int] = None,
               pool: Optional[DecodePool] = None, summary: Optional[Summary] = None,
-              on_event: Optional[Callable[[Event], None]] = None) -> Summary:
+              on_event: Optional[Callable[[Event], None]] = None, fingerprint: Optional[str] = None,
+              model_source=None, failures: Sequence[Tuple[VideoInput, str, str]] = (),
+              load_adapter: Optional[Callable[[], object]] = None) -> Summary:
     """Compress ``items`` into ``output`` (a cache directory, or one ``.safetensors`` file when
     ``single_file``) and return the run's :class:`Summary`.
 
-    Videos already cached with the same content hash and configuration fingerprint are skipped
-    unless ``overwrite``; failed ones are tried again. Files are hashed and decoded by
-    ``decode_workers`` processes (None: :func:`~.workers.default_workers`; 0: in this process)
-    with a hard limit of ``cfg.decode.timeout`` seconds per video; at most ``prefetch`` videos are
-    read ahead. Decoded videos that are ready are gathered until ``gather_frames`` frames (None:
-    the adapter's ``batch_frames``; 1: one video per call) and go through the tower in one call. Finished videos are committed once the oldest of them has
-    waited ``flush_every`` seconds (0: after every video), when a shard is full, at the end, and
-    when the run is interrupted (any exception, e.g. KeyboardInterrupt: buffered videos are
-    committed before it propagates). ``pool``: a :class:`DecodePool` started earlier (its
-    workers/timeout are used). ``summary``: filled in place (so a caller sees the counts of an
-    interrupted run). ``on_event`` receives one dict per video: ``status`` "ok" (once committed),
-    "skipped", or a failure status ("unreadable", "decode_error", "timeout", "crashed",
-    "compress_error") with ``error``. Raises CacheError when the output cannot be written."""
+    Videos already cached with the same content hash and configuration fingerprint
+    (:func:`~.run.config_fingerprint`; ``fingerprint`` when the caller computed it, else from
+    ``cfg`` and the checkpoint, without loading it) are skipped unless ``overwrite``; failed ones
+    are tried again. When every item is cached that way, the files are hashed in this process
+    and, if none changed, the run ends there: no model is loaded (``adapter`` None) and no worker
+    started. Otherwise files are hashed and decoded by ``decode_workers`` processes (None:
+    :func:`~.workers.default_workers`; 0: in this process) with a hard limit of
+    ``cfg.decode.timeout`` seconds per video; at most ``prefetch`` videos are read ahead; the
+    model (``adapter``, else ``load_adapter()``, else :func:`~aot_cli.models.load_model` of
+    ``cfg.model`` at ``model_source``) loads while the workers start, before anything is
+    written. Decoded videos that are ready are
+    gathered until ``gather_frames`` frames (None: the adapter's ``batch_frames``; 1: one video
+    per call) and go through the tower in one call. Finished videos are committed once the oldest
+    of them has waited ``flush_every`` seconds (0: after every video), when a shard is full, at
+    the end, and when the run is interrupted (any exception, e.g. KeyboardInterrupt: buffered
+    videos are committed before it propagates). ``pool``: a :class:`DecodePool` (started or not;
+    its workers/timeout are used; it is closed on return). ``summary``: filled in place (so a
+    caller sees the counts of an interrupted run). ``failures``: inputs found unusable before the
+    run, as (input, status, error), recorded like decode failures. ``on_event`` receives one dict
+    per video: ``status`` "ok" (once committed), "skipped", or a failure status ("unreadable",
+    "decode_error", "timeout", "crashed", "compress_error") with ``error``. Raises CacheError
+    when the output cannot be written or the existing output cannot be read."""
     from ..models import load_model
+    from ..models.loader import model_identity
 
     t_start = time.perf_counter()
     summary = summary if summary is not None else Summary()
     emit = on_event or (lambda event: None)
-    adapter = adapter or load_model(cfg.model)
-    method = resolve_method(cfg, adapter.profile)
-    fingerprint = config_fingerprint(cfg, method, adapter.describe())
-    existing = None if overwrite else _existing(output)
-    jobs = [DecodeJob(str(item.path), cfg.decode, adapter.profile.default_frames,
-                      known_sha256(existing, item.video_id, fingerprint), decode_target(adapter)) for item in items]
-    if existing is not None:
-        existing.close()
-    sink = _Sink(output, single_file, rank.part, cfg.storage.shard_size,
-                 flush_every, summary, emit, fingerprint)
-    if any(job.known_sha256 is None for job in jobs):
-        sink.open()  # fail early when the output cannot be written
     if pool is None:
         workers = default_workers() if decode_workers is None else decode_workers
         pool = DecodePool(workers, timeout=cfg.decode.timeout, lookahead=prefetch)
-    if gather_frames is None:
-        gather_frames = int(getattr(adapter, "batch_frames", cfg.model.batch_frames))
-    batch_frames = max(1, int(gather_frames))
+    sink: Optional[_Sink] = None
     try:
-        if jobs:
-            with pool:
-                pool.submit(jobs)
-                _drive(items, pool, adapter, cfg, method, fingerprint, sink, summary, emit, batch_frames)
-        else:
-            pool.close()  # a caller may have started it
+        if fingerprint is None:
+            fingerprint = config_fingerprint(cfg, model_identity(cfg.model, model_source))
+        existing = None if overwrite else _existing(output)
+        rows = [_cached_row(existing, item.video_id, fingerprint) for item in items]
+        if existing is not None:
+            existing.close()
+        known = [row.get("sha256") if row is not None and isinstance(row.get("sha256"), str) else None
+                 for row in rows]
+        todo = list(range(len(items)))
+        if items and all(sha is not None for sha in known):
+            # a rerun: settle it here if nothing changed, without the model or a worker
+            todo = []
+            for i, item in enumerate(items):
+                t0 = time.perf_counter()
+                if _unchanged(item, known[i], _cached_size(rows[i])):
+                    summary.skipped += 1
+                    emit({"id": item.video_id, "path": str(item.path), "status": "skipped"})
+                else:
+                    known[i] = None
+                    todo.append(i)
+                summary.stage("resume_check", time.perf_counter() - t0)
+        sink = _Sink(output, single_file, rank.part, cfg.storage.shard_size,
+                     flush_every, summary, emit, fingerprint)
+        if not todo:
+            for item, status, error in failures:
+                sink.fail(item, status, error, None)
+            return summary
+        pool.start()  # the workers start while the model loads
+        if adapter is None:
+            adapter = load_adapter() if load_adapter is not None else load_model(cfg.model, model_source)
+            summary.model_loaded = True
+        method = resolve_method(cfg, adapter.profile)
+        sink.open()  # fail early when the output cannot be written
+        for item, status, error in failures:
+            sink.fail(item, status, error, None)
+        work = [items[i] for i in todo]
+        jobs = [DecodeJob(str(items[i].path), cfg.decode, adapter.profile.default_frames, known[i], decode_target(adapter))
+                for i in todo]
+        if gather_frames is None:
+            gather_frames = int(getattr(adapter, "batch_frames", cfg.model.batch_frames))
+        batch_frames = max(1, int(gather_frames))
+        with pool:
+            pool.submit(jobs)
+            _drive(work, pool, adapter, cfg, method, fingerprint, sink, summary, emit, batch_frames)
     finally:
         try:
-            sink.close()
+            pool.close()
         finally:
-            summary.seconds = time.perf_counter() - t_start
+            try:
+                if sink is not None:
+                    sink.close()
+            finally:
+                summary.seconds = time.perf_counter() - t_start
     return summary
 
 

@@ -1,23 +1,24 @@
-"""Building a RunConfig from defaults, a config file and flags; running `aot compress` with
-progress and a summary. Kept out of cli.py so the CLI stays a thin shell."""
+"""`aot compress` behind the Click command: the flag table, the checks that need the inputs, the
+output and the model (all before anything runs), and the run with progress and a summary. Kept
+out of cli.py so the CLI stays a thin shell. The configuration itself is built and checked by
+:func:`aot_cli.pipeline.settings.build_settings`, shared by every command."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
 import signal
-import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..config import DecodeConfig, ModelConfig, StorageConfig, from_dict
-from ..core import AOTConfig
-
-# flag name -> (section, field)
+# flag name (underscored) -> (section, field). Every flag here is also a config-file key (dashed or
+# underscored); add one line per new flag.
 FLAG_FIELDS = {
-    "ratio": ("method", "ratio"), "method": ("method", "method"), "num_anchors": ("method", "num_anchors"),
+    "ratio": ("method", "ratio"), "method": ("method", "method"), "anchors": ("method", "num_anchors"),
     "keep_ratio": ("method", "keep_ratio"), "global_ratio": ("method", "global_ratio"), "window": ("method", "window"),
+    "pooling": ("method", "pooling"), "no_inter": ("method", "inter"),
     "clip_length": ("method", "clip_length"), "segments": ("method", "segments"), "dynamic_c": ("method", "dynamic_c"),
     "dynamic_tau": ("method", "dynamic_tau"), "keyframe_once": ("method", "keyframe_once"),
     "intra_update": ("method", "intra_update"), "intra_stop": ("method", "intra_stop"),
@@ -37,49 +38,22 @@ FLAG_FIELDS = {
 }
 
 
-def build_run_config(file_cfg: Dict[str, Dict[str, Any]], flags: Dict[str, Any],
-                     size_parser: Callable[[str], int] = int):
-    """defaults < config file < flags. Returns a RunConfig."""
-    from .run import RunConfig
+def build_run_config(config_file: Optional[str], flags: Dict[str, Any]):
+    """The checked RunConfig of ``flags`` over the config file ``config_file`` (path or None);
+    UsageError (a ValueError, one line) when they are invalid. See
+    :func:`aot_cli.pipeline.settings.build_settings`."""
+    from .settings import build_settings
 
-    sections: Dict[str, Dict[str, Any]] = {k: dict(v) for k, v in file_cfg.items()}
-    for flag, value in flags.items():
-        if flag in FLAG_FIELDS and value is not None:
-            sec, name = FLAG_FIELDS[flag]
-            sections.setdefault(sec, {})[name] = value
-    method = sections.get("method", {})
-    if flags.get("no_inter"):
-        method["inter"] = False
-    pooling_flag = flags.get("pooling") or "auto"
-    auto_pooling = pooling_flag == "auto" and "pooling" not in method
-    if pooling_flag != "auto":
-        method["pooling"] = None if pooling_flag == "none" else pooling_flag
-    auto_clip = "clip_length" not in method
-    explicit = method.get("num_anchors") is not None or method.get("keep_ratio") is not None
-    if method.get("method") == "none":
-        if method.get("ratio") not in (None, 1.0) or explicit:
-            raise ValueError("--method none keeps every token; drop --ratio/--anchors/--keep-ratio or pass --ratio 1.0")
-        method["ratio"] = None
-    elif method.get("ratio") is None and not explicit:
-        method["ratio"] = 0.1
-    model = sections.get("model", {})
-    if isinstance(model.get("score_layers"), str):
-        try:
-            model["score_layers"] = tuple(int(x) for x in model["score_layers"].split(","))
-        except ValueError:
-            raise ValueError(f"--score-layers takes two integers like 5,-2, got {model['score_layers']!r}") from None
-    storage = sections.get("storage", {})
-    if isinstance(storage.get("shard_size"), str):
-        storage["shard_size"] = size_parser(storage["shard_size"])
-    cfg = RunConfig(decode=from_dict(DecodeConfig, sections.get("decode", {})),
-                    model=from_dict(ModelConfig, model),
-                    method=from_dict(AOTConfig, method),
-                    storage=from_dict(StorageConfig, storage),
-                    auto_pooling=auto_pooling, auto_clip_length=auto_clip)
-    from ..video.sampling import check_decode_config
+    return build_settings(config_file, flags).cfg
 
-    check_decode_config(cfg.decode)  # decode settings fail here, before a model loads or a video is read
-    return cfg
+
+def quiet_transformers() -> None:
+    """Silence transformers' load reports and progress bars (the command line prints its own
+    one-line messages). Called just before a command loads a model."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def default_output(items, output: Optional[str]) -> tuple:
@@ -88,12 +62,47 @@ def default_output(items, output: Optional[str]) -> tuple:
         p = Path(output)
         single = p.suffix.lower() == ".safetensors"
         if single and len(items) > 1:
-            raise ValueError(f"{p}: a .safetensors output holds one video, got {len(items)}; give a directory")
+            raise ValueError(f"-o {p}: a .safetensors output holds one video, got {len(items)}; give a directory")
         return p, single
     if len(items) == 1:
         stem = Path(items[0].path).name
         return Path(stem.rsplit(".", 1)[0] + ".aot.safetensors"), True
     return Path("aot-cache"), False
+
+
+def check_output(out: Path, single: bool) -> None:
+    """Refuse an output that cannot be used, before anything runs: a file where a cache
+    directory should be (or the reverse), a directory that is neither empty nor a cache, a new
+    output whose parent is a file or not writable. UsageError naming ``-o``. (An existing output
+    is not required to be writable: a rerun may have nothing to write.)"""
+    from ..cache.layout import MANIFEST, allowed_in_new_cache
+    from .settings import UsageError
+
+    what = "-o " + str(out)
+    if out.is_symlink() and not out.exists():
+        raise UsageError(f"{what}: a dangling symbolic link")
+    if out.exists():
+        if single:
+            if not out.is_file():
+                raise UsageError(f"{what}: exists and is not a file; a .safetensors output is one file")
+            return  # an earlier output: a rerun may have nothing to write (the writer reports write errors)
+        if not out.is_dir():
+            raise UsageError(f"{what}: exists and is not a cache directory (give a new or existing cache "
+                             "directory, or a .safetensors file for one video)")
+        try:
+            names = os.listdir(out)
+        except OSError as e:
+            raise UsageError(f"{what}: cannot list it ({e.strerror or e})") from None
+        if MANIFEST not in names and not all(allowed_in_new_cache(n) for n in names):
+            raise UsageError(f"{what}: a directory that is neither empty nor an aot cache (no {MANIFEST})")
+        return
+    parent = Path(os.path.abspath(out)).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{what}: cannot be created: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{what}: cannot be created: {parent} is not writable")
 
 
 class Interrupted(Exception):
@@ -129,87 +138,140 @@ def termination_raises() -> Iterator[None]:
             signal.signal(s, old)
 
 
-def pop_pipeline_options(flags: Dict[str, Any]) -> Tuple[Optional[int], float]:
-    """Take ``--decode-workers`` and ``--flush-every`` out of the flags: ``(decode_workers or None,
-    flush_every seconds)``; ValueError (one line) when either is negative."""
-    from .batch import DEFAULT_FLUSH_EVERY
+@dataclass
+class CompressPlan:
+    """Everything `aot compress` checked before it runs: settings, this rank's videos, inputs
+    already known to fail, the output, the model (resolved, not loaded) and the fingerprint."""
 
-    workers = flags.pop("decode_workers", None)
-    flush_every = flags.pop("flush_every", None)
-    flush_every = DEFAULT_FLUSH_EVERY if flush_every is None else flush_every
-    if workers is not None and workers < 0:
-        raise ValueError(f"--decode-workers must be >= 0, got {workers}")
-    if flush_every < 0:
-        raise ValueError(f"--flush-every must be >= 0 seconds, got {flush_every:g}")
-    return workers, flush_every
+    settings: Any
+    items: List[Any]
+    failures: List[Tuple[Any, str, str]]
+    scan: Any
+    output: Path
+    single: bool
+    rank: Any
+    model: Any
+    fingerprint: str
 
 
-def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, file_cfg, flags, size_parser) -> int:
+def prepare_compress(*, inputs: Sequence[str], output: Optional[str], list_file: Optional[str],
+                     manifest: Optional[str], path_column: str, id_mode: str, config_file: Optional[str],
+                     flags: Dict[str, Any], num_shards: Optional[int], shard_id: Optional[int]) -> CompressPlan:
+    """All of `aot compress`'s checks, in the order a user fixes them: configuration, ranks,
+    inputs, output, model (resolved without loading: the hub is asked at most once, briefly),
+    budget. Raises UsageError, InputError or ModelLoadError (one line each); creates nothing."""
+    from .inputs import scan_inputs
+    from .ranks import detect_rank, device_for_rank, take_share
+    from .run import config_fingerprint
+    from .settings import UsageError, build_settings, check_budget, resolve_model
+
+    settings = build_settings(config_file, flags)
+    try:
+        rank = detect_rank(num_shards, shard_id)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not inputs and list_file is None and manifest is None:
+        raise UsageError("no input videos (give files, directories, globs, --list or --manifest)")
+    scan = scan_inputs(inputs, list_file, manifest, path_column, id_mode)
+    if not scan.items and not scan.failures:
+        ignored = f" (ignored {scan.ignored_count} file(s) without a video extension)" if scan.ignored_count else ""
+        raise UsageError(f"the inputs contain no video files{ignored}")
+    out, single = default_output(scan.items + [f[0] for f in scan.failures], output)
+    if single and rank.world > 1:
+        raise UsageError(f"-o {out}: a .safetensors output holds one video; with {rank.world} parts "
+                         f"({rank.source}) give a cache directory")
+    check_output(out, single)
+    cfg = settings.cfg
+    cfg.model = dataclasses.replace(cfg.model, device=device_for_rank(cfg.model.device, rank, _cuda_count()))
+    model = resolve_model(settings)
+    check_budget(settings, model.profile, model.grid)
+    return CompressPlan(settings=settings, items=take_share(scan.items, rank),
+                        failures=take_share(scan.failures, rank, key=lambda f: f[0].video_id),
+                        scan=scan, output=out, single=single, rank=rank, model=model,
+                        fingerprint=config_fingerprint(cfg, model.identity))
+
+
+def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, config_file, flags) -> int:
     """`aot compress`: returns the exit status (0 all done, 1 some videos failed, 2 bad usage or
-    the output cannot be written, 128 + signal number when interrupted)."""
+    the output cannot be written, 128 + signal number when interrupted). Every exit path stops
+    the decode workers; no exception escapes as a traceback."""
     from ..cache import CacheError
     from ..models import ModelLoadError, load_model
     from .batch import Summary, run_batch
-    from .inputs import InputError, expand_inputs
-    from .progress import Reporter
-    from .ranks import detect_rank, device_for_rank, take_share
+    from .inputs import InputError
+    from .progress import Reporter, print_error
+    from .settings import UsageError, check_budget
     from .workers import DecodePool, DecodeWorkerError, default_workers
-
-    def err(msg: str) -> int:
-        print(f"aot: error: {msg}", file=sys.stderr)
-        return 2
 
     jsonl = bool(flags.pop("jsonl", False))
     quiet = bool(flags.pop("quiet", False))
     overwrite = bool(flags.pop("overwrite", False))
     num_shards, shard_id = flags.pop("num_shards", None), flags.pop("shard_id", None)
-    try:
-        workers, flush_every = pop_pipeline_options(flags)
-        cfg = build_run_config(file_cfg, flags, size_parser)
-        if not inputs and list_file is None and manifest is None:
-            return err("no input videos (give files, directories, globs, --list or --manifest)")
-        items = expand_inputs(inputs, list_file, manifest, path_column, id_mode)
-        if not items:
-            return err("the inputs contain no video files")
-        rank = detect_rank(num_shards, shard_id)
-        mine = take_share(items, rank)
-        out, single = default_output(items, output)
-        if single and rank.world > 1:
-            raise ValueError(f"{out}: a .safetensors output holds one video; with {rank.world} parts "
-                             f"({rank.source}) give a cache directory")
-    except (ValueError, InputError) as e:
-        return err(str(e))
-    cfg.model = dataclasses.replace(cfg.model, device=device_for_rank(cfg.model.device, rank, _cuda_count()))
-    reporter = Reporter(total=len(mine), jsonl=jsonl, quiet=quiet)
-    if workers is None:
-        workers = default_workers(_processes_per_node())
-    pool = DecodePool(workers, timeout=cfg.decode.timeout)
     summary = Summary()
+    reporter: Optional[Reporter] = None
+    plan: Optional[CompressPlan] = None
+    pool: Optional[DecodePool] = None
+
+    def err(msg: object) -> int:
+        if reporter is not None and plan is not None and (summary.done or summary.failed or summary.skipped):
+            reporter.summary(summary, plan.output, plan.rank)
+        print_error(msg)
+        return 2
+
     with termination_raises():
         try:
-            if mine:
-                pool.start()  # workers start while the model loads
-            try:
-                adapter = load_model(cfg.model)
-            except ModelLoadError as e:
-                pool.close()
-                return err(str(e))
+            plan = prepare_compress(inputs=inputs, output=output, list_file=list_file, manifest=manifest,
+                                    path_column=path_column, id_mode=id_mode, config_file=config_file, flags=flags,
+                                    num_shards=num_shards, shard_id=shard_id)
+            settings, cfg = plan.settings, plan.settings.cfg
+            summary.ignored, summary.ignored_count = plan.scan.ignored, plan.scan.ignored_count
+            reporter = Reporter(total=len(plan.items) + len(plan.failures), jsonl=jsonl, quiet=quiet)
+            workers = settings.decode_workers
+            if workers is None:
+                workers = default_workers(_processes_per_node())
+            pool = DecodePool(workers, timeout=cfg.decode.timeout)
+
+            def load():
+                quiet_transformers()
+                adapter = load_model(cfg.model, plan.model.source)
+                check_budget(settings, adapter.profile, _fixed_grid(adapter))
+                return adapter
+
             with reporter:
-                run_batch(mine, out, cfg, adapter=adapter, rank=rank, overwrite=overwrite, single_file=single,
-                          pool=pool, flush_every=flush_every, summary=summary, on_event=reporter.event)
+                run_batch(plan.items, plan.output, cfg, rank=plan.rank, overwrite=overwrite, single_file=plan.single,
+                          pool=pool, flush_every=settings.flush_every, summary=summary, on_event=reporter.event,
+                          fingerprint=plan.fingerprint, model_source=plan.model.source, failures=plan.failures,
+                          load_adapter=load)
+        except (UsageError, InputError, ModelLoadError) as e:
+            return err(e)
         except (CacheError, DecodeWorkerError) as e:
-            reporter.summary(summary, out, rank)
-            return err(str(e))
+            return err(e)
         except (KeyboardInterrupt, Interrupted) as e:
-            pool.close()
-            reporter.summary(summary, out, rank)
+            if pool is not None:
+                pool.close()
+            if reporter is not None and plan is not None:
+                reporter.summary(summary, plan.output, plan.rank)
             signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
             name = signal.Signals(signum).name
-            print(f"aot: interrupted ({name}): the {summary.done} videos this run committed are kept; rerun "
-                  "the same command to resume", file=sys.stderr)
+            print_error(f"interrupted ({name}): the {summary.done} videos this run committed are kept; rerun "
+                        "the same command to resume")
             return 128 + int(signum)
-    reporter.summary(summary, out, rank)
+        except Exception as e:  # noqa: BLE001 - a bug or an unforeseen library error: one line, no hang
+            return err(f"unexpected {type(e).__name__}: {e}")
+        finally:
+            if pool is not None:
+                pool.close()
+    reporter.summary(summary, plan.output, plan.rank)
     return 1 if summary.failed else 0
+
+
+def _fixed_grid(adapter) -> Optional[Tuple[int, int]]:
+    """The adapter's tower grid when it does not follow the frame size, else None."""
+    try:
+        grid = adapter.grid
+    except ValueError:
+        return None
+    return (int(grid[0]), int(grid[1])) if grid is not None else None
 
 
 def _processes_per_node() -> int:

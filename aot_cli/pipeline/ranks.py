@@ -53,6 +53,10 @@ def _outer(num_shards: Optional[int], shard_id: Optional[int], env: Mapping[str,
     if num_shards is not None or shard_id is not None:
         if num_shards is None or shard_id is None:
             raise ValueError("--num-shards and --shard-id go together")
+        if num_shards < 1:
+            raise ValueError(f"--num-shards: must be at least 1, got {num_shards}")
+        if not 0 <= shard_id < num_shards:
+            raise ValueError(f"--shard-id: must be in 0..{num_shards - 1} (with --num-shards {num_shards}), got {shard_id}")
         return int(shard_id), int(num_shards), "explicit"
     if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
         first = _int(env, "SLURM_ARRAY_TASK_MIN") if "SLURM_ARRAY_TASK_MIN" in env else 0
@@ -92,7 +96,7 @@ def detect_rank(num_shards: Optional[int] = None, shard_id: Optional[int] = None
 
 def owner(video_id: str, world: int) -> int:
     """The part that processes ``video_id``: a hash of the id, stable across runs and machines."""
-    return int.from_bytes(hashlib.sha1(video_id.encode("utf-8")).digest()[:8], "big") % world
+    return int.from_bytes(hashlib.sha1(video_id.encode("utf-8", "surrogateescape")).digest()[:8], "big") % world
 
 
 def take_share(items: Sequence[T], info: RankInfo, key=lambda it: it.video_id) -> List[T]:

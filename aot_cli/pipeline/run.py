@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,16 +48,35 @@ def resolve_method(cfg: RunConfig, profile) -> AOTConfig:
     return m
 
 
-def config_fingerprint(cfg: RunConfig, method: AOTConfig, adapter_desc: dict) -> str:
-    """Hash of every setting that changes a video's cached tokens (not device or batch size)."""
+#: Version of what :func:`config_fingerprint` covers; a change recomputes every cached video once.
+FINGERPRINT_FORMAT = 2
+
+
+def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
+    """Hash of every setting that changes a video's cached tokens, computable before the model
+    loads: the decode, model (not device or batch size), method and stored-dtype settings as
+    given (the profile-chosen pooling and clip length follow from the checkpoint and
+    ``--profile``, which are covered), and ``model_identity``
+    (:func:`aot_cli.models.loader.model_identity`: what the checkpoint is and the resolved
+    tower dtype). 16 lowercase hex digits."""
     model = {k: v for k, v in to_dict(cfg.model).items() if k not in ("device", "batch_frames")}
-    model["resolved_dtype"] = adapter_desc.get("dtype")
-    model["revision_resolved"] = adapter_desc.get("commit") or adapter_desc.get("revision")
-    payload = {"decode": to_dict(cfg.decode), "model": model, "method": to_dict(method),
-               "save_dtype": cfg.storage.save_dtype, "format": 1}
+    payload = {"decode": to_dict(cfg.decode), "model": model, "identity": model_identity,
+               "method": to_dict(cfg.method), "auto": [cfg.auto_pooling, cfg.auto_clip_length],
+               "save_dtype": cfg.storage.save_dtype, "format": FINGERPRINT_FORMAT}
     for name in DECODE_RUN_ONLY_FIELDS:  # limits, logging and time budget never change the frames
         payload["decode"].pop(name, None)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def source_paths(path) -> Dict[str, str]:
+    """``{"path": absolute resolved path, "given_path": path as given}`` of a source video (the
+    recorded ``meta["video"]`` fields; readers such as ``inspect --overlay`` use ``path``)."""
+    given = str(path)
+    try:
+        resolved = str(Path(os.path.abspath(os.path.expanduser(given))).resolve())
+    except (OSError, RuntimeError):  # a symlink loop: keep the absolute path
+        resolved = os.path.abspath(given)
+    return {"path": resolved, "given_path": given}
 
 
 def append_newlines(res: CompressResult, newline: Optional[torch.Tensor], mode: Optional[str]):
@@ -116,8 +136,10 @@ class VideoResult:
     timings: Dict[str, float]
 
 
-def compress_frames(video_id: str, decoded, adapter, cfg: RunConfig, *, extra_meta: Optional[dict] = None) -> VideoResult:
-    """Run tower + method on an already decoded video (``aot_cli.video.DecodedVideo``)."""
+def compress_frames(video_id: str, decoded, adapter, cfg: RunConfig, *, extra_meta: Optional[dict] = None,
+                    fingerprint: Optional[str] = None) -> VideoResult:
+    """Run tower + method on an already decoded video (``aot_cli.video.DecodedVideo``).
+    ``fingerprint``: the run's :func:`config_fingerprint` (computed when None)."""
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
     pixels = adapter.preprocess(decoded.frames)
@@ -129,12 +151,16 @@ def compress_frames(video_id: str, decoded, adapter, cfg: RunConfig, *, extra_me
     res = compress(out.tokens, out.shallow, out.deep, adapter.grid, method)
     t3 = time.perf_counter()
     timings.update(preprocess=t1 - t0, tower=t2 - t1, method=t3 - t2)
-    return build_result(video_id, decoded, adapter, cfg, method, res, timings, extra_meta)
+    return build_result(video_id, decoded, adapter, cfg, method, res, timings, extra_meta, fingerprint=fingerprint)
 
 
 def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, res: CompressResult,
-                 timings: Dict[str, float], extra_meta: Optional[dict] = None) -> VideoResult:
-    """Tensors and metadata of one cache entry."""
+                 timings: Dict[str, float], extra_meta: Optional[dict] = None, *,
+                 fingerprint: Optional[str] = None, given_path=None) -> VideoResult:
+    """Tensors and metadata of one cache entry. ``fingerprint``: the run's
+    :func:`config_fingerprint` (computed from ``cfg`` when None). ``given_path``: the source
+    path as the user gave it (default: the decoder's); ``meta["video"]["path"]`` is its absolute,
+    resolved form and ``meta["video"]["given_path"]`` the path as given."""
     newline_mode = adapter.profile.newline
     tokens, frame, index, kind = append_newlines(res, adapter.newline, newline_mode)
     save_dtype = adapter.dtype if cfg.storage.save_dtype == "model" else SAVE_DTYPES[cfg.storage.save_dtype]
@@ -159,9 +185,15 @@ def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, 
     visual = len(res)
     tokens_per_frame = res.grid[0] * res.grid[1]
     planned = res.plan.target if res.plan is not None else None
+    if fingerprint is None:
+        from ..models.loader import model_identity
+
+        fingerprint = config_fingerprint(cfg, model_identity(cfg.model))
+    video = decoded.info.to_dict()
+    video.update(source_paths(given_path if given_path is not None else video.get("path", "")))
     meta = {
         "video_id": video_id,
-        "video": decoded.info.to_dict(),
+        "video": video,
         "sampling": {"decoder": decoded.decoder, "requested_frames": decoded.requested, "frames": Fn,
                      "padded": decoded.padded, "notes": list(decoded.notes),
                      "read": getattr(decoded, "read", ""), "decode_size": list(decoded.frames.shape[1:3])},
@@ -188,7 +220,7 @@ def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, 
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "versions": versions(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config_fingerprint": config_fingerprint(cfg, method, desc),
+        "config_fingerprint": fingerprint,
         "sha256": decoded.info.sha256,
     }
     if extra_meta:

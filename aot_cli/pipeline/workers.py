@@ -14,14 +14,34 @@ array that becomes the frame tensor (no pickling of pixel data).
 
 With ``workers=0`` the jobs run in the calling process, one at a time, when their outcome is asked
 for: no isolation and only the decoder's own (cooperative) timeout.
+
+Hashing is bounded: a job first checks that the file opens as a video (container header only) and
+hashes it only then, so a large file that is not a video (e.g. gigabytes of zeros) is rejected in
+a fraction of a second instead of being read in full.
+
+Process model: workers never outlive the run. Each worker watches its pipe to the main process
+in a thread: the kernel closes the main process's end the moment it exits, however it exits
+(SIGKILL included, and before a parent that is slow to reap it does so), and the worker exits at
+once (Linux POLLRDHUP; elsewhere it checks the main process every :data:`PARENT_CHECK_S` seconds).
+On Linux a worker also asks the kernel to SIGKILL it when its own parent, the forkserver, exits
+(``PR_SET_PDEATHSIG``). A worker leaves SIGINT to the main process (a terminal sends it to the
+whole process group) and gives SIGTERM / SIGHUP :data:`TERM_GRACE_S` seconds for the main process
+to stop it in order, then exits on its own. :meth:`DecodePool.close` never waits on a stuck
+worker: it kills, waits a bounded time, and leaves a process it cannot reap (uninterruptible I/O)
+out of multiprocessing's exit-time join.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import hashlib
 import multiprocessing
+import multiprocessing.process
 import os
+import select
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +60,14 @@ from ..video import DecodedVideo, VideoDecodeError, decode_video, file_sha256
 FAILURE_STATUSES = ("unreadable", "decode_error", "timeout", "crashed")
 #: Seconds between a worker's checks that the process that started it is still alive.
 PARENT_CHECK_S = 0.5
+#: Seconds a worker waits after SIGTERM / SIGHUP for the main process to stop it, then exits.
+TERM_GRACE_S = 2.0
+#: Seconds :meth:`DecodePool.close` waits for its workers, in all, before it kills them; and
+#: after killing, before it gives up on one (a process in uninterruptible I/O cannot be reaped).
+CLOSE_WAIT_S = 2.0
+KILL_WAIT_S = 1.0
+#: Linux prctl option: the signal a process gets when its parent exits.
+PR_SET_PDEATHSIG = 1
 #: First message of a worker: it started and waits for jobs.
 READY = "aot-decode-ready"
 #: A worker's sign of progress: its job's time limit starts again (sent while hashing, between
@@ -121,19 +149,22 @@ def hash_file(path: str, progress: Optional[Callable[[], None]] = None) -> str:
                 last = time.monotonic()
 
 
-def run_job(job: DecodeJob, progress: Optional[Callable[[], None]] = None) -> DecodeOutcome:
-    """Hash and decode one file in this process. Never raises for a bad file: the failure is the
-    outcome's status and error. ``progress`` is called while hashing and once before decoding."""
-    t0 = time.perf_counter()
+def opens_as_video(path: str) -> bool:
+    """Whether FFmpeg opens ``path`` as a container with a video stream (reads the header only;
+    a fraction of a second even for a file of gigabytes)."""
+    from ..video.probe import choose_stream, open_container
+
     try:
-        sha = hash_file(job.path, progress)
-    except OSError as exc:
-        cause = exc.strerror or str(exc)
-        return DecodeOutcome("unreadable", None, None, f"{job.path}: cannot read ({cause})", time.perf_counter() - t0)
-    if job.known_sha256 is not None and sha == job.known_sha256:
-        return DecodeOutcome("skipped", sha, None, None, time.perf_counter() - t0)
-    if progress is not None:
-        progress()  # the decoder's own time limit starts now
+        with open_container(path) as container:
+            choose_stream(container, path, None)
+    except Exception:  # noqa: BLE001 - any failure means "not (obviously) a video"
+        return False
+    return True
+
+
+def _decode_outcome(job: DecodeJob, sha: Optional[str], t0: float,
+                    progress: Optional[Callable[[], None]] = None) -> DecodeOutcome:
+    """Decode ``job`` (at its target size, with the file's hash when known) into an outcome."""
     try:
         decoded = decode_video(job.path, job.cfg, default_frames=job.default_frames, target_size=job.target_size,
                                sha256=sha, progress=progress)
@@ -143,25 +174,92 @@ def run_job(job: DecodeJob, progress: Optional[Callable[[], None]] = None) -> De
     return DecodeOutcome("ok", sha, decoded, None, time.perf_counter() - t0)
 
 
+def run_job(job: DecodeJob, progress: Optional[Callable[[], None]] = None) -> DecodeOutcome:
+    """Check, hash and decode one file in this process. Never raises for a bad file: the failure
+    is the outcome's status and error. A file that does not open as a video is handed straight
+    to the decoder for its error, without hashing (sha256 None). ``progress`` is called while
+    hashing and once before decoding."""
+    t0 = time.perf_counter()
+    if not opens_as_video(job.path):
+        outcome = _decode_outcome(job, None, t0)
+        if outcome.status != "ok":
+            return outcome
+    try:
+        sha = hash_file(job.path, progress)
+    except OSError as exc:
+        cause = exc.strerror or str(exc)
+        return DecodeOutcome("unreadable", None, None, f"{job.path}: cannot read ({cause})", time.perf_counter() - t0)
+    if job.known_sha256 is not None and sha == job.known_sha256:
+        return DecodeOutcome("skipped", sha, None, None, time.perf_counter() - t0)
+    if progress is not None:
+        progress()  # the decoder's own time limit starts now
+    return _decode_outcome(job, sha, t0, progress)
+
+
 # ------------------------------------------------------------------------------- worker side
 
 def _parent_alive(main_pid: int) -> bool:
+    """Whether the run's main process still runs (an exited one that its own parent has not
+    reaped yet, a zombie, counts as gone)."""
     try:
         os.kill(main_pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{main_pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
-def _watch_parent(main_pid: int, ppid: int) -> None:
+_term_deadline: Optional[float] = None
+
+
+def _watch_parent(main_pid: int, ppid: int, fd: Optional[int] = None) -> None:
     """Exit this worker once the run's main process is gone (also after a SIGKILL of it, when no
-    cleanup code runs there)."""
+    cleanup code runs there), or :data:`TERM_GRACE_S` seconds after a SIGTERM / SIGHUP. ``fd``:
+    this worker's end of its pipe to the main process; where poll() reports a closed peer
+    (Linux POLLRDHUP) the exit is immediate, since the kernel closes the main process's end the
+    moment it dies, zombie or not; otherwise the process is looked at every
+    :data:`PARENT_CHECK_S` seconds."""
+    poller = None
+    if fd is not None and hasattr(select, "poll") and hasattr(select, "POLLRDHUP"):
+        poller = select.poll()
+        poller.register(fd, select.POLLRDHUP)
     while True:
-        time.sleep(PARENT_CHECK_S)
+        if poller is not None:
+            if any(event & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL)
+                   for _, event in poller.poll(PARENT_CHECK_S * 1000)):
+                os._exit(0)
+        else:
+            time.sleep(PARENT_CHECK_S)
         if os.getppid() != ppid or not _parent_alive(main_pid):
             os._exit(0)
+        if _term_deadline is not None and time.monotonic() >= _term_deadline:
+            os._exit(128 + signal.SIGTERM)
+
+
+def _on_term(signum, frame) -> None:
+    """SIGTERM / SIGHUP: the main process (which got the same signal from a process group or a
+    scheduler) commits its work and stops the workers; exit on our own if it does not."""
+    global _term_deadline
+    if _term_deadline is None:
+        _term_deadline = time.monotonic() + TERM_GRACE_S
+
+
+def die_with_parent() -> bool:
+    """Linux: have the kernel SIGKILL this process when its parent exits (``PR_SET_PDEATHSIG``).
+    False where that is not available (the watchdog thread still applies)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -178,12 +276,19 @@ def _read_exactly(fd: int, buffer: memoryview) -> None:
 
 
 def worker_main(conn: Connection, main_pid: int) -> None:
-    """A decode worker: run jobs received on ``conn`` until it closes or sends None. Interrupts
-    (SIGINT from a terminal, SIGTERM to the process group) are left to the main process, which
-    stops the workers itself."""
+    """A decode worker: run jobs received on ``conn`` until it closes or sends None. SIGINT (a
+    terminal's Ctrl-C reaches the whole process group) is left to the main process, which stops
+    the workers itself; SIGTERM / SIGHUP give it :data:`TERM_GRACE_S` seconds to do so. The
+    worker dies with its parent (see the module docstring)."""
+    ppid = os.getppid()
+    die_with_parent()
+    if os.getppid() != ppid or not _parent_alive(main_pid):  # the parent died before prctl took effect
+        os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(main_pid, os.getppid()), daemon=True).start()
+    signal.signal(signal.SIGTERM, _on_term)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _on_term)
+    threading.Thread(target=_watch_parent, args=(main_pid, ppid, conn.fileno()), daemon=True).start()
     conn.send(READY)
     while True:
         try:
@@ -244,20 +349,46 @@ class _Worker:
         self.ready = False  # its READY message has arrived
 
     def stop(self, kill: bool) -> None:
-        """End the process (SIGKILL when ``kill``, else ask it to exit); never waits long (a
-        process stuck in uninterruptible I/O cannot be reaped until the I/O returns)."""
+        """End the process (SIGKILL when ``kill``, else ask it to exit) and reap it; never waits
+        long (see :func:`_stop_all`)."""
+        _stop_all([self], kill_all=kill)
+
+
+def _forget(process) -> None:
+    """Leave a process that cannot be reaped out of multiprocessing's exit-time join (which
+    would otherwise wait for it forever)."""
+    children = getattr(multiprocessing.process, "_children", None)
+    if isinstance(children, set):
+        children.discard(process)
+
+
+def _stop_all(workers: Sequence["_Worker"], kill_all: bool = False) -> None:
+    """Stop ``workers`` together: idle ones are asked to exit (None on their pipe), busy ones
+    (or all, with ``kill_all``) are killed; then one shared wait of :data:`CLOSE_WAIT_S`
+    seconds, SIGKILL for any still alive, :data:`KILL_WAIT_S` more, and a process that still
+    cannot be reaped is forgotten. Pipes are closed."""
+    for worker in workers:
+        kill = kill_all or worker.job is not None
         if not kill:
             try:
-                self.conn.send(None)
+                worker.conn.send(None)
             except (OSError, ValueError):
                 kill = True
-        if kill and self.process.is_alive():
-            self.process.kill()
-        self.process.join(1.0 if kill else 2.0)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(1.0)
-        self.conn.close()
+        if kill and worker.process.is_alive():
+            worker.process.kill()
+    for wait_s in (CLOSE_WAIT_S, KILL_WAIT_S):
+        deadline = time.monotonic() + wait_s
+        for worker in workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+        alive = [w for w in workers if w.process.is_alive()]
+        if not alive:
+            break
+        for worker in alive:
+            worker.process.kill()
+    for worker in workers:
+        if worker.process.is_alive():
+            _forget(worker.process)
+        worker.conn.close()
 
 
 class DecodePool:
@@ -286,6 +417,8 @@ class DecodePool:
         self._pool: List[_Worker] = []
         self._starter: Optional[threading.Thread] = None
         self._start_error: Optional[BaseException] = None
+        self._closed = False
+        self._lock = threading.Lock()
         self._ctx = _context() if self.workers else None
         self.replaced = 0  # workers killed or lost and started again
 
@@ -300,11 +433,18 @@ class DecodePool:
     def _launch(self) -> None:
         try:
             for _ in range(self.workers):
-                self._pool.append(_Worker(self._ctx))
+                worker = _Worker(self._ctx)
+                with self._lock:
+                    if self._closed:  # closed while this one started: stop it at once
+                        _stop_all([worker], kill_all=True)
+                        return
+                    self._pool.append(worker)
         except BaseException as exc:  # reported to the caller by _ready_pool
             self._start_error = exc
 
     def _ready_pool(self) -> None:
+        if self._closed:
+            raise DecodeWorkerError("the decode pool is closed")
         self.start()
         if self._starter is not None:
             self._starter.join()
@@ -312,12 +452,17 @@ class DecodePool:
             raise DecodeWorkerError(f"cannot start decode workers ({_one_line(str(self._start_error))})")
 
     def close(self) -> None:
-        """Stop every worker (running jobs are abandoned)."""
+        """Stop every worker (running jobs are abandoned). Safe to call more than once and from
+        any exit path; waits at most a few seconds (see :func:`_stop_all`); a worker still being
+        started is stopped by the starting thread."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, []
+        _stop_all(pool)
         if self._starter is not None:
-            self._starter.join()
-        for worker in self._pool:
-            worker.stop(kill=worker.job is not None)
-        self._pool = []
+            # a worker the starting thread launches after this still stops: the thread stops it
+            # when it sees the pool closed, and a worker whose main process has exited ends itself
+            self._starter.join(CLOSE_WAIT_S + KILL_WAIT_S)
 
     def __enter__(self) -> "DecodePool":
         return self.start()
