@@ -113,8 +113,8 @@ def measure(videos: List[Path], frames: int, ratio: float, repeats: int, text_to
     from aot_cli.video import decode_video
 
     ckpt = write_checkpoint("tiny", work / "tiny")
-    cfg = build_run_config({"method": {"ratio": ratio}, "decode": {"frames": frames}},
-                           {"model": str(ckpt), "dtype": "fp32", "device": "cpu"})
+    cfg = build_run_config(None, {"model": str(ckpt), "dtype": "fp32", "device": "cpu", "ratio": ratio,
+                                  "frames": frames})
     adapter = load_model(cfg.model)
     t0 = time.perf_counter()
     summary = run_batch(expand_inputs([str(v) for v in videos]), work / "cache", cfg, adapter=adapter, decode_workers=0)

@@ -495,8 +495,6 @@ def test_help_and_version_import_neither_torch_nor_transformers(tmp_path):
     assert _modules_after(["compress", "--help"], tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason="TokenCache and the inspect statistics still import torch; branch issue-11 "
-                                       "makes the reader torch-free (then remove this mark)")
 def test_inspect_imports_neither_torch_nor_transformers(tiny, tmp_path):
     out = tmp_path / "one.safetensors"
     assert run(["compress", str(SAMPLES / "realshort.mp4"), "-o", str(out), "--model", str(tiny["siglip"]),

@@ -248,9 +248,10 @@ def test_cached_llm_reproduces_the_models_own_answer_and_loglikelihood_with_comp
     text, used = llm.generate(QUESTION, str(CLIP), max_new_tokens=5)
     nll, greedy, _ = llm.loglikelihood(QUESTION, " a bike", str(CLIP))
     assert used.video_id == video.id and used.video_tokens == len(video.tokens) == 4 * 25 + 1
-    decoded = decode_video(CLIP, DecodeConfig(frames=4))
+    adapter = load_model(ModelConfig(model=str(llava["dir"]), dtype="fp32"))
+    decoded = decode_video(CLIP, DecodeConfig(frames=4), target_size=adapter.spec.resized_size)  # as compress reads
     assert decoded.indices == video["frame_indices"].tolist()  # the same sampled frames
-    pixels = load_model(ModelConfig(model=str(llava["dir"]), dtype="fp32")).preprocess(decoded.frames)[None]
+    pixels = adapter.preprocess(decoded.frames)[None]
     ids = _reference_ids(tokenizer, QUESTION, 4 * 25 + 1)
     cont = torch.tensor([tokenizer(" a bike", add_special_tokens=False)["input_ids"]])
     with torch.no_grad():

@@ -280,9 +280,9 @@ def decode_calls(monkeypatch):
     calls = []
     real = video_module.decode_video
 
-    def recording(path, cfg=None, default_frames=32):
+    def recording(path, cfg=None, default_frames=32, **options):
         calls.append((cfg.frames, cfg.fps, cfg.max_frames, default_frames))
-        return real(path, cfg, default_frames=default_frames)
+        return real(path, cfg, default_frames=default_frames, **options)
 
     monkeypatch.setattr(video_module, "decode_video", recording)
     return calls

@@ -23,6 +23,7 @@ from ..cache import write_single
 from ..core import AOTConfig, compress
 from ..pipeline.inputs import VideoInput
 from ..pipeline.run import RunConfig, build_result
+from ..pipeline.workers import decode_target
 from ..video import decode_video
 from .memory import MemoryPeak, PeakMemory
 
@@ -108,8 +109,8 @@ def measure_video(item: VideoInput, adapter, cfg: RunConfig, method: AOTConfig, 
     out = into if into is not None else VideoStages(video_id=item.video_id, path=str(item.path))
     workdir.mkdir(parents=True, exist_ok=True)
     target = workdir / "video.safetensors"
-    decoded, t = timed(lambda: decode_video(item.path, cfg.decode, default_frames=adapter.profile.default_frames),
-                       device)
+    decoded, t = timed(lambda: decode_video(item.path, cfg.decode, default_frames=adapter.profile.default_frames,
+                                            target_size=decode_target(adapter)), device)
     out.best("decode", t)
     pixels, t = timed(lambda: adapter.preprocess(decoded.frames), device)
     out.best("preprocess", t)
@@ -152,7 +153,8 @@ def warm_up(item: VideoInput, adapter, cfg: RunConfig) -> None:
     """One plain and one scored tower pass on up to ``batch_frames`` frames of ``item``, so that
     one-off costs (kernel selection, allocator growth, lazy imports) stay out of the timings."""
     score_layers = cfg.model.score_layers or adapter.profile.score_layers
-    decoded = decode_video(item.path, cfg.decode, default_frames=adapter.profile.default_frames)
+    decoded = decode_video(item.path, cfg.decode, default_frames=adapter.profile.default_frames,
+                           target_size=decode_target(adapter))
     pixels = adapter.preprocess(decoded.frames[: adapter.batch_frames])
     adapter.features(pixels)
     adapter.encode(pixels, score_layers=score_layers)

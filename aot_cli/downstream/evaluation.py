@@ -207,7 +207,7 @@ class CachedVideoLLM:
         sections = next(iter(recorded.values()), {"model": {"profile": self.family}})
         flags = {"model": self.checkpoint, "revision": self.revision, "device": self.device_name}
         try:
-            return build_run_config(sections, flags)
+            return build_run_config(None, flags, config=sections)
         except (ValueError, TypeError) as exc:
             raise DownstreamError(f"{self.cache_path}: the recorded configuration cannot be used "
                                   f"({_first_line(exc)})") from None

@@ -42,12 +42,17 @@ def family_loader(config: dict, where: str) -> Callable[[LoadContext], VisionAda
 
 def model_identity(cfg: ModelConfig, source: Optional[ModelSource] = None) -> Dict[str, Any]:
     """What decides a model's tokens beyond ``cfg`` itself, found without loading weights:
-    ``checkpoint`` (:func:`~aot_cli.models.source.checkpoint_identity`) and ``dtype`` (the
-    resolved tower dtype name, as the loaded adapter will have it). ``source``: ``cfg.model``
+    ``checkpoint`` (:func:`~aot_cli.models.source.checkpoint_identity`), ``dtype`` (the
+    resolved tower dtype name, as the loaded adapter will have it) and ``profile`` (name, pooling
+    and clip length of the profile the loader will use, from :func:`~aot_cli.models.peek.peek_checkpoint`). ``source``: ``cfg.model``
     already resolved. Raises ModelLoadError for a model or device that cannot be used."""
+    from aot_cli.models.peek import peek_checkpoint
+
     source = source or resolve_source(cfg.model, cfg.revision)
     dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))
-    return {"checkpoint": checkpoint_identity(source), "dtype": DTYPE_NAMES.get(dtype, str(dtype))}
+    profile = peek_checkpoint(source, cfg).profile
+    return {"checkpoint": checkpoint_identity(source), "dtype": DTYPE_NAMES.get(dtype, str(dtype)),
+            "profile": {"name": profile.name, "pooling": profile.pooling, "clip_length": profile.clip_length}}
 
 
 def load_model(cfg: ModelConfig, source: Optional[ModelSource] = None) -> VisionAdapter:

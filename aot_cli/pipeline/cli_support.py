@@ -38,13 +38,14 @@ FLAG_FIELDS = {
 }
 
 
-def build_run_config(config_file: Optional[str], flags: Dict[str, Any]):
-    """The checked RunConfig of ``flags`` over the config file ``config_file`` (path or None);
-    UsageError (a ValueError, one line) when they are invalid. See
+def build_run_config(config_file: Optional[str], flags: Dict[str, Any], *, config: Optional[Dict[str, Any]] = None):
+    """The checked RunConfig of ``flags`` over the config file ``config_file`` (path or None) or
+    an already parsed ``config`` (sections decode/model/method/storage, e.g. a cache's recorded
+    ``meta["config"]``); UsageError (a ValueError, one line) when they are invalid. See
     :func:`aot_cli.pipeline.settings.build_settings`."""
     from .settings import build_settings
 
-    return build_settings(config_file, flags).cfg
+    return build_settings(config_file, flags, config=config).cfg
 
 
 def quiet_transformers() -> None:

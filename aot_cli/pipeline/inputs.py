@@ -35,15 +35,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import MAX_JSON_DEPTH, loads_bounded_json
+from ..video.formats import VIDEO_EXTENSIONS  # what a directory scan picks up (re-exported)
 
-#: Extensions a directory scan picks up: the containers and raw streams FFmpeg reads as video.
-#: (To be replaced by ``aot_cli.video.VIDEO_EXTENSIONS`` once the decode layer exports it.)
-VIDEO_EXTENSIONS = frozenset({
-    ".3g2", ".3gp", ".amv", ".apng", ".asf", ".avi", ".divx", ".dv", ".f4v", ".flv", ".gif", ".h261", ".h263",
-    ".h264", ".264", ".h265", ".265", ".hevc", ".ivf", ".m1v", ".m2t", ".m2ts", ".m2v", ".m4v", ".mj2", ".mjpeg",
-    ".mjpg", ".mk3d", ".mkv", ".mod", ".mov", ".mp4", ".mpe", ".mpeg", ".mpg", ".mts", ".mxf", ".nut", ".obu",
-    ".ogm", ".ogv", ".qt", ".rm", ".rmvb", ".tod", ".ts", ".vob", ".webm", ".webp", ".wmv", ".wtv", ".y4m",
-})
 #: Largest list or manifest file read (bytes).
 MAX_LIST_BYTES = 256 << 20
 #: Names of ignored files kept for the run summary.

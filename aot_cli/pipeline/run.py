@@ -54,15 +54,21 @@ FINGERPRINT_FORMAT = 2
 
 def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
     """Hash of every setting that changes a video's cached tokens, computable before the model
-    loads: the decode, model (not device or batch size), method and stored-dtype settings as
-    given (the profile-chosen pooling and clip length follow from the checkpoint and
-    ``--profile``, which are covered), and ``model_identity``
-    (:func:`aot_cli.models.loader.model_identity`: what the checkpoint is and the resolved
-    tower dtype). 16 lowercase hex digits."""
+    loads: the decode, model (not device or batch size) and stored-dtype settings, the method
+    settings with the pooling and clip length the profile decides filled in (so a configuration
+    that names them explicitly, such as a cache's recorded one fed back, hashes the same as one
+    that leaves them to the profile), and ``model_identity``
+    (:func:`aot_cli.models.loader.model_identity`: what the checkpoint is, the resolved tower
+    dtype and the profile). 16 lowercase hex digits."""
+    method = cfg.method
+    profile = model_identity.get("profile") or {}
+    if cfg.auto_pooling and "pooling" in profile:
+        method = dataclasses.replace(method, pooling=profile["pooling"])
+    if cfg.auto_clip_length and "clip_length" in profile:
+        method = dataclasses.replace(method, clip_length=profile["clip_length"])
     model = {k: v for k, v in to_dict(cfg.model).items() if k not in ("device", "batch_frames")}
     payload = {"decode": to_dict(cfg.decode), "model": model, "identity": model_identity,
-               "method": to_dict(cfg.method), "auto": [cfg.auto_pooling, cfg.auto_clip_length],
-               "save_dtype": cfg.storage.save_dtype, "format": FINGERPRINT_FORMAT}
+               "method": to_dict(method), "save_dtype": cfg.storage.save_dtype, "format": FINGERPRINT_FORMAT}
     for name in DECODE_RUN_ONLY_FIELDS:  # limits, logging and time budget never change the frames
         payload["decode"].pop(name, None)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -127,6 +127,12 @@ def _file_sections(path: str) -> Dict[str, Dict[str, Tuple[str, Any]]]:
         data = read_config_file(path)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    return _sections_of(data, path)
+
+
+def _sections_of(data: Dict[str, Any], path: str) -> Dict[str, Dict[str, Tuple[str, Any]]]:
+    """A parsed configuration (a config file's content, or a cache's recorded ``meta["config"]``)
+    as section -> {field: (key as written, value)}; ``path`` names it in errors."""
     if "config" in data and isinstance(data["config"], dict) and len(data) == 1:
         data = data["config"]  # a cache's recorded meta["config"] fed back
     keys = config_keys()
@@ -310,17 +316,11 @@ def _method_ranges(m: AOTConfig) -> None:
         raise ValueError(f"sinkhorn_tol must be positive, got {m.sinkhorn_tol:g}")
 
 
-def _decode_ranges(d: DecodeConfig) -> None:
-    """``timeout`` must be a positive number of seconds (0 or less used to mean no limit)."""
-    if d.timeout is None or not d.timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {d.timeout}")
-
-
 def _section_checks() -> Dict[str, List[Callable[[Any], None]]]:
     from ..video.sampling import check_decode_config
 
     return {
-        "decode": [check_decode_config, _decode_ranges],
+        "decode": [check_decode_config],
         "model": [ModelConfig.validate],
         "method": [AOTConfig.validate, _method_ranges],
         "storage": [StorageConfig.validate],
@@ -340,20 +340,24 @@ def _run_options(flags: Dict[str, Any]) -> Tuple[Optional[int], float]:
 
 # ----------------------------------------------------------------------------- the step
 
-def build_settings(config_file: Optional[str], flags: Dict[str, Any]) -> RunSettings:
+def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
+                   config: Optional[Dict[str, Any]] = None) -> RunSettings:
     """Flags (click's parsed values; None = not given) over the config file ``config_file``
-    over defaults, type-checked and validated. Raises :class:`UsageError` (one line). Reads
-    only the config file; imports no model code."""
+    (or, instead, an already parsed ``config`` such as a cache's recorded ``meta["config"]``,
+    named ``config_file`` in errors) over defaults, type-checked and validated. Raises
+    :class:`UsageError` (one line). Reads only the config file; imports no model code."""
     from .run import RunConfig
 
     flag_fields = _flag_fields()
     origins: Dict[Tuple[str, str], Origin] = {}
     values: Dict[str, Dict[str, Any]] = {s: {} for s in SECTIONS}
-    if config_file is not None:
-        for section, entries in _file_sections(config_file).items():
+    if config is not None or config_file is not None:
+        where = config_file or "recorded configuration"
+        parsed = _sections_of(dict(config), where) if config is not None else _file_sections(config_file)
+        for section, entries in parsed.items():
             for name, (key, value) in entries.items():
                 values[section][name] = value
-                origins[(section, name)] = Origin(file=config_file, section=section, key=key)
+                origins[(section, name)] = Origin(file=where, section=section, key=key)
     for flag, value in flags.items():
         if flag not in flag_fields or value is None:
             continue
