@@ -225,7 +225,7 @@ def test_lmms_eval_method_none_cache_from_the_task_list_reproduces_the_models_ow
     ids = torch.tensor([tokenizer(prompt.replace("<video>", "<video>" * (4 * 25 + 1)),
                                   add_special_tokens=False)["input_ids"]])
     for doc, clip in enumerate(clips):
-        decoded = decode_video(clip, DecodeConfig(frames=4))
+        decoded = decode_video(clip, DecodeConfig(frames=4), target_size=adapter.spec.resized_size)  # as compress reads
         cached = [cache[v] for v in cache.ids() if Path(cache[v].meta["video"]["path"]).name == clip.name][0]
         assert decoded.indices == cached["frame_indices"].tolist()
         pixels = adapter.preprocess(decoded.frames)[None]
