@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
+from .safejson import loads as bounded_json
+
 #: Choices of the tower dtype and of the stored token dtype.
 MODEL_DTYPES = ("auto", "bf16", "fp16", "fp32")
 SAVE_DTYPES = ("model", "fp32", "bf16", "fp16")
@@ -132,41 +134,6 @@ def parse_size(text: Any) -> int:
     return value
 
 
-def json_depth_ok(text: str, max_depth: int = MAX_JSON_DEPTH) -> bool:
-    """Whether the brackets of JSON ``text`` nest at most ``max_depth`` deep (strings skipped), so
-    that hostile input is refused before a recursive parser sees it."""
-    depth, in_string, escaped = 0, False, False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > max_depth:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a valid value")
-
-
-def loads_bounded_json(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """``json.loads`` that refuses nesting deeper than ``max_depth`` and the non-standard
-    constants ``NaN`` / ``Infinity`` (ValueError, one line)."""
-    if not json_depth_ok(text, max_depth):
-        raise ValueError(f"nested more than {max_depth} levels deep")
-    return json.loads(text, parse_constant=_no_constant)
-
-
 def _nesting(value: Any, depth: int = 0) -> int:
     if isinstance(value, dict):
         return max([_nesting(v, depth + 1) for v in value.values()], default=depth + 1)
@@ -201,11 +168,11 @@ def read_config_file(path: Any) -> dict:
 
             data = tomllib.loads(text)
             if _nesting(data) > MAX_JSON_DEPTH:
-                raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+                raise ValueError(f"nests tables/arrays more than {MAX_JSON_DEPTH} levels deep")
             if any(isinstance(v, float) and not math.isfinite(v) for v in _leaves(data)):
                 raise ValueError("nan and inf are not valid values")
         else:
-            data = loads_bounded_json(text)
+            data = bounded_json(text, MAX_JSON_DEPTH)
     except (ValueError, RecursionError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         raise ValueError(f"{p}: not a valid config file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if not isinstance(data, dict):

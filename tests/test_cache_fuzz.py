@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from aot_cli.cache import CacheError, TokenCache
-from aot_cli.cache.safejson import loads, nesting_exceeds
+from aot_cli.safejson import loads, nesting_exceeds
 from aot_cli.inspect.render import print_stats
 from aot_cli.inspect.stats import cache_stats
 from cachefiles import cache_dir, make_fifo, nested, put_header, read_everything, single_file, split_file
@@ -245,7 +245,7 @@ def test_the_nesting_scan_is_exact_on_valid_json(value, limit, ascii_only):
 
 
 def test_the_nesting_scan_handles_chunk_boundaries(monkeypatch):
-    import aot_cli.cache.safejson as safejson
+    import aot_cli.safejson as safejson
 
     rng = random.Random(0)
     for _ in range(200):

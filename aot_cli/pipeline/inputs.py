@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..config import MAX_JSON_DEPTH, loads_bounded_json
+from ..config import MAX_JSON_DEPTH
+from ..safejson import loads as bounded_json
 from ..video.formats import VIDEO_EXTENSIONS  # what a directory scan picks up (re-exported)
 
 #: Largest list or manifest file read (bytes).
@@ -178,7 +179,7 @@ def read_manifest(path: Path, path_column: str = "path") -> List[VideoInput]:
             if not _utf8(line):
                 raise InputError(f"{path}:{n}: not UTF-8 text")
             try:
-                row = loads_bounded_json(line, MAX_JSON_DEPTH)
+                row = bounded_json(line, MAX_JSON_DEPTH)
             except ValueError as e:
                 raise InputError(f"{path}:{n}: not valid JSON ({str(e).splitlines()[0]})") from None
             if not isinstance(row, dict):
