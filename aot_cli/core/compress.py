@@ -101,7 +101,7 @@ class AOTConfig:
     salient_share: float = 0.1  # share of each clip's tokens that count as salient
     salient_weight: float = 6.0  # extra weight of a salient token in its anchor's mean
     merge_rounds: int = 3  # transport-and-average rounds
-    merge_eps: float = 0.02  # Sinkhorn regularisation of the balanced assignment
+    merge_eps: float = 0.05  # Sinkhorn regularisation of the balanced assignment
 
     @classmethod
     def _from_preset(cls, name: str = "reference", **overrides) -> "AOTConfig":

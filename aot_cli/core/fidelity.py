@@ -90,20 +90,21 @@ def salient_mask(salience: torch.Tensor, share: float = SALIENT_SHARE) -> torch.
 
 
 def cosine_matrix(full: torch.Tensor, kept: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """``[N, T]`` cosine similarities of ``full [N, D]`` and ``kept [T, D]``, float32, computed in
+    """``[N, T]`` cosine similarities of ``full [N, D]`` and ``kept [T, D]``, float64, computed in
     row chunks of ``chunk``."""
     if full.dim() != 2 or kept.dim() != 2 or full.shape[1] != kept.shape[1]:
         raise ValueError(f"full and kept tokens must be [N, D] and [T, D] with the same D, got "
                          f"{tuple(full.shape)} and {tuple(kept.shape)}")
-    b = F.normalize(kept.float(), dim=1)
-    return torch.cat([F.normalize(part.float(), dim=1) @ b.T for part in full.split(chunk)]) if len(full) else \
-        full.new_zeros(0, kept.shape[0], dtype=torch.float32)
+    b = F.normalize(kept.double(), dim=1)
+    if not len(full):
+        return torch.zeros(0, kept.shape[0], dtype=torch.float64, device=full.device)
+    return torch.cat([F.normalize(part.double(), dim=1) @ b.T for part in full.split(chunk)])
 
 
 def coverage(full: torch.Tensor, kept: torch.Tensor, cos: Optional[torch.Tensor] = None) -> float:
     """Mean over ``full [N, D]`` of the largest cosine similarity to ``kept [T, D]``."""
     cos = cosine_matrix(full, kept) if cos is None else cos
-    return float(cos.amax(1).double().mean())
+    return float(cos.amax(1).mean())
 
 
 def salient_coverage(full: torch.Tensor, kept: torch.Tensor, salience: torch.Tensor,
@@ -113,10 +114,12 @@ def salient_coverage(full: torch.Tensor, kept: torch.Tensor, salience: torch.Ten
         raise ValueError(f"salience must be [{full.shape[0]}] (one value per full token), got {tuple(salience.shape)}")
     mask = salient_mask(salience, share)
     cos = cosine_matrix(full[mask], kept) if cos is None else cos[mask]
-    return float(cos.amax(1).double().mean())
+    return float(cos.amax(1).mean())
 
 
-def _import_ot():
+def require_pot():
+    """The ``ot`` module (POT), imported now; :class:`FidelityError` (one line naming the extra)
+    when it is not installed."""
     try:
         import ot  # noqa: F401
     except ImportError:
@@ -133,7 +136,7 @@ def ot_error(full: torch.Tensor, kept: torch.Tensor, cos: Optional[torch.Tensor]
     ``max_iter``: network-simplex iteration cap (default ``max(10**6, 50 * N * T)``). Raises
     :class:`FidelityError` when POT is missing or the solver stops before the optimum.
     """
-    ot = _import_ot()
+    ot = require_pot()
     import numpy as np
 
     cos = cosine_matrix(full, kept) if cos is None else cos

@@ -62,6 +62,29 @@ def _spread(total: int, slots: int) -> List[int]:
     return [((j + 1) * total) // slots - (j * total) // slots for j in range(slots)]
 
 
+def initial_anchors(scores: torch.Tensor, valid: torch.Tensor, clips: Sequence[Tuple[int, int]],
+                    grid: Sequence[int], attention_share: float) -> torch.Tensor:
+    """The starting anchors of each clip, ``[C, M]`` bool over the clip's tokens (frame by frame,
+    row-major; ``M = max length * h * w``).
+
+    Clip ``c`` of ``l`` frames and budget ``t`` gets ``a = floor(attention_share * t + 0.5)``
+    attention anchors and ``t - a`` grid anchors: the grid anchors are spread evenly over the clip's
+    frames and placed on the centre cells of equal rectangles (:func:`pool_regions`), the attention
+    anchors are the clip's other tokens with the highest ``scores [C, M]`` (ties: the earlier token).
+    ``valid [C, M]`` marks real tokens; ``clips``: ``(length, budget)`` per clip.
+    """
+    h, w = int(grid[0]), int(grid[1])
+    n = h * w
+    C, M = scores.shape
+    device = scores.device
+    n_attn = [min(t, int(math.floor(attention_share * t + 0.5))) for _, t in clips]
+    init = torch.stack([
+        torch.cat([_grid_picks((h, w), _spread(t - a, l), n, device), torch.zeros(M - l * n, dtype=torch.bool, device=device)])
+        for (l, t), a in zip(clips, n_attn)])
+    attn = smallest_k_mask(-scores.float(), torch.tensor(n_attn, device=device), valid & ~init)
+    return init | attn
+
+
 def quality_merge(
     tokens: torch.Tensor,
     scores: torch.Tensor,
@@ -73,7 +96,7 @@ def quality_merge(
     salient_share: float = 0.1,
     salient_weight: float = 6.0,
     rounds: int = 3,
-    eps: float = 0.02,
+    eps: float = 0.05,
     max_iter: int = 100,
     tol: float = 1e-2,
     log_domain: bool = False,
@@ -126,14 +149,7 @@ def quality_merge(
     z = x[safe, cell_of] * valid[:, :, None]
     s = scores.float()[safe, cell_of].masked_fill(~valid, float("-inf"))
 
-    # Initial anchors: evenly placed picks, then the highest-attention tokens not yet picked.
-    n_attn = [min(t, int(math.floor(attention_share * t + 0.5))) for _, _, t in clips]
-    init = torch.stack([
-        torch.cat([_grid_picks((h, w), _spread(t - a, l), n, device),
-                   torch.zeros(M - l * n, dtype=torch.bool, device=device)])
-        for (_, l, t), a in zip(clips, n_attn)])
-    attn = smallest_k_mask(-s.masked_fill(init, float("-inf")), torch.tensor(n_attn, device=device), valid & ~init)
-    init |= attn
+    init = initial_anchors(s, valid, [(l, t) for _, l, t in clips], (h, w), attention_share)
     seeds_per_frame.index_add_(0, frame_of[init], torch.ones(int(init.sum()), dtype=torch.long, device=device))
     # anchors in (frame, cell) order = row order within the clip; padded to K columns
     a_idx = torch.sort((~init).to(torch.uint8), dim=1, stable=True).indices[:, :K]
@@ -147,14 +163,15 @@ def quality_merge(
 
     zn = F.normalize(z, dim=2)
     big = torch.finfo(torch.float32).max
+    log_c = None  # each round starts from the previous round's column scaling
     for _ in range(rounds):
         cos = torch.bmm(zn, F.normalize(anchors, dim=2).transpose(1, 2))  # [C, M, K]
         cost = 1.0 - cos
         # A constant per row does not change the plan; removing the row minimum keeps C/eps small
         # enough for the kernel form of Sinkhorn in most rows.
         cost = cost - cost.masked_fill(~a_valid[:, None, :], big).amin(2, keepdim=True).masked_fill(~valid[:, :, None], 0.0)
-        plan = sinkhorn(cost, eps=eps, max_iter=max_iter, tol=tol, log_domain=log_domain,
-                        row_mask=valid, col_mask=a_valid, stop="marginal")
+        plan, log_c = sinkhorn(cost, eps=eps, max_iter=max_iter, tol=tol, log_domain=log_domain,
+                               row_mask=valid, col_mask=a_valid, stop="marginal", init_log_c=log_c, return_log_c=True)
         join = plan.masked_fill(~a_valid[:, None, :], -1.0).argmax(2)  # [C, M]
         onehot = F.one_hot(join, K).float() * weight[:, :, None]  # [C, M, K]
         load = onehot.sum(1)  # [C, K]
@@ -165,8 +182,21 @@ def quality_merge(
     cos = torch.bmm(zn, F.normalize(anchors, dim=2).transpose(1, 2))
     member = F.one_hot(join, K).bool() & valid[:, :, None]
     best = cos.masked_fill(~member, float("-inf")).argmax(1)  # [C, K]
-    has = member.any(1)
+    has = member.any(1) & a_valid
     where = torch.where(has, best, a_idx)
+    # An anchor left without members takes the unclaimed token most similar to it, so that no
+    # two outputs share a frame and cell (members are disjoint, so the others never collide).
+    claimed = torch.zeros(C, M, dtype=torch.bool, device=device)
+    claimed.scatter_(1, torch.where(has, best, torch.zeros_like(best)), has)
+    empty = a_valid & ~has
+    rows = torch.arange(C, device=device)
+    for _ in range(int(empty.sum(1).max())):
+        j = empty.float().argmax(1)  # the next anchor without members, per clip
+        todo = empty[rows, j]
+        pick = cos[rows, :, j].masked_fill(claimed | ~valid, float("-inf")).argmax(1)
+        where[rows[todo], j[todo]] = pick[todo]
+        claimed[rows[todo], pick[todo]] = True
+        empty[rows[todo], j[todo]] = False
     counts_t = member.sum(1)
     # (frame, cell) order inside each clip; padding columns last
     key = torch.where(a_valid, where, torch.full_like(where, M))

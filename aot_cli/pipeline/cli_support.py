@@ -18,6 +18,8 @@ from ..core import AOTConfig
 FLAG_FIELDS = {
     "ratio": ("method", "ratio"), "method": ("method", "method"), "num_anchors": ("method", "num_anchors"),
     "keep_ratio": ("method", "keep_ratio"), "global_ratio": ("method", "global_ratio"), "window": ("method", "window"),
+    "preset": ("method", "preset"),
+    "seed": ("method", "seed"),
     "clip_length": ("method", "clip_length"), "segments": ("method", "segments"), "dynamic_c": ("method", "dynamic_c"),
     "dynamic_tau": ("method", "dynamic_tau"), "keyframe_once": ("method", "keyframe_once"),
     "intra_update": ("method", "intra_update"), "intra_stop": ("method", "intra_stop"),
@@ -72,6 +74,7 @@ def build_run_config(file_cfg: Dict[str, Dict[str, Any]], flags: Dict[str, Any],
                     method=from_dict(AOTConfig, method),
                     storage=from_dict(StorageConfig, storage),
                     auto_pooling=auto_pooling, auto_clip_length=auto_clip)
+    cfg.method.validate()  # one-line flag errors before any model load (issue 13; issue 10's central step supersedes it)
     return cfg
 
 
