@@ -317,3 +317,16 @@ def test_quality_with_dynamic_segments_follows_the_segments():
     for s, l in out.segments:  # each clip emits its frames' budgets, on its own frames
         inside = (out.frame >= s) & (out.frame < s + l)
         assert int(inside.sum()) == sum(counts[s:s + l])
+
+
+def test_quality_in_clip_batches_matches_one_batch(monkeypatch):
+    import aot_cli.core.quality as quality
+
+    x, sh, dp = video_like(12, 27, 27, 16, 10)
+    cfg = AOTConfig.preset("quality", ratio=0.1, clip_length=5)  # clips of 5, 5 and 2 frames
+    whole = compress(x, sh, dp, (27, 27), cfg)
+    monkeypatch.setattr(quality, "BATCH_ELEMENTS", 1)  # one clip per batch
+    parts = compress(x, sh, dp, (27, 27), cfg)
+    assert torch.equal(whole.frame, parts.frame) and torch.equal(whole.index, parts.index)
+    assert torch.allclose(whole.tokens, parts.tokens, atol=1e-5)
+    assert [s for s, _ in whole.segments] == [0, 5, 10]

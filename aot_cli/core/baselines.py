@@ -16,6 +16,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from .budget import _spread
 from .geometry import smallest_k_mask
 
 #: Largest seed accepted by :func:`random_prune` (``torch.Generator.manual_seed`` takes 64-bit seeds).
@@ -73,10 +74,6 @@ def attention_topk(full: torch.Tensor, scores: torch.Tensor, counts: Sequence[in
         raise ValueError(f"scores must be [F, n] = {tuple(full.shape[:2])}, got {tuple(scores.shape)}")
     keep = smallest_k_mask(-scores.float(), k.to(scores.device))
     return _gather(full, keep.to(full.device))
-
-
-def _spread(total: int, slots: int) -> List[int]:
-    return [((j + 1) * total) // slots - (j * total) // slots for j in range(slots)]
 
 
 @lru_cache(maxsize=256)

@@ -13,7 +13,7 @@ from .baselines import MAX_SEED, attention_topk, random_prune, uniform_pool
 from .budget import plan_budget
 from .inter import KIND_ANCHOR, KIND_KEPT, inter_frame_merge
 from .intra import intra_frame_merge
-from .pool import pool_maps, pooled_grid, spatial_pool, top_cells
+from .pool import model_scores, model_tokens, pooled_grid, spatial_pool, top_cells
 from .quality import quality_merge
 from .result import CompressResult
 from .segments import dynamic_segments, fixed_segments
@@ -284,23 +284,6 @@ def compress(
     return out
 
 
-def model_tokens(tokens: torch.Tensor, grid: Sequence[int], config: AOTConfig) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """The model's own uncompressed tokens ``[F, n, D]`` (its pooling, §4, or the tower grid when
-    ``config.pooling`` is None) and their grid ``(h, w)``."""
-    H, W = int(grid[0]), int(grid[1])
-    if config.pooling is None:
-        return tokens, (H, W)
-    return pool_maps(tokens, (H, W), config.stride, config.pooling), pooled_grid((H, W), config.stride, config.pooling)
-
-
-def model_scores(scores: torch.Tensor, grid: Sequence[int], config: AOTConfig) -> torch.Tensor:
-    """A received-attention map ``[F, N]`` pooled like :func:`model_tokens` -> ``[F, n]`` float32."""
-    s = scores.float()
-    if config.pooling is None:
-        return s
-    return pool_maps(s[:, :, None], grid, config.stride, config.pooling)[:, :, 0]
-
-
 def _need_deep(deep: Optional[torch.Tensor], tokens: torch.Tensor, what: str) -> None:
     if deep is None:
         raise ValueError(f"{what} needs the deep-layer attention scores (deep), got None")
@@ -314,7 +297,8 @@ def _exact_budget_method(tokens: torch.Tensor, deep: Optional[torch.Tensor], gri
     per-frame budgets of ``plan_budget(..., inter=False)``."""
     Fn = tokens.shape[0]
     dev = tokens.device
-    full, grid2 = model_tokens(tokens, grid, config)
+    full = model_tokens(tokens, grid, config.pooling, config.stride)
+    grid2 = pooled_grid(grid, config.stride, config.pooling) if config.pooling else tuple(grid)
     n = full.shape[1]
     quality = config.method == "aot"
     segments = make_segments(tokens, config) if quality else [(0, Fn)]
@@ -324,7 +308,7 @@ def _exact_budget_method(tokens: torch.Tensor, deep: Optional[torch.Tensor], gri
     zeros = torch.zeros(Fn, dtype=torch.long, device=dev)
     if quality:
         _need_deep(deep, tokens, "the quality preset")
-        res = quality_merge(full, model_scores(deep, grid, config), grid2, segments, counts,
+        res = quality_merge(full, model_scores(deep, grid, config.pooling, config.stride), grid2, segments, counts,
                             attention_share=config.attention_share, salient_share=config.salient_share,
                             salient_weight=config.salient_weight, rounds=config.merge_rounds, eps=config.merge_eps,
                             max_iter=config.sinkhorn_max_iter, tol=config.sinkhorn_tol, log_domain=config.log_domain)
@@ -341,7 +325,7 @@ def _exact_budget_method(tokens: torch.Tensor, deep: Optional[torch.Tensor], gri
             kept, frame, cell = uniform_pool(full, grid2, counts)
         else:
             _need_deep(deep, tokens, "--method attention")
-            kept, frame, cell = attention_topk(full, model_scores(deep, grid, config), counts)
+            kept, frame, cell = attention_topk(full, model_scores(deep, grid, config.pooling, config.stride), counts)
         per_frame = torch.as_tensor(counts, dtype=torch.long, device=dev)
         out = CompressResult(
             tokens=kept, frame=frame, index=cell, kind=torch.full((len(kept),), KIND_KEPT, dtype=torch.uint8, device=dev),

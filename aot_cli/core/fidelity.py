@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .pool import pool_maps
+from .pool import model_scores, model_tokens
 
 #: Share of the full tokens that count as salient.
 SALIENT_SHARE = 0.1
@@ -58,22 +58,17 @@ class Fidelity:
 
 def full_tokens(tokens: torch.Tensor, grid: Sequence[int], pooling: Optional[str] = "bilinear",
                 stride: int = 2) -> torch.Tensor:
-    """The model's own uncompressed tokens: ``tokens [F, H*W, D]`` pooled as the model pools
-    (docs/method.md §4; ``pooling=None``: unchanged), flattened to ``[F * cells, D]`` in frame, then
-    row-major cell order (the order of ``compress(..., AOTConfig(method="none"))``)."""
-    Fn, N, D = tokens.shape
-    out = tokens if pooling is None else pool_maps(tokens, grid, stride, pooling)
-    return out.reshape(-1, D)
+    """The full set: ``tokens [F, H*W, D]`` as the model pools them (:func:`aot_cli.core.model_tokens`),
+    flattened to ``[F * cells, D]`` in frame, then row-major cell order (the order of
+    ``compress(..., AOTConfig(method="none"))``)."""
+    return model_tokens(tokens, grid, pooling, stride).reshape(-1, tokens.shape[-1])
 
 
 def full_scores(scores: torch.Tensor, grid: Sequence[int], pooling: Optional[str] = "bilinear",
                 stride: int = 2) -> torch.Tensor:
-    """A received-attention map ``[F, H*W]`` pooled the same way as :func:`full_tokens`, flattened
-    to ``[F * cells]`` float32."""
-    s = scores.float()
-    if pooling is not None:
-        s = pool_maps(s[:, :, None], grid, stride, pooling)[:, :, 0]
-    return s.reshape(-1)
+    """A received-attention map ``[F, H*W]`` pooled like :func:`full_tokens`, flattened to
+    ``[F * cells]`` float32 (:func:`aot_cli.core.model_scores`)."""
+    return model_scores(scores, grid, pooling, stride).reshape(-1)
 
 
 def salient_mask(salience: torch.Tensor, share: float = SALIENT_SHARE) -> torch.Tensor:

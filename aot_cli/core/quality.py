@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .baselines import pool_regions
+from .budget import _spread
 from .geometry import smallest_k_mask
 from .sinkhorn import sinkhorn
 
@@ -48,6 +49,10 @@ class QualityMerge:
     seeds_per_frame: torch.Tensor
 
 
+#: Largest [clips, tokens, anchors] batch solved at once (float32 elements; about 128 MiB a tensor).
+BATCH_ELEMENTS = 1 << 25
+
+
 def _grid_picks(grid: Tuple[int, int], counts: Sequence[int], cells: int, device) -> torch.Tensor:
     """``[len(counts) * cells]`` mask: on frame ``f`` of the clip, the centre cells of
     :func:`pool_regions` for ``counts[f]`` regions."""
@@ -56,10 +61,6 @@ def _grid_picks(grid: Tuple[int, int], counts: Sequence[int], cells: int, device
         if k > 0:
             mask[f * cells + pool_regions(grid, int(k))[1]] = True
     return mask.to(device)
-
-
-def _spread(total: int, slots: int) -> List[int]:
-    return [((j + 1) * total) // slots - (j * total) // slots for j in range(slots)]
 
 
 def initial_anchors(scores: torch.Tensor, valid: torch.Tensor, clips: Sequence[Tuple[int, int]],
@@ -130,26 +131,46 @@ def quality_merge(
     budgets = [sum(int(k) for k in counts[s:s + l]) for s, l in segments]
     clips = [(s, l, t) for (s, l), t in zip(segments, budgets) if t > 0]
     seeds_per_frame = torch.zeros(Fn, dtype=torch.long, device=device)
-    empty = torch.zeros(0, dtype=torch.long, device=device)
-    if not clips:
-        return QualityMerge(tokens.new_zeros(0, D), empty, empty, empty, seeds_per_frame)
+    parts: List[Tuple[torch.Tensor, ...]] = []
+    # Clips go through in batches whose [clips, tokens, anchors] tensors stay below BATCH_ELEMENTS.
+    i = 0
+    while i < len(clips):
+        size = max(l for _, l, _ in clips[i:]) * n * max(t for _, _, t in clips[i:])
+        j = min(len(clips), i + max(1, BATCH_ELEMENTS // max(1, size)))
+        parts.append(_merge_batch(tokens, scores, (h, w), clips[i:j], seeds_per_frame, attention_share=attention_share,
+                                  salient_share=salient_share, salient_weight=salient_weight, rounds=rounds, eps=eps,
+                                  max_iter=max_iter, tol=tol, log_domain=log_domain))
+        i = j
+    if not parts:
+        none = torch.zeros(0, dtype=torch.long, device=device)
+        return QualityMerge(tokens.new_zeros(0, D), none, none, none, seeds_per_frame)
+    out, frame, cell, members = (torch.cat(x) for x in zip(*parts))
+    return QualityMerge(tokens=out.to(tokens.dtype), frame=frame, index=cell, members=members,
+                        seeds_per_frame=seeds_per_frame)
+
+
+def _merge_batch(tokens, scores, grid, clips, seeds_per_frame, *, attention_share, salient_share, salient_weight,
+                 rounds, eps, max_iter, tol, log_domain):
+    """:func:`quality_merge` on the clips ``[(start, length, budget), ...]`` as one padded batch;
+    adds the initial anchors to ``seeds_per_frame``. Returns float32 tokens, frame, cell, members."""
+    h, w = grid
+    n, D = h * w, tokens.shape[2]
+    device = tokens.device
     C = len(clips)
-    L = max(l for _, l, _ in clips)
-    M = L * n
+    M = max(l for _, l, _ in clips) * n
     K = max(t for _, _, t in clips)
 
-    # Clip batch, padded: z [C, M, D], s [C, M], valid rows; frame/cell of every row.
-    x = tokens.float()
+    # Clip batch, padded: z [C, M, D], sc [C, M], valid rows; frame/cell of every row.
     frame_of = torch.full((C, M), -1, dtype=torch.long, device=device)
-    for c, (s, l, _) in enumerate(clips):
-        frame_of[c, : l * n] = torch.arange(s, s + l, device=device).repeat_interleave(n)
+    for c, (start, length, _) in enumerate(clips):
+        frame_of[c, : length * n] = torch.arange(start, start + length, device=device).repeat_interleave(n)
     valid = frame_of >= 0
     safe = frame_of.clamp_min(0)
     cell_of = torch.arange(M, device=device).remainder(n).expand(C, M)
-    z = x[safe, cell_of] * valid[:, :, None]
-    s = scores.float()[safe, cell_of].masked_fill(~valid, float("-inf"))
+    z = tokens[safe, cell_of].float() * valid[:, :, None]
+    sc = scores.float()[safe, cell_of].masked_fill(~valid, float("-inf"))
 
-    init = initial_anchors(s, valid, [(l, t) for _, l, t in clips], (h, w), attention_share)
+    init = initial_anchors(sc, valid, [(l, t) for _, l, t in clips], grid, attention_share)
     seeds_per_frame.index_add_(0, frame_of[init], torch.ones(int(init.sum()), dtype=torch.long, device=device))
     # anchors in (frame, cell) order = row order within the clip; padded to K columns
     a_idx = torch.sort((~init).to(torch.uint8), dim=1, stable=True).indices[:, :K]
@@ -158,15 +179,13 @@ def quality_merge(
 
     # Salience weights: the top salient_share of each clip's tokens.
     n_sal = valid.sum(1).double().mul(salient_share).add(0.5).floor().long().clamp_min(1)
-    weight = 1.0 + salient_weight * smallest_k_mask(-s, n_sal, valid).float()
-    weight = weight * valid
+    weight = (1.0 + salient_weight * smallest_k_mask(-sc, n_sal, valid).float()) * valid
 
     zn = F.normalize(z, dim=2)
     big = torch.finfo(torch.float32).max
     log_c = None  # each round starts from the previous round's column scaling
     for _ in range(rounds):
-        cos = torch.bmm(zn, F.normalize(anchors, dim=2).transpose(1, 2))  # [C, M, K]
-        cost = 1.0 - cos
+        cost = 1.0 - torch.bmm(zn, F.normalize(anchors, dim=2).transpose(1, 2))  # [C, M, K]
         # A constant per row does not change the plan; removing the row minimum keeps C/eps small
         # enough for the kernel form of Sinkhorn in most rows.
         cost = cost - cost.masked_fill(~a_valid[:, None, :], big).amin(2, keepdim=True).masked_fill(~valid[:, :, None], 0.0)
@@ -178,7 +197,7 @@ def quality_merge(
         mean = torch.bmm(onehot.transpose(1, 2), z) / load.clamp_min(1e-30)[:, :, None]
         anchors = torch.where((load > 0)[:, :, None], mean, anchors)
 
-    # Placement: the member most similar to the final anchor (an anchor without members keeps its pick).
+    # Placement: the member most similar to the final anchor.
     cos = torch.bmm(zn, F.normalize(anchors, dim=2).transpose(1, 2))
     member = F.one_hot(join, K).bool() & valid[:, :, None]
     best = cos.masked_fill(~member, float("-inf")).argmax(1)  # [C, K]
@@ -186,8 +205,9 @@ def quality_merge(
     where = torch.where(has, best, a_idx)
     # An anchor left without members takes the unclaimed token most similar to it, so that no
     # two outputs share a frame and cell (members are disjoint, so the others never collide).
-    claimed = torch.zeros(C, M, dtype=torch.bool, device=device)
-    claimed.scatter_(1, torch.where(has, best, torch.zeros_like(best)), has)
+    claimed = torch.zeros(C, M + 1, dtype=torch.bool, device=device)  # column M: a spare for "none"
+    claimed.scatter_(1, torch.where(has, best, torch.full_like(best, M)), True)
+    claimed = claimed[:, :M]
     empty = a_valid & ~has
     rows = torch.arange(C, device=device)
     for _ in range(int(empty.sum(1).max())):
@@ -206,7 +226,4 @@ def quality_merge(
     counts_t = torch.gather(counts_t, 1, order)
     frame = torch.gather(frame_of, 1, where)
     cell = torch.gather(cell_of, 1, where)
-    return QualityMerge(
-        tokens=anchors[a_ok].to(tokens.dtype), frame=frame[a_ok], index=cell[a_ok], members=counts_t[a_ok],
-        seeds_per_frame=seeds_per_frame,
-    )
+    return anchors[a_ok], frame[a_ok], cell[a_ok], counts_t[a_ok]

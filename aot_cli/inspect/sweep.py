@@ -21,8 +21,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from ..core import AOTConfig, BudgetError, compress
-from ..core.compress import _DEFAULTS, _REFERENCE_ONLY, model_scores, model_tokens
-from ..core.fidelity import fidelity as fidelity_of
+from ..core.compress import _DEFAULTS, _REFERENCE_ONLY
+from ..core.fidelity import fidelity as fidelity_of, full_scores, full_tokens
 
 #: Method names a sweep compares: ``aot`` (the configured method), ``quality`` (the quality preset,
 #: docs/method.md §10.3) and the baselines of §10.1.
@@ -186,9 +186,8 @@ class _Fidelity:
     """The uncompressed tokens and salience of one video, for fidelity figures of many points."""
 
     def __init__(self, tokens: torch.Tensor, deep: Optional[torch.Tensor], grid: Sequence[int], config: AOTConfig):
-        full, _ = model_tokens(tokens, grid, config)
-        self.full = full.reshape(-1, full.shape[-1])
-        self.salience = model_scores(deep, grid, config).reshape(-1) if deep is not None else None
+        self.full = full_tokens(tokens, grid, config.pooling, config.stride)
+        self.salience = full_scores(deep, grid, config.pooling, config.stride) if deep is not None else None
 
     def fill(self, kept: torch.Tensor, point: SweepPoint) -> None:
         start = time.perf_counter()
