@@ -49,7 +49,11 @@ def sample_clips():
 
 
 def load_tower():
+    from transformers.utils import logging as hf_logging
+
     from aot_cli.models import load_model
+
+    hf_logging.disable_progress_bar()
 
     adapter = load_model(ModelConfig(model="dinov2-small-offline", dtype="fp32", device="cpu", batch_frames=8))
     # A script-level preprocessing override: the adapter keeps its ImageSpec in `spec`.

@@ -157,3 +157,25 @@ def test_print_sweep_lists_unmet_settings():
     print_sweep(report, console)
     text = console.export_text()
     assert "aot ratio 0.001: not met" in text and "pool" in text and "coverage" in text
+
+
+@pytest.mark.parametrize("method", [AOTConfig(method="random", ratio=0.3, seed=2), AOTConfig(method="pool", ratio=0.3),
+                                    AOTConfig.preset("quality", ratio=0.3)], ids=["random", "pool", "quality"])
+def test_inspect_reads_baseline_and_quality_caches(adapter, tmp_path, method):
+    from aot_cli.cache import write_single
+    from aot_cli.inspect import cache_stats
+    from aot_cli.inspect.pictures import frame_marks, plot_tokens_per_frame, render_overlay
+    from aot_cli.pipeline.run import compress_video
+
+    cfg = RunConfig(decode=DecodeConfig(frames=8), model=ModelConfig(model="tiny", dtype="fp32"), method=method)
+    res = compress_video(CLIP, cfg, adapter=adapter)
+    path = write_single(tmp_path / "v.safetensors", res.video_id, res.tensors, res.meta)
+    cache = TokenCache(path)
+    video = cache[cache.ids()[0]]
+    stats = cache_stats(cache)["videos"][0]
+    assert stats["tokens"] == video.meta["counts"]["planned"] == round(0.3 * 8 * 25)
+    marks = frame_marks(video)
+    assert sum(len(m.kept) + len(m.anchors) + len(m.raw) for m in marks) == stats["tokens"]
+    sheet = render_overlay(cache, None, tmp_path / "sheet.png")
+    assert len(sheet.picture_boxes) == 8 and Image.open(sheet.path).format == "PNG"
+    assert Image.open(plot_tokens_per_frame(cache, None, tmp_path / "t.png")).format == "PNG"
