@@ -330,3 +330,30 @@ def test_quality_in_clip_batches_matches_one_batch(monkeypatch):
     assert torch.equal(whole.frame, parts.frame) and torch.equal(whole.index, parts.index)
     assert torch.allclose(whole.tokens, parts.tokens, atol=1e-5)
     assert [s for s, _ in whole.segments] == [0, 5, 10]
+
+
+def test_bench_identity_of_a_quality_or_baseline_config_is_valid():
+    from aot_cli.bench.stages import identity_method
+
+    for cfg in (AOTConfig.preset("quality", ratio=0.1), AOTConfig(method="random", ratio=0.1, seed=3)):
+        ident = identity_method(cfg)
+        ident.validate()
+        assert ident.method == "none" and ident.preset == "reference"
+
+
+def test_quality_transport_balances_clusters_where_nearest_anchor_would_not():
+    # 20 unit tokens on an arc; the two grid anchors start on the two smallest angles. Nearest-anchor
+    # assignment would give the first anchor one token and the second nineteen; transport with equal
+    # anchor mass splits the arc about in half, and each anchor becomes the mean of its half.
+    cells = pool_regions((4, 5), 2)[1].tolist()
+    order = cells + [i for i in range(20) if i not in cells]
+    angles = torch.linspace(0, 1.2, 20)
+    x = torch.zeros(1, 20, 2)
+    for k, i in enumerate(order):
+        x[0, i] = torch.stack([torch.cos(angles[k]), torch.sin(angles[k])])
+    nearest = (x[0] @ x[0, cells].T).argmax(1)
+    assert int((nearest == 0).sum()) == 1
+    res = quality_merge(x, torch.zeros(1, 20), (4, 5), [(0, 1)], [2], attention_share=0.0, salient_weight=0.0, rounds=1)
+    assert sorted(res.members.tolist()) in ([9, 11], [10, 10])
+    low = [i for i in range(20) if order.index(i) < int(res.members.min())]
+    assert torch.allclose(res.tokens[0], x[0, low].mean(0), atol=1e-5) or torch.allclose(res.tokens[1], x[0, low].mean(0), atol=1e-5)

@@ -11,8 +11,10 @@ Round ``r`` of the aggregation, for each clip with tokens ``z_i`` and anchors ``
 1. cost ``C[i, j] = 1 - cos(z_i, a_j)``; entropic OT with uniform marginals (every token carries
    the same mass, every anchor receives the same mass, the model the OT error of §10.2 measures),
    Sinkhorn (§6) with ``eps`` and the converged stop;
-2. each token joins the anchor its plan row favours (``argmax_j T[i, j]``), so clusters are
-   balanced up to rounding;
+2. each token joins the anchor its plan row favours (``argmax_j T[i, j]``); the plan gives every
+   anchor the same mass, so an anchor takes tokens from where the nearest-anchor rule would leave
+   too many (where many tokens are nearly alike, the plan spreads them over several similar anchors
+   and the rounding can leave some of them without members);
 3. ``a_j`` <- the weighted mean of its members, weight ``1 + salient_weight`` for the clip's
    salient tokens (the top ``salient_share`` by deep-layer attention, §1) and 1 for the others;
    an anchor that received no token keeps its value.
