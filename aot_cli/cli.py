@@ -43,7 +43,13 @@ def main():
 # budget: how many tokens are kept (aot_cli.core.AOTConfig; sweep has its own --ratios)
 BUDGET_OPTIONS = (
     click.option("--ratio", type=float, help="Keep round(RATIO x frames x tokens-per-frame) tokens exactly. Default 0.1."),
-    click.option("--method", type=click.Choice(["aot", "none"]), help="'none': no compression (the model's own tokens)."),
+    click.option("--method", type=click.Choice(["aot", "none", "random", "pool", "attention"]),
+                 help="'aot' (default); 'none': no compression (the model's own tokens); baselines with the same exact "
+                      "budget: 'random' pruning, uniform spatial 'pool'ing, 'attention' top-k (docs/method.md §10.1)."),
+    click.option("--preset", type=click.Choice(["reference", "quality"]),
+                 help="Method preset: 'reference' (the released code, default) or 'quality' (anchors from attention and "
+                      "an even grid, every token merged into its anchor by balanced OT; docs/method.md §10.3)."),
+    click.option("--seed", type=click.IntRange(min=0), help="Seed of --method random (default 0)."),
     click.option("--anchors", "anchors", type=int, help="Reference rules: anchors per frame V (with --keep-ratio)."),
     click.option("--keep-ratio", type=float, help="Reference rules: quantile keep ratio of the inter-frame stage."),
 )
@@ -249,30 +255,41 @@ def ask(cache_path, question, video_id, checkpoint, max_new_tokens, device, dtyp
                    "are scaled to the model's grid. 'none' to skip.")
 @click.option("--plot", "plot_png", type=click.Path(dir_okay=False),
               help="Write requested vs achieved retention as a PNG (needs matplotlib: pip install 'aot-cli[viz]').")
+@click.option("--methods", default="aot", show_default=True,
+              help="Methods to compare, comma-separated: aot, quality (the quality preset), random, pool, attention.")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed of the random method (default 0).")
+@click.option("--fidelity/--no-fidelity", default=True, show_default=True,
+              help="Coverage, salient coverage and OT error against the uncompressed tokens (docs/method.md §10.2; "
+                   "the OT error needs POT: pip install 'aot-cli[fidelity]').")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--config", "config_file", metavar="FILE", help=CONFIG_HELP)
 @with_options(METHOD_OPTIONS, DECODE_OPTIONS, MODEL_OPTIONS)
-def sweep(video, ratios, references, plot_png, as_json, config_file, **flags):
-    """Compress one video at several ratios from a single tower run; print (and plot) the token counts.
+def sweep(video, ratios, references, methods, fidelity, plot_png, as_json, config_file, **flags):
+    """Compress one video with several methods and ratios from a single tower run; print (and plot) the
+    token counts and how faithfully each result stands for the uncompressed tokens.
 
     \b
     aot sweep clip.mp4 --model llava-hf/llava-onevision-qwen2-0.5b-ov-hf --ratios 0.05,0.1,0.25 --plot sweep.png
+    aot sweep clip.mp4 --model dinov2-small-offline --methods aot,quality,random,pool,attention --json
     """
-    from .inspect.sweep import parse_ratios, parse_references, print_sweep, run_sweep, sweep_title
+    from .core.fidelity import FidelityError, require_pot
+    from .inspect.sweep import parse_methods, parse_ratios, parse_references, print_sweep, run_sweep, sweep_title
     from .models import ModelLoadError
     from .pipeline.cli_support import quiet_transformers
     from .pipeline.settings import build_settings, resolve_model
     from .video import VideoDecodeError
 
     try:
-        ratio_list, rules = parse_ratios(ratios), parse_references(references)
+        ratio_list, rules, names = parse_ratios(ratios), parse_references(references), parse_methods(methods)
         settings = build_settings(config_file, flags)
         if not os.path.isfile(video):
             _fail(f"{video}: no such video file")
+        if fidelity:
+            require_pot()  # before the model is looked up: the error names the extra to install
         resolve_model(settings, peek=False)
         quiet_transformers()
-        report = run_sweep(video, ratio_list, settings.cfg, references=rules)
-    except (ValueError, ModelLoadError, VideoDecodeError) as e:
+        report = run_sweep(video, ratio_list, settings.cfg, references=rules, methods=names, fidelity=fidelity)
+    except (ValueError, ModelLoadError, VideoDecodeError, FidelityError) as e:
         _fail(e)
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
         _fail(f"unexpected {type(e).__name__}: {e}")

@@ -356,9 +356,20 @@ def test_rerun_with_nothing_to_do_loads_no_model_and_changes_recompute(tiny, tmp
     assert r.exit_code == 0 and calls == []
     assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["skipped", "skipped"]
     assert "nothing to do: all 2 videos are already in" in r.stderr and "wrote" not in r.stderr
-    # the same checkpoint directory with new weights is another model: recomputed
+    # the same checkpoint copied elsewhere is the same model: still nothing to do
+    moved = tmp_path / "ckpt-copy"
+    shutil.copytree(ckpt, moved)
+    os.utime(moved / "model.safetensors", ns=(1, 1))
+    copy_args = [a if a != str(ckpt) else str(moved) for a in args]
+    r = run(copy_args)
+    assert r.exit_code == 0 and calls == [] and "nothing to do" in r.stderr
+    # the same checkpoint directory with new weights (same size) is another model: recomputed
+    from safetensors.torch import load_file, save_file
+
     weights = ckpt / "model.safetensors"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    state = load_file(weights)
+    save_file({k: v + 1e-3 if v.is_floating_point() else v for k, v in state.items()}, weights,
+              metadata={"format": "pt"})
     r = run(args)
     assert r.exit_code == 0 and calls[0] == "workers" and "load" in calls
     assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["ok", "ok"]
@@ -569,6 +580,7 @@ def test_checkpoint_peek_agrees_with_the_loaded_model(tiny_siglip_dir, tiny_clip
                                                        tiny_llava_hf_dir, tiny_llava_next_dir, tmp_path):
     """What the up-front checks read from config files equals what the loaded adapter says."""
     from aot_cli.models import load_model
+    from aot_cli.models.loader import adapter_identity, model_identity
     from aot_cli.models.peek import peek_checkpoint
     from aot_cli.models.source import resolve_source
     from checkpoints import build_siglip2
@@ -587,4 +599,6 @@ def test_checkpoint_peek_agrees_with_the_loaded_model(tiny_siglip_dir, tiny_clip
             if found.grid is not None:
                 assert tuple(found.grid) == tuple(adapter.grid)
             grids.append(found.grid)
+            # the fingerprint identity found before loading equals the loaded adapter's own
+            assert model_identity(cfg) == adapter_identity(adapter)
     assert sum(g is not None for g in grids) == 8  # known for all but SigLIP2 naflex and LLaVA-NeXT

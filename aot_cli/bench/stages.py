@@ -95,7 +95,7 @@ class VideoStages:
 
 def identity_method(method: AOTConfig) -> AOTConfig:
     """The method switched off with the same pooling: the tokens the model itself would get."""
-    return dataclasses.replace(method, method="none", ratio=None, num_anchors=None, keep_ratio=None)
+    return dataclasses.replace(method, method="none", preset="reference", ratio=None, num_anchors=None, keep_ratio=None)
 
 
 def measure_video(item: VideoInput, adapter, cfg: RunConfig, method: AOTConfig, workdir: Path,

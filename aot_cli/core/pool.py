@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,20 @@ def pool_maps(x: torch.Tensor, grid: Sequence[int], stride: int = 2, mode: str =
     else:
         raise ValueError(f"pooling mode must be 'bilinear' or 'average', got {mode!r}")
     return out.permute(0, 2, 3, 1).reshape(Fn, -1, C)
+
+
+def model_tokens(tokens: torch.Tensor, grid: Sequence[int], pooling: Optional[str] = "bilinear",
+                 stride: int = 2) -> torch.Tensor:
+    """The model's own uncompressed tokens: ``tokens [F, H*W, D]`` pooled as the model pools
+    (``pooling=None``: unchanged) -> ``[F, cells, D]``, what ``method="none"`` emits (§4, §10)."""
+    return tokens if pooling is None else pool_maps(tokens, grid, stride, pooling)
+
+
+def model_scores(scores: torch.Tensor, grid: Sequence[int], pooling: Optional[str] = "bilinear",
+                 stride: int = 2) -> torch.Tensor:
+    """A received-attention map ``[F, H*W]`` pooled like :func:`model_tokens` -> ``[F, cells]`` float32."""
+    s = scores.float()
+    return s if pooling is None else pool_maps(s[:, :, None], grid, stride, pooling)[:, :, 0]
 
 
 def spatial_pool(

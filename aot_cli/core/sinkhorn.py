@@ -50,6 +50,8 @@ def sinkhorn(
     stop: str = "reference",
     check_every: Optional[int] = None,
     return_iterations: bool = False,
+    init_log_c: Optional[torch.Tensor] = None,
+    return_log_c: bool = False,
 ):
     """Solve entropic OT for a batch of cost matrices.
 
@@ -68,6 +70,9 @@ def sinkhorn(
         check_every: iterations between host checks of the stopping flags (default: 1 on CPU,
             10 on accelerators). Does not change the result.
         return_iterations: also return the number of iterations each problem ran (``[B]`` int).
+        init_log_c: warm start: ``log c`` ``[B, N]`` (e.g. from an earlier solve of a nearby
+            problem) instead of ``c = 1``; entries of invalid columns are ignored.
+        return_log_c: also return the final ``log c`` ``[B, N]`` (0 on invalid columns), last.
 
     Returns:
         The transport plan, float32, shaped like ``cost`` (zeros on padding).
@@ -113,6 +118,8 @@ def sinkhorn(
         log_nu = torch.where(col_mask, nu.log(), torch.zeros((), device=device))
         f = torch.zeros(B, M, device=device)  # log r
         g = torch.zeros(B, N, device=device)  # log c
+        if init_log_c is not None:
+            g = torch.where(col_mask, init_log_c.reshape(B, N).float(), g)
 
         def step(f, g):
             f_new = torch.where(row_mask, log_mu - torch.logsumexp(neg + g[:, None, :], dim=2), 0.0)
@@ -122,11 +129,17 @@ def sinkhorn(
         def row_values(f):
             return f.exp() * rowf
 
+        def plan_rows(f, g):
+            lse = torch.logsumexp(neg + g[:, None, :], dim=2)
+            return torch.where(row_mask, (f + lse).exp(), torch.zeros((), device=device))
+
         state = (f, g)
     else:
         K = torch.exp(-scaled) * pair.float()
         r = rowf.clone()
         c = colf.clone()
+        if init_log_c is not None:
+            c = torch.where(col_mask, init_log_c.reshape(B, N).float().exp(), c)
 
         def step(r, c):
             Kc = torch.bmm(K, c.unsqueeze(2)).squeeze(2)
@@ -137,6 +150,9 @@ def sinkhorn(
 
         def row_values(r):
             return r
+
+        def plan_rows(r, c):
+            return r * torch.bmm(K, c.unsqueeze(2)).squeeze(2)
 
         state = (r, c)
 
@@ -152,8 +168,8 @@ def sinkhorn(
             else:
                 err = diff.sum(1) / m_count
         else:
-            plan_rows = _plan(new, use_log, scaled, pair, K if not use_log else None).sum(2)
-            err = ((plan_rows - mu).abs() * rowf).sum(1)
+            # row sums of diag(r) K diag(c) without forming the plan
+            err = ((plan_rows(*new) - mu).abs() * rowf).sum(1)
             if batch_stop == "joint":
                 err = err.sum().expand(B)
         active = ~done
@@ -164,10 +180,12 @@ def sinkhorn(
             break
 
     plan = _plan(state, use_log, scaled, pair, None if use_log else K)
+    log_c = state[1] if use_log else state[1].clamp_min(torch.finfo(torch.float32).tiny).log()
+    log_c = torch.where(col_mask, log_c, torch.zeros((), device=device))
     if unbatched:
-        plan = plan.squeeze(0)
-        iters = iters.squeeze(0)
-    return (plan, iters) if return_iterations else plan
+        plan, iters, log_c = plan.squeeze(0), iters.squeeze(0), log_c.squeeze(0)
+    out = (plan,) + ((iters,) if return_iterations else ()) + ((log_c,) if return_log_c else ())
+    return out if len(out) > 1 else plan
 
 
 def _plan(state, use_log: bool, scaled: torch.Tensor, pair: torch.Tensor, K: Optional[torch.Tensor]) -> torch.Tensor:

@@ -6,7 +6,7 @@
   keyframe's merged anchors (filled markers), the cells merged away into the anchors (rings),
   keyframes (orange border, "K") and clips (alternating bands, clip numbers).
 - :func:`plot_tokens_per_frame`: tokens per frame against time, bars by kind (matplotlib).
-- :func:`plot_ratio_sweep`: requested vs achieved retention of a sweep (matplotlib); see
+- :func:`plot_ratio_sweep`: retention and fidelity of a sweep, per method (matplotlib); see
   :mod:`aot_cli.inspect.sweep`.
 
 Geometry, stated honestly: tiles keep the frame's displayed aspect ratio and the grid is stretched
@@ -862,29 +862,47 @@ def plot_tokens_per_frame(cache: TokenCache | str | Path, video_id: Optional[str
     return _save_figure(fig, out_png)
 
 
+#: One colour per sweep method (docs/method.md §10); the configured method keeps the kept-token colour.
+SWEEP_COLORS = {"aot": KEPT_COLOR, "quality": (40, 160, 70), "random": (130, 130, 130), "pool": (90, 90, 220),
+                "attention": (220, 120, 30)}
+REFERENCE_MARKERS = ("*", "D", "P", "X")
+
+
 def plot_ratio_sweep(points: Sequence[Any], out_png: str | Path, title: Optional[str] = None) -> Path:
-    """Requested vs achieved retention of a sweep (:class:`aot_cli.inspect.sweep.SweepPoint`
-    list): exact-budget points with the identity line, reference-rule points (V, keep ratio) as
-    horizontal lines at the retention they reached. Points with an error are listed in the
-    figure's footnote. Written atomically to ``out_png``; returns the path."""
+    """A sweep (:class:`aot_cli.inspect.sweep.SweepPoint` list) as a PNG.
+
+    First panel: requested vs achieved retention, one line per method (exact budgets, with the
+    identity line) and the reference-rule points (V, keep ratio) as horizontal lines at the
+    retention they reached. When the points carry fidelity figures, three more panels plot
+    coverage, salient coverage and OT error against the achieved ratio, one line per method, the
+    reference points as stars. Points with an error are listed in the figure's footnote. Written
+    atomically to ``out_png``; returns the path."""
     require_matplotlib()
     ratio_pts = [p for p in points if p.rule == "ratio" and p.error is None]
     ref_pts = [p for p in points if p.rule == "reference" and p.error is None]
     failed = [p for p in points if p.error is not None]
     if not ratio_pts and not ref_pts:
         raise PictureError(f"{out_png}: nothing to plot: every sweep point failed")
-    fig = _new_figure(6.4, 5.0)
-    ax = fig.add_subplot()
+    methods = list(dict.fromkeys(getattr(p, "method", "aot") for p in ratio_pts))
+    by_method = {m: sorted((p for p in ratio_pts if getattr(p, "method", "aot") == m), key=lambda p: p.requested)
+                 for m in methods}
+    has_fidelity = any(getattr(p, "coverage", None) is not None for p in ratio_pts + ref_pts)
+    fig = _new_figure(12.0, 9.0) if has_fidelity else _new_figure(6.4, 5.0)
+    ax = fig.add_subplot(2, 2, 1) if has_fidelity else fig.add_subplot()
     values = [p.requested for p in ratio_pts] + [p.achieved_ratio for p in ratio_pts + ref_pts]
     hi = max(values) * 1.15
     ax.plot([0, hi], [0, hi], color="0.6", linestyle="--", linewidth=1, label="achieved = requested")
-    if ratio_pts:
-        ax.plot([p.requested for p in ratio_pts], [p.achieved_ratio for p in ratio_pts], "o-",
-                color=_rgb(KEPT_COLOR), markeredgecolor="0.2", label="--ratio (exact budget)")
-        for p in ratio_pts:
-            ax.annotate(f"{p.achieved} tok", (p.requested, p.achieved_ratio), textcoords="offset points",
-                        xytext=(6, -12), fontsize=8, color="0.25")
     styles = ["-.", ":", (0, (5, 2, 1, 2))]
+    for m in methods:
+        pts = by_method[m]
+        colour = _rgb(SWEEP_COLORS.get(m, KEPT_COLOR))
+        label = "--ratio (exact budget)" if methods == ["aot"] else f"{m} (exact budget)"
+        ax.plot([p.requested for p in pts], [p.achieved_ratio for p in pts], "o-", color=colour,
+                markeredgecolor="0.2", label=label)
+        if m == methods[0]:
+            for p in pts:
+                ax.annotate(f"{p.achieved} tok", (p.requested, p.achieved_ratio), textcoords="offset points",
+                            xytext=(6, -12), fontsize=8, color="0.25")
     for i, p in enumerate(ref_pts):
         ax.axhline(p.achieved_ratio, color=_rgb(ANCHOR_COLOR), linestyle=styles[i % len(styles)], linewidth=1.4,
                    label=f"reference {p.label}: {p.achieved_ratio:.3f} ({p.achieved} tok)")
@@ -892,9 +910,34 @@ def plot_ratio_sweep(points: Sequence[Any], out_png: str | Path, title: Optional
     ax.set_ylim(0, hi)
     ax.set_xlabel("requested ratio (--ratio)")
     ax.set_ylabel("achieved ratio (tokens kept / uncompressed)")
-    ax.set_title(title or "retention: requested vs achieved", fontsize=10)
+    ax.set_title("retention: requested vs achieved" if has_fidelity else (title or "retention: requested vs achieved"),
+                 fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
+    if has_fidelity:
+        panels = (("coverage", "coverage (mean max cosine, all tokens)"),
+                  ("salient_coverage", "salient coverage (top 10 % attention)"),
+                  ("ot_error", "OT error (exact EMD, cost 1 - cos; lower is better)"))
+        for k, (attr, name) in enumerate(panels, start=2):
+            axf = fig.add_subplot(2, 2, k)
+            for m in methods:
+                pts = [p for p in by_method[m] if getattr(p, attr, None) is not None]
+                if pts:
+                    axf.plot([p.achieved_ratio for p in pts], [getattr(p, attr) for p in pts], "o-",
+                             color=_rgb(SWEEP_COLORS.get(m, KEPT_COLOR)), markeredgecolor="0.2", label=m)
+            for i, p in enumerate(ref_pts):
+                if getattr(p, attr, None) is not None:
+                    axf.plot([p.achieved_ratio], [getattr(p, attr)], marker=REFERENCE_MARKERS[i % len(REFERENCE_MARKERS)],
+                             markersize=10, linestyle="none", color=_rgb(ANCHOR_COLOR), markeredgecolor="0.2",
+                             label=f"reference {p.label}")
+            axf.set_xlabel("achieved ratio")
+            axf.set_title(name, fontsize=10)
+            axf.grid(alpha=0.3)
+            if k == 2:  # one legend for the three fidelity panels
+                axf.legend(loc="best", fontsize=7)
+        if title:
+            fig.suptitle(title, fontsize=10)
     if failed:
-        fig.text(0.01, 0.005, "not met: " + "; ".join(f"{p.label}" for p in failed), fontsize=7, color="0.35")
+        fig.text(0.01, 0.005, "not met: " + "; ".join(f"{getattr(p, 'method', 'aot')} {p.label}" for p in failed),
+                 fontsize=7, color="0.35")
     return _save_figure(fig, out_png)

@@ -1,9 +1,12 @@
-"""Ratio sweeps: how many tokens the method keeps for several ``--ratio`` values on one video.
+"""Ratio sweeps: how many tokens each method keeps for several ``--ratio`` values on one video, and
+how faithfully they stand for the uncompressed tokens.
 
 A cache holds compressed tokens only, so a sweep needs the tower output again: :func:`run_sweep`
-decodes the video and runs the tower once, then :func:`sweep_ratios` compresses that output at
-every requested ratio (exact-budget rule) and :func:`reference_points` with the released code's
-rules (``num_anchors`` V + ``keep_ratio``, data-dependent count) for comparison.
+decodes the video and runs the tower once, then :func:`sweep_ratios` compresses that output with
+every requested method at every requested ratio (exact budgets) and :func:`reference_points` with
+the released code's rules (``num_anchors`` V + ``keep_ratio``, data-dependent count) for
+comparison. With fidelity on, every point also gets coverage, salient coverage and OT error
+against the model's own uncompressed tokens (docs/method.md §10.2, :mod:`aot_cli.core.fidelity`).
 :func:`aot_cli.inspect.pictures.plot_ratio_sweep` draws the result.
 """
 from __future__ import annotations
@@ -18,6 +21,12 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from ..core import AOTConfig, BudgetError, compress
+from ..core.compress import _DEFAULTS, _REFERENCE_ONLY
+from ..core.fidelity import fidelity as fidelity_of, full_scores, full_tokens
+
+#: Method names a sweep compares: ``aot`` (the configured method), ``quality`` (the quality preset,
+#: docs/method.md §10.3) and the baselines of §10.1.
+SWEEP_METHODS = ("aot", "quality", "random", "pool", "attention")
 
 #: Cells per frame of the grid the released code's anchor counts were chosen for (SigLIP-so400m
 #: at 384 px: 27 x 27).
@@ -39,6 +48,9 @@ class SweepPoint:
     actually chosen per frame (the reference rule drops the local remainder, so it can be
     fewer than V). ``error``: one line
     when this setting cannot be met (then the counts are None). ``seconds``: time of the method.
+    ``method``: ``aot``, ``quality``, ``random``, ``pool`` or ``attention`` (see
+    :data:`SWEEP_METHODS`). ``coverage``, ``salient_coverage``, ``ot_error``: fidelity against the
+    uncompressed tokens (docs/method.md §10.2), None when not computed; ``fidelity_seconds``: their time.
     """
 
     rule: str
@@ -52,6 +64,11 @@ class SweepPoint:
     anchors_per_frame: Optional[int] = None
     error: Optional[str] = None
     seconds: float = 0.0
+    method: str = "aot"
+    coverage: Optional[float] = None
+    salient_coverage: Optional[float] = None
+    ot_error: Optional[float] = None
+    fidelity_seconds: Optional[float] = None
 
     @property
     def label(self) -> str:
@@ -70,7 +87,9 @@ class SweepPoint:
 
 @dataclass
 class SweepReport:
-    """A sweep of one video: geometry, the points, and where the time went (seconds)."""
+    """A sweep of one video: geometry, the points, and where the time went (seconds). ``methods``:
+    the methods compared; ``seed``: the seed of ``random``; ``fidelity``: whether the points carry
+    fidelity figures; ``config``: the method configuration the sweep started from."""
 
     video: str
     frames: int
@@ -80,6 +99,10 @@ class SweepReport:
     model: Optional[str]
     points: List[SweepPoint]
     timings_s: dict = field(default_factory=dict)
+    methods: Tuple[str, ...] = ("aot",)
+    seed: int = 0
+    fidelity: bool = False
+    config: Optional[dict] = None
 
     @property
     def uncompressed(self) -> int:
@@ -90,6 +113,7 @@ class SweepReport:
         return {"video": self.video, "frames": self.frames, "tower_grid": list(self.tower_grid),
                 "grid": list(self.grid), "tokens_per_frame": self.tokens_per_frame,
                 "uncompressed": self.uncompressed, "model": self.model,
+                "methods": list(self.methods), "seed": self.seed, "fidelity": self.fidelity, "config": self.config,
                 "points": [p.to_dict() for p in self.points], "timings_s": dict(self.timings_s)}
 
 
@@ -103,6 +127,36 @@ def parse_ratios(text: str) -> List[float]:
     if not ratios or bad:
         raise ValueError(f"ratios must be in (0, 1], got {text!r}")
     return ratios
+
+
+def parse_methods(text: str) -> List[str]:
+    """``"aot,random"`` -> ``["aot", "random"]`` (order kept, duplicates dropped); ValueError (one
+    line) for a name not in :data:`SWEEP_METHODS`."""
+    names: List[str] = []
+    for part in str(text).split(","):
+        name = part.strip().lower()
+        if name and name not in names:
+            names.append(name)
+    bad = [n for n in names if n not in SWEEP_METHODS]
+    if not names or bad:
+        raise ValueError(f"--methods takes names from {','.join(SWEEP_METHODS)} separated by commas; got {text!r}")
+    return names
+
+
+def method_config(config: AOTConfig, method: str, ratio: float) -> AOTConfig:
+    """The configuration of one sweep point: ``config`` at ``ratio`` (exact budget) for ``method``
+    (:data:`SWEEP_METHODS`). ``aot`` keeps every setting of ``config``; ``quality`` and the
+    baselines keep its pooling, clips, Sinkhorn settings and seed and drop the options only the
+    reference chain uses (docs/method.md §2-§5)."""
+    if method not in SWEEP_METHODS:
+        raise ValueError(f"unknown sweep method {method!r} (choose from {', '.join(SWEEP_METHODS)})")
+    cfg = dataclasses.replace(config, ratio=float(ratio), num_anchors=None, keep_ratio=None)
+    if method == "aot":
+        return dataclasses.replace(cfg, method="aot")
+    reset = {name: _DEFAULTS[name] for name, _ in _REFERENCE_ONLY}
+    if method == "quality":
+        return dataclasses.replace(cfg, method="aot", preset="quality", **reset)
+    return dataclasses.replace(cfg, method=method, preset="reference", **reset)
 
 
 def parse_references(text: str) -> List[Tuple[int, float]]:
@@ -128,9 +182,23 @@ def scaled_anchors(anchors: int, cells: int, reference_cells: int = REFERENCE_CE
     return max(1, int(math.floor(anchors * cells / reference_cells + 0.5)))
 
 
+class _Fidelity:
+    """The uncompressed tokens and salience of one video, for fidelity figures of many points."""
+
+    def __init__(self, tokens: torch.Tensor, deep: Optional[torch.Tensor], grid: Sequence[int], config: AOTConfig):
+        self.full = full_tokens(tokens, grid, config.pooling, config.stride)
+        self.salience = full_scores(deep, grid, config.pooling, config.stride) if deep is not None else None
+
+    def fill(self, kept: torch.Tensor, point: SweepPoint) -> None:
+        start = time.perf_counter()
+        fig = fidelity_of(self.full, kept, self.salience)
+        point.coverage, point.salient_coverage, point.ot_error = fig.coverage, fig.salient_coverage, fig.ot_error
+        point.fidelity_seconds = round(time.perf_counter() - start, 4)
+
+
 def _compress_point(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Tensor, grid: Sequence[int],
-                    config: AOTConfig, point: SweepPoint) -> SweepPoint:
-    """Run ``config`` and fill ``point``'s counts (or its error)."""
+                    config: AOTConfig, point: SweepPoint, fid: Optional[_Fidelity] = None) -> SweepPoint:
+    """Run ``config`` and fill ``point``'s counts (or its error) and, with ``fid``, its fidelity."""
     start = time.perf_counter()
     try:
         res = compress(tokens, shallow, deep, grid, config)
@@ -142,62 +210,83 @@ def _compress_point(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Ten
     point.achieved = len(res)
     point.achieved_ratio = len(res) / (tokens.shape[0] * cells)
     point.planned = res.plan.target if res.plan is not None else None
-    if res.plan is not None:
+    if res.plan is not None and config.method == "aot" and config.preset == "reference":
         point.num_anchors = int(res.plan.num_anchors)
-    point.anchors_per_frame = int(res.anchors_per_frame.max()) if len(res.anchors_per_frame) else None
+    if config.method == "aot" and config.preset == "reference":
+        point.anchors_per_frame = int(res.anchors_per_frame.max()) if len(res.anchors_per_frame) else None
+    if fid is not None and len(res):
+        fid.fill(res.tokens, point)
     return point
 
 
 def sweep_ratios(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Tensor, grid: Sequence[int],
-                 config: AOTConfig, ratios: Sequence[float]) -> List[SweepPoint]:
-    """Compress one video's tower output at each ratio (exact-budget rule).
+                 config: AOTConfig, ratios: Sequence[float], methods: Sequence[str] = ("aot",), *,
+                 fidelity: bool = False) -> List[SweepPoint]:
+    """Compress one video's tower output with each method at each ratio (exact budgets).
 
     ``tokens [F, N, D]``, ``shallow``/``deep [F, N]``, ``grid (H, W)`` as for
-    :func:`aot_cli.core.compress`; ``config`` gives every other method setting (its ``ratio``,
-    ``num_anchors`` and ``keep_ratio`` are replaced). Returns one :class:`SweepPoint` per ratio,
-    in order; a ratio the planner cannot meet gets ``error`` instead of counts.
+    :func:`aot_cli.core.compress`; ``config`` gives every other setting (see :func:`method_config`).
+    Returns one :class:`SweepPoint` per method and ratio, method by method; a setting that cannot be
+    met gets ``error`` instead of counts. ``fidelity``: also compute coverage, salient coverage and
+    OT error (needs POT for the OT error).
     """
+    fid = _Fidelity(tokens, deep, grid, config) if fidelity else None
     points = []
-    for r in ratios:
-        cfg = dataclasses.replace(config, method="aot", ratio=float(r), num_anchors=None, keep_ratio=None)
-        points.append(_compress_point(tokens, shallow, deep, grid, cfg,
-                                      SweepPoint("ratio", float(r), None, None, None)))
+    for method in methods:
+        for r in ratios:
+            cfg = method_config(config, method, r)
+            points.append(_compress_point(tokens, shallow, deep, grid, cfg,
+                                          SweepPoint("ratio", float(r), None, None, None, method=method), fid))
     return points
 
 
 def reference_points(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Tensor, grid: Sequence[int],
                      config: AOTConfig, rules: Sequence[Tuple[int, float]] = REFERENCE_RULES,
-                     reference_cells: int = REFERENCE_CELLS) -> List[SweepPoint]:
+                     reference_cells: int = REFERENCE_CELLS, *, fidelity: bool = False) -> List[SweepPoint]:
     """Compress with the released code's rules: ``(V, keep_ratio)`` pairs whose V is given for a
     ``reference_cells`` tower grid (27x27) and scaled to this grid by :func:`scaled_anchors`
-    (unchanged on a 27x27 tower). The count is data-dependent; ``achieved_ratio`` says what it was."""
+    (unchanged on a 27x27 tower). The count is data-dependent; ``achieved_ratio`` says what it was.
+    ``fidelity`` as for :func:`sweep_ratios`."""
     cells = int(grid[0]) * int(grid[1])
+    fid = _Fidelity(tokens, deep, grid, config) if fidelity else None
     points = []
     for anchors, keep in rules:
         v = scaled_anchors(int(anchors), cells, reference_cells)
-        cfg = dataclasses.replace(config, method="aot", ratio=None, num_anchors=v, keep_ratio=float(keep))
+        cfg = dataclasses.replace(config, method="aot", preset="reference", ratio=None, num_anchors=v,
+                                  keep_ratio=float(keep))
         point = SweepPoint("reference", None, None, None, None, num_anchors=v, keep_ratio=float(keep),
                            reference_anchors=int(anchors))
-        points.append(_compress_point(tokens, shallow, deep, grid, cfg, point))
+        points.append(_compress_point(tokens, shallow, deep, grid, cfg, point, fid))
     return points
 
 
 def run_sweep(video: str | Path, ratios: Sequence[float], cfg=None, *,
-              references: Sequence[Tuple[int, float]] = REFERENCE_RULES, adapter=None) -> SweepReport:
+              references: Sequence[Tuple[int, float]] = REFERENCE_RULES, adapter=None,
+              methods: Sequence[str] = ("aot",), fidelity: bool = True) -> SweepReport:
     """Decode ``video`` and run the tower once (settings from ``cfg``, an
-    :class:`aot_cli.pipeline.run.RunConfig`), then :func:`sweep_ratios` and
+    :class:`aot_cli.pipeline.run.RunConfig`), then :func:`sweep_ratios` for every method and
     :func:`reference_points` on that output. ``adapter``: an already loaded model (else
-    ``load_model(cfg.model)``). Raises the decoder's / loader's one-line errors."""
+    ``load_model(cfg.model)``). ``fidelity``: coverage, salient coverage and OT error for every
+    point; POT must be installed (checked before anything is loaded). Raises the decoder's /
+    loader's one-line errors, and :class:`aot_cli.core.fidelity.FidelityError` without POT."""
+    from ..core.fidelity import require_pot
     from ..models import load_model
     from ..pipeline.run import RunConfig, resolve_method
+    from ..pipeline.workers import decode_target
     from ..video import decode_video
 
     cfg = cfg or RunConfig()
+    methods = tuple(methods)
+    for m in methods:
+        method_config(cfg.method, m, 0.1)  # unknown names fail before any work
+    if fidelity:
+        require_pot()
     timings = {}
     t0 = time.perf_counter()
     adapter = adapter or load_model(cfg.model)
     t1 = time.perf_counter()
-    decoded = decode_video(Path(video), cfg.decode, default_frames=adapter.profile.default_frames)
+    decoded = decode_video(Path(video), cfg.decode, default_frames=adapter.profile.default_frames,
+                           target_size=decode_target(adapter))
     t2 = time.perf_counter()
     out = adapter.encode(adapter.preprocess(decoded.frames), score_layers=cfg.model.score_layers or adapter.profile.score_layers)
     t3 = time.perf_counter()
@@ -205,14 +294,17 @@ def run_sweep(video: str | Path, ratios: Sequence[float], cfg=None, *,
                                num_anchors=None, keep_ratio=None)
     method = resolve_method(dataclasses.replace(cfg, method=base), adapter.profile)
     grid = tuple(int(x) for x in out.grid)
-    points = sweep_ratios(out.tokens, out.shallow, out.deep, grid, method, ratios)
-    points += reference_points(out.tokens, out.shallow, out.deep, grid, method, references)
+    points = sweep_ratios(out.tokens, out.shallow, out.deep, grid, method, ratios, methods, fidelity=fidelity)
+    points += reference_points(out.tokens, out.shallow, out.deep, grid, method, references, fidelity=fidelity)
     t4 = time.perf_counter()
     timings.update(load=t1 - t0, decode=t2 - t1, tower=t3 - t2, method=t4 - t3)
+    if fidelity:
+        timings["fidelity"] = sum(p.fidelity_seconds or 0.0 for p in points)
     out_grid = _output_grid(grid, method)
     return SweepReport(video=str(video), frames=int(out.tokens.shape[0]), tower_grid=grid, grid=out_grid,
                        tokens_per_frame=out_grid[0] * out_grid[1], model=adapter.describe().get("model"),
-                       points=points, timings_s={k: round(v, 4) for k, v in timings.items()})
+                       points=points, timings_s={k: round(v, 4) for k, v in timings.items()},
+                       methods=methods, seed=int(method.seed), fidelity=bool(fidelity), config=method.to_dict())
 
 
 def _output_grid(grid: Tuple[int, int], method: AOTConfig) -> Tuple[int, int]:
@@ -234,24 +326,37 @@ def sweep_title(report: SweepReport) -> str:
 
 
 def print_sweep(report: SweepReport, console=None) -> None:
-    """The sweep as a rich table, one row per point: setting, V asked, anchors chosen per frame, planned and
-    achieved token counts, achieved ratio; settings that cannot be met are listed below it."""
+    """The sweep as a rich table, one row per point: method, setting, V asked, anchors chosen per
+    frame, planned and achieved token counts, achieved ratio and, when computed, coverage, salient
+    coverage and OT error; settings that cannot be met are listed below it."""
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal and console.width < 132:
+            console = Console(width=132)  # piped output: room for every column
+    seed = f"; random seed {report.seed}" if "random" in report.methods else ""
     table = Table(title=f"{Path(report.video).name}: {report.frames} frames x {report.tokens_per_frame} tokens = "
-                        f"{report.uncompressed} uncompressed")
-    for col in ("setting", "V", "anchors", "planned", "achieved", "ratio"):
-        table.add_column(col, justify="left" if col == "setting" else "right")
+                        f"{report.uncompressed} uncompressed{seed}")
+    columns = ["method", "setting", "V", "anchors", "planned", "achieved", "ratio"]
+    if report.fidelity:
+        columns += ["coverage", "salient", "OT error"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("method", "setting") else "right")
+
+    def num(v, fmt="{}"):
+        return fmt.format(v) if v is not None else "-"
+
     for p in report.points:
         if p.error is not None:
             continue
-        table.add_row(p.label if p.rule == "ratio" else f"reference {p.label}",
-                      str(p.num_anchors) if p.num_anchors is not None else "-",
-                      str(p.anchors_per_frame) if p.anchors_per_frame is not None else "-",
-                      str(p.planned) if p.planned is not None else "-", str(p.achieved), f"{p.achieved_ratio:.4f}")
+        row = [p.method, p.label if p.rule == "ratio" else f"reference {p.label}",
+               num(p.num_anchors), num(p.anchors_per_frame), num(p.planned), str(p.achieved), f"{p.achieved_ratio:.4f}"]
+        if report.fidelity:
+            row += [num(p.coverage, "{:.4f}"), num(p.salient_coverage, "{:.4f}"), num(p.ot_error, "{:.4f}")]
+        table.add_row(*row)
     console.print(table)
     for p in report.points:
         if p.error is not None:
-            console.print(f"{p.label}: not met: {p.error}", highlight=False)
+            console.print(f"{p.method} {p.label}: not met: {p.error}", highlight=False)

@@ -55,6 +55,19 @@ def model_identity(cfg: ModelConfig, source: Optional[ModelSource] = None) -> Di
             "profile": {"name": profile.name, "pooling": profile.pooling, "clip_length": profile.clip_length}}
 
 
+def adapter_identity(adapter: VisionAdapter) -> Dict[str, Any]:
+    """:func:`model_identity` of a loaded adapter, from its own provenance (no look-up by name):
+    equal to ``model_identity(cfg)`` for the checkpoint and settings it was loaded with."""
+    from pathlib import Path
+
+    info = adapter.info
+    source = ModelSource(spec=str(info.get("model")), kind=str(info.get("source")), root=Path(info["resolved_path"]),
+                         repo_id=info.get("repo_id"), revision=info.get("revision"), commit=info.get("commit"))
+    profile = adapter.profile
+    return {"checkpoint": checkpoint_identity(source), "dtype": DTYPE_NAMES.get(adapter.dtype, str(adapter.dtype)),
+            "profile": {"name": profile.name, "pooling": profile.pooling, "clip_length": profile.clip_length}}
+
+
 def load_model(cfg: ModelConfig, source: Optional[ModelSource] = None) -> VisionAdapter:
     """Load the vision side of ``cfg.model`` (hub id, local directory or named model) on
     ``cfg.device`` in ``cfg.dtype``. ``source``: ``cfg.model`` already resolved

@@ -276,12 +276,30 @@ def _snapshot_commit(path: Path) -> Optional[str]:
     return None
 
 
+#: Bytes read from each end of a weight file for the checkpoint identity.
+IDENTITY_SAMPLE = 1 << 20
+
+
+def _ends_sha256(path: Path, size: int) -> str:
+    """sha256 of the first and the last :data:`IDENTITY_SAMPLE` bytes of ``path`` (all of it when
+    smaller)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(IDENTITY_SAMPLE))
+        if size > 2 * IDENTITY_SAMPLE:
+            handle.seek(size - IDENTITY_SAMPLE)
+        digest.update(handle.read(IDENTITY_SAMPLE))
+    return digest.hexdigest()
+
+
 def checkpoint_identity(source: ModelSource) -> Dict[str, object]:
     """What the checkpoint is, read without its weights, as JSON-ready data: for the hub the
     commit; for a local or named directory, the sha256 of every JSON file up to
-    :data:`IDENTITY_HASH_LIMIT` bytes (configs, preprocessing) and the size and modification
-    time of every other file directly in it (weights). A checkpoint replaced in place gets a
-    different identity, so cached videos made with the old one are recomputed."""
+    :data:`IDENTITY_HASH_LIMIT` bytes (configs, preprocessing) and, for every other file directly
+    in it (weights), its size and the sha256 of its first and last :data:`IDENTITY_SAMPLE` bytes
+    (a bounded read, never the whole file). A checkpoint replaced in place gets a different
+    identity, so cached videos made with the old one are recomputed; a copy of the same checkpoint
+    elsewhere (another node, another directory) keeps its identity, so a resumed run skips them."""
     if source.kind == "hub":
         return {"source": "hub", "repo_id": source.repo_id, "commit": source.commit or source.revision}
     files: Dict[str, object] = {}
@@ -298,7 +316,7 @@ def checkpoint_identity(source: ModelSource) -> Dict[str, object]:
             if name.endswith(".json") and st.st_size <= IDENTITY_HASH_LIMIT:
                 files[name] = hashlib.sha256(path.read_bytes()).hexdigest()
             else:
-                files[name] = [st.st_size, st.st_mtime_ns]
+                files[name] = [st.st_size, _ends_sha256(path, st.st_size)]
         except OSError as exc:
             raise ModelLoadError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return {"source": source.kind, "files": files}

@@ -19,6 +19,8 @@ FLAG_FIELDS = {
     "ratio": ("method", "ratio"), "method": ("method", "method"), "anchors": ("method", "num_anchors"),
     "keep_ratio": ("method", "keep_ratio"), "global_ratio": ("method", "global_ratio"), "window": ("method", "window"),
     "pooling": ("method", "pooling"), "no_inter": ("method", "inter"),
+    "preset": ("method", "preset"),
+    "seed": ("method", "seed"),
     "clip_length": ("method", "clip_length"), "segments": ("method", "segments"), "dynamic_c": ("method", "dynamic_c"),
     "dynamic_tau": ("method", "dynamic_tau"), "keyframe_once": ("method", "keyframe_once"),
     "intra_update": ("method", "intra_update"), "intra_stop": ("method", "intra_stop"),

@@ -57,7 +57,7 @@ def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
     loads: the decode, model (not device or batch size) and stored-dtype settings, the method
     settings with the pooling and clip length the profile decides filled in (so a configuration
     that names them explicitly, such as a cache's recorded one fed back, hashes the same as one
-    that leaves them to the profile), and ``model_identity``
+    that leaves them to the profile), and ``model_identity`` instead of the ``--model`` path or id
     (:func:`aot_cli.models.loader.model_identity`: what the checkpoint is, the resolved tower
     dtype and the profile). 16 lowercase hex digits."""
     method = cfg.method
@@ -66,7 +66,8 @@ def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
         method = dataclasses.replace(method, pooling=profile["pooling"])
     if cfg.auto_clip_length and "clip_length" in profile:
         method = dataclasses.replace(method, clip_length=profile["clip_length"])
-    model = {k: v for k, v in to_dict(cfg.model).items() if k not in ("device", "batch_frames")}
+    # where the checkpoint lies and how it was named do not matter, what it is does (identity)
+    model = {k: v for k, v in to_dict(cfg.model).items() if k not in ("device", "batch_frames", "model", "revision")}
     payload = {"decode": to_dict(cfg.decode), "model": model, "identity": model_identity,
                "method": to_dict(method), "save_dtype": cfg.storage.save_dtype, "format": FINGERPRINT_FORMAT}
     for name in DECODE_RUN_ONLY_FIELDS:  # limits, logging and time budget never change the frames
@@ -164,7 +165,7 @@ def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, 
                  timings: Dict[str, float], extra_meta: Optional[dict] = None, *,
                  fingerprint: Optional[str] = None, given_path=None) -> VideoResult:
     """Tensors and metadata of one cache entry. ``fingerprint``: the run's
-    :func:`config_fingerprint` (computed from ``cfg`` when None). ``given_path``: the source
+    :func:`config_fingerprint` (computed from ``cfg`` and the adapter's checkpoint when None). ``given_path``: the source
     path as the user gave it (default: the decoder's); ``meta["video"]["path"]`` is its absolute,
     resolved form and ``meta["video"]["given_path"]`` the path as given."""
     newline_mode = adapter.profile.newline
@@ -192,9 +193,9 @@ def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, 
     tokens_per_frame = res.grid[0] * res.grid[1]
     planned = res.plan.target if res.plan is not None else None
     if fingerprint is None:
-        from ..models.loader import model_identity
+        from ..models.loader import adapter_identity
 
-        fingerprint = config_fingerprint(cfg, model_identity(cfg.model))
+        fingerprint = config_fingerprint(cfg, adapter_identity(adapter))
     video = decoded.info.to_dict()
     video.update(source_paths(given_path if given_path is not None else video.get("path", "")))
     meta = {

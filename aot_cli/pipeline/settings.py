@@ -252,9 +252,16 @@ def explain(message: str, section: str, origins: Dict[Tuple[str, str], Origin],
     """A configuration check's one-line ``message`` about ``section`` as a UsageError that names
     what the user wrote: field names become the flag (``num_anchors`` -> ``--anchors``) or the
     config key that set them, and the line starts with the first such flag or key. A message
-    that already starts with a flag is kept as it is."""
+    that already starts with a flag is kept, unless a config file set that flag's value: then the
+    line starts with the file, section and key instead."""
     message = " ".join(str(message).split())
     if message.startswith("--"):
+        # a check that names the flag; when a config file set that value, name the file and key
+        flag, _, rest = message.partition(" ")
+        target = _flag_fields().get(flag[2:].replace("-", "_"))
+        origin = origins.get(target) if target else None
+        if origin is not None and origin.flag is None and rest:
+            return UsageError(f"{origin.subject()}: {rest}")
         return UsageError(message)
     cls = SECTIONS.get(section)
     names = [f.name for f in dataclasses.fields(cls)] if cls else []
@@ -293,36 +300,13 @@ def explain(message: str, section: str, origins: Dict[Tuple[str, str], Origin],
 
 # ----------------------------------------------------------------------------- checks
 
-def _method_ranges(m: AOTConfig) -> None:
-    """Range checks of the method values a user sets that ``AOTConfig.validate`` leaves to the
-    method itself (where they would fail only after the tower ran)."""
-    if m.method == "none":
-        return
-    if m.ratio is not None and not 0.0 < m.ratio <= 1.0:
-        raise ValueError(f"ratio must be in (0, 1], got {m.ratio:g}")
-    if m.num_anchors is not None and m.num_anchors < 1:
-        raise ValueError(f"num_anchors must be at least 1, got {m.num_anchors}")
-    if m.keep_ratio is not None and not 0.0 <= m.keep_ratio <= 1.0:
-        raise ValueError(f"keep_ratio must be in [0, 1], got {m.keep_ratio:g}")
-    if not 0.0 <= m.global_ratio <= 1.0:
-        raise ValueError(f"global_ratio must be in [0, 1], got {m.global_ratio:g}")
-    for name in ("window", "dynamic_c", "sinkhorn_max_iter", "stride"):
-        value = getattr(m, name)
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-    if m.clip_length is not None and m.clip_length < 1:
-        raise ValueError(f"clip_length must be at least 1, got {m.clip_length}")
-    if not m.sinkhorn_tol > 0:
-        raise ValueError(f"sinkhorn_tol must be positive, got {m.sinkhorn_tol:g}")
-
-
 def _section_checks() -> Dict[str, List[Callable[[Any], None]]]:
     from ..video.sampling import check_decode_config
 
     return {
         "decode": [check_decode_config],
         "model": [ModelConfig.validate],
-        "method": [AOTConfig.validate, _method_ranges],
+        "method": [AOTConfig.validate],
         "storage": [StorageConfig.validate],
     }
 

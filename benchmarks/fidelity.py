@@ -1,0 +1,229 @@
+"""Fidelity of every method at equal budgets on real clips with real DINOv2-S/14 features
+(docs/method.md §10): coverage, salient coverage and OT error against the uncompressed tokens.
+
+    python benchmarks/fidelity.py                       # the sample clips (samples/*.mp4, *.mov)
+    python benchmarks/fidelity.py clip1.mp4 clip2.avi   # other clips
+    python benchmarks/fidelity.py --json fidelity.json --cache-dir /tmp/feats
+    python benchmarks/fidelity.py --ablations           # the quality preset's design choices, at T
+
+Setting (the issue 13 measurement): the offline DINOv2-S/14 (`--model dinov2-small-offline`, needs
+the `[offline]` extra) at 378x378 input (shortest edge 378, centre crop 378: a 27x27 patch grid;
+DINOv2 interpolates its position embeddings), 32 frames, fp32. The full set is the 27x27 tokens
+bilinearly pooled to 14x14 (196 per frame), as LLaVA-OneVision pools. Budgets: the released AOT's
+own count T on each clip (reference rules V=126, keep ratio 0.3, which are data-dependent) and
+`--ratio` 0.05, 0.1, 0.2. Methods: `aot` (reference preset, exact budget; at T the released rules
+themselves), `quality` (the quality preset), `random` (mean of 5 seeds), `pool`, `attention`.
+
+Prints one markdown table per budget: per clip coverage / salient / OT error, then the means, and
+the median time of `compress` per method. `--ablations` instead measures the quality preset with one
+design choice changed at a time (docs/method.md §10.3), at T, next to random and the released AOT.
+Needs POT (`pip install 'aot-cli[fidelity]'`). The exact EMDs dominate the run time.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aot_cli.config import DecodeConfig, ModelConfig
+from aot_cli.core import AOTConfig, compress, target_tokens
+from aot_cli.core.fidelity import fidelity, full_scores, full_tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+FRAMES = 32
+SIZE = 378  # 27 x 14 px patches
+CELLS = 14 * 14
+RATIOS = (0.05, 0.1, 0.2)
+SEEDS = range(5)
+METHODS = ("aot", "quality", "random", "pool", "attention")
+
+
+def sample_clips():
+    return sorted(p for p in (ROOT / "samples").iterdir() if p.suffix.lower() in (".mp4", ".mov"))
+
+
+def load_tower():
+    from transformers.utils import logging as hf_logging
+
+    from aot_cli.models import load_model
+
+    hf_logging.disable_progress_bar()
+
+    adapter = load_model(ModelConfig(model="dinov2-small-offline", dtype="fp32", device="cpu", batch_frames=8))
+    # A script-level preprocessing override: the adapter keeps its ImageSpec in `spec`.
+    adapter.spec = dataclasses.replace(adapter.spec, resize="shortest_edge", shortest_edge=SIZE, crop=(SIZE, SIZE))
+    assert adapter.grid == (27, 27), adapter.grid
+    return adapter
+
+
+def features(path: Path, adapter, cache_dir):
+    """tokens [F, 729, 384], shallow, deep [F, 729] of one clip (cached in cache_dir when given)."""
+    from aot_cli.video import decode_video
+
+    cached = Path(cache_dir) / f"{path.name}.{FRAMES}f.{SIZE}px.pt" if cache_dir else None
+    if cached is not None and cached.exists():
+        d = torch.load(cached)
+        return d["tokens"], d["shallow"], d["deep"]
+    decoded = decode_video(path, DecodeConfig(frames=FRAMES))
+    out = adapter.encode(adapter.preprocess(decoded.frames))
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        torch.save({"tokens": out.tokens.float(), "shallow": out.shallow, "deep": out.deep}, tmp)
+        tmp.replace(cached)
+    return out.tokens.float(), out.shallow, out.deep
+
+
+#: The quality preset with one design choice changed (docs/method.md §10.3).
+ABLATIONS = {
+    "quality (preset)": {},
+    "no salient weight (salient_weight=0)": {"salient_weight": 0.0},
+    "no attention anchors (attention_share=0)": {"attention_share": 0.0},
+    "one round (merge_rounds=1)": {"merge_rounds": 1},
+    "sharper plan (merge_eps=0.02)": {"merge_eps": 0.02},
+    "clips of 8 frames (clip_length=8)": {"clip_length": 8},
+    "one clip per frame (clip_length=1)": {"clip_length": 1},
+}
+
+
+def config(method: str, ratio: float, seed: int = 0) -> AOTConfig:
+    if method == "quality":
+        return AOTConfig.preset("quality", ratio=ratio)
+    return AOTConfig(method=method, ratio=ratio, seed=seed)
+
+
+def figures(x, sh, dp, times=None):
+    """A function: AOTConfig -> (token count, (coverage, salient, OT error)) on this clip; the
+    seconds of each ``compress`` go into ``times[(method, preset)]`` when given."""
+    full, sal = full_tokens(x, (27, 27)), full_scores(dp, (27, 27))
+
+    def fig(cfg):
+        t0 = time.perf_counter()
+        out = compress(x, sh, dp, (27, 27), cfg)
+        if times is not None:
+            times.setdefault(cfg.preset if cfg.method == "aot" else cfg.method, []).append(time.perf_counter() - t0)
+        f = fidelity(full, out.tokens, sal)
+        return len(out), (f.coverage, f.salient_coverage, f.ot_error)
+
+    return fig
+
+
+def ablations(x, sh, dp):
+    """{variant: (coverage, salient, ot)} at this clip's T, with random (5 seeds) and the release."""
+    fig = figures(x, sh, dp)
+    T, released = fig(AOTConfig(num_anchors=126, keep_ratio=0.3))
+    ratio = T / (x.shape[0] * CELLS)
+    row = {"AOT, released rules": released,
+           "random (mean of 5 seeds)": tuple(np.mean([fig(config("random", ratio, s))[1] for s in SEEDS], axis=0))}
+    for name, overrides in ABLATIONS.items():
+        n, row[name] = fig(AOTConfig.preset("quality", ratio=ratio, **overrides))
+        assert n == T
+    return T, {k: tuple(float(v) for v in f) for k, f in row.items()}
+
+
+def measure(x, sh, dp, times=None):
+    """{budget label: {method: (coverage, salient, ot)}} and T for one clip."""
+    F_ = x.shape[0]
+    fig = figures(x, sh, dp, times)
+    T, released = fig(AOTConfig(num_anchors=126, keep_ratio=0.3))
+    rows = {}
+    for label, ratio in [("T", T / (F_ * CELLS))] + [(f"{r:g}", r) for r in RATIOS]:
+        row = {}
+        for method in METHODS:
+            if method == "aot" and label == "T":
+                row["aot"] = released  # the released rules themselves at their own count
+                continue
+            seeds = SEEDS if method == "random" else [0]
+            figs = []
+            for s in seeds:
+                n, f = fig(config(method, ratio, s))
+                assert n == target_tokens(ratio, F_, CELLS), (method, n)
+                figs.append(f)
+            row[method] = tuple(float(v) for v in np.mean(figs, axis=0))
+            if method == "random":
+                row["random_seeds"] = [list(f) for f in figs]
+        rows[label] = row
+    return T, rows
+
+
+def table(label, names, results) -> str:
+    head = f"budget {'T (released AOT count per clip)' if label == 'T' else 'ratio ' + label}"
+    lines = [f"**{head}** — coverage / salient / OT error\n",
+             "| method | " + " | ".join(names) + " | mean coverage | mean salient | mean OT error |",
+             "|---" * (len(names) + 4) + "|"]
+    for method in METHODS:
+        cells, figs = [], []
+        for name in names:
+            f = results[name]["rows"][label][method]
+            figs.append(f)
+            cells.append("{:.4f} / {:.4f} / {:.4f}".format(*f))
+        mean = np.mean(figs, axis=0)
+        shown = {"aot": "AOT, released rules" if label == "T" else "aot (reference, --ratio)",
+                 "random": "random (mean of 5 seeds)"}.get(method, method)
+        lines.append(f"| {shown} | " + " | ".join(cells) + " | {:.4f} | {:.4f} | {:.4f} |".format(*mean))
+    return "\n".join(lines)
+
+
+def ablation_table(names, results) -> str:
+    variants = list(next(iter(results.values()))["ablations"])
+    lines = ["**quality preset, one choice changed at a time, budget T** — coverage / salient / OT error\n",
+             "| variant | " + " | ".join(names) + " | mean coverage | mean salient | mean OT error |",
+             "|---" * (len(names) + 4) + "|"]
+    for v in variants:
+        figs = [results[n]["ablations"][v] for n in names]
+        mean = np.mean(figs, axis=0)
+        lines.append(f"| {v} | " + " | ".join("{:.4f} / {:.4f} / {:.4f}".format(*f) for f in figs)
+                     + " | {:.4f} | {:.4f} | {:.4f} |".format(*mean))
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("clips", nargs="*", type=Path, help="videos (default: samples/*.mp4, *.mov)")
+    ap.add_argument("--cache-dir", help="keep the DINOv2 features of each clip here (reused when present)")
+    ap.add_argument("--json", dest="json_path", help="also write every figure as JSON to this file")
+    ap.add_argument("--ablations", action="store_true", help="the quality preset's design choices, at T")
+    args = ap.parse_args()
+    clips = args.clips or sample_clips()
+    torch.manual_seed(0)
+    adapter = None
+    results = {}
+    times = {}
+    start = time.perf_counter()
+    for path in clips:
+        t0 = time.perf_counter()
+        cached = args.cache_dir and (Path(args.cache_dir) / f"{path.name}.{FRAMES}f.{SIZE}px.pt").exists()
+        if adapter is None and not cached:
+            adapter = load_tower()
+        x, sh, dp = features(path, adapter, args.cache_dir)
+        if args.ablations:
+            T, row = ablations(x, sh, dp)
+            results[path.name] = {"T": T, "frames": int(x.shape[0]), "ablations": row}
+        else:
+            T, rows = measure(x, sh, dp, times)
+            results[path.name] = {"T": T, "frames": int(x.shape[0]), "rows": rows}
+        print(f"{path.name}: T = {T}, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    names = list(results)
+    print(f"{len(names)} clips, {FRAMES} frames, DINOv2-S/14 at {SIZE} px (27x27 -> 14x14 bilinear); "
+          "T per clip: " + ", ".join(f"{n} {results[n]['T']}" for n in names) + "\n")
+    if args.ablations:
+        print(ablation_table(names, results))
+    else:
+        for label in ["T"] + [f"{r:g}" for r in RATIOS]:
+            print(table(label, names, results) + "\n")
+        print("median seconds of `compress` per call (27x27 -> 14x14, D=384, 32 frames; includes pooling): "
+              + ", ".join(f"{k} {np.median(v):.3f}" for k, v in times.items()))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps({"clips": results, "frames": FRAMES, "size": SIZE,
+                                                    "compress_seconds": {k: [round(t, 4) for t in v] for k, v in times.items()},
+                                                    "seconds": round(time.perf_counter() - start, 1)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
