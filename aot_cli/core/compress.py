@@ -174,8 +174,8 @@ class AOTConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{flag} must be at least 1, got {value}")
-        if not self.sinkhorn_tol > 0:
-            raise ValueError(f"--sinkhorn-tol must be positive, got {self.sinkhorn_tol:g}")
+        if not self.sinkhorn_tol >= 0:  # 0: every one of --sinkhorn-iters iterations runs
+            raise ValueError(f"--sinkhorn-tol must be >= 0, got {self.sinkhorn_tol:g}")
 
     def _validate_quality(self) -> None:
         checks = (("attention_share", 0.0 <= self.attention_share <= 1.0, "in [0, 1]"),
