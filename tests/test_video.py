@@ -340,7 +340,7 @@ def test_sample_indices_rate_mode_properties(n: int, fps: float, cap) -> None:
         (DecodeConfig(decoder="opencv"), "decoder"),
         (DecodeConfig(frames=0), "frames"),
         (DecodeConfig(fps=0), "fps"),
-        (DecodeConfig(fps=1, max_frames=0), "max_frames"),
+        (DecodeConfig(fps=1, max_frames=0), "--max-frames"),
         (DecodeConfig(start=2.0, end=1.0), "end"),
         (DecodeConfig(start=-1.0), "start"),
     ],

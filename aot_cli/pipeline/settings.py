@@ -290,12 +290,25 @@ def explain(message: str, section: str, origins: Dict[Tuple[str, str], Origin],
             flag = flag_for(section, found[0][1])
             head = dashed(flag) if flag else (config_file or section)
         else:
-            head = config_file or section
+            head = _mentioned_subject(text, origins) or config_file or section
         return UsageError(f"{head}: {text}")
     lead = subject.name()
     if text.startswith(lead + " ") and re.match(r"[a-z]", text[len(lead) + 1:]):
         text = text[len(lead) + 1:]
     return UsageError(f"{subject.subject()}: {text}")
+
+
+def _mentioned_subject(text: str, origins: Dict[Tuple[str, str], Origin]) -> Optional[str]:
+    """For a message that names flags (``"... needs --keep-ratio when --anchors is given"``): the
+    first of them the user set (the flag, or the config file and key that set it), else the first
+    flag named; None when it names none."""
+    flags = re.findall(r"--[a-z][a-z0-9-]*", text)
+    table = _flag_fields()
+    for flag in flags:
+        origin = origins.get(table.get(flag[2:].replace("-", "_"), ("", "")))
+        if origin is not None:
+            return origin.subject()
+    return flags[0] if flags else None
 
 
 # ----------------------------------------------------------------------------- checks

@@ -35,29 +35,29 @@ class FrameSelection:
 
 
 def _number(value, name: str, flag: str, kind: type, minimum=None, above=None):
-    """``value`` as ``kind`` (int or float), or ValueError naming the setting and its flag."""
+    """``value`` (the setting ``name``) as ``kind`` (int or float), or ValueError naming its flag."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)
                                                                           and not value.is_integer()):
-        raise ValueError(f"{name} ({flag}) must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        raise ValueError(f"{flag} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     number = kind(value)
     if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} ({flag}) must be a finite number, got {value!r}")
+        raise ValueError(f"{flag} must be a finite number, got {value!r}")
     if minimum is not None and number < minimum:
-        raise ValueError(f"{name} ({flag}) must be at least {minimum}, got {value}")
+        raise ValueError(f"{flag} must be at least {minimum}, got {value}")
     if above is not None and not number > above:
-        raise ValueError(f"{name} ({flag}) must be positive, got {value}")
+        raise ValueError(f"{flag} must be positive, got {value}")
     return number
 
 
 def check_decode_config(cfg: DecodeConfig) -> None:
-    """Raise ValueError (one line naming the setting and its flag) for settings that cannot be
+    """Raise ValueError (one line that starts with the setting's flag) for settings that cannot be
     honoured, including frame counts over ``frame_limit``."""
     from .logs import LOG_LEVELS
 
     if cfg.decoder not in DECODERS:
-        raise ValueError(f"decoder (--decoder) must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
+        raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
     if cfg.decoder_log not in LOG_LEVELS:
-        raise ValueError(f"decoder_log (--decoder-log) must be one of {', '.join(LOG_LEVELS)}, got {cfg.decoder_log!r}")
+        raise ValueError(f"--decoder-log must be one of {', '.join(LOG_LEVELS)}, got {cfg.decoder_log!r}")
     limit = _number(cfg.frame_limit, "frame_limit", "--frame-limit", int, minimum=1)
     _number(cfg.pixel_limit, "pixel_limit", "--pixel-limit", int, minimum=1)
     if cfg.stream is not None:
@@ -65,7 +65,7 @@ def check_decode_config(cfg: DecodeConfig) -> None:
     for name, flag in (("frames", "--frames"), ("max_frames", "--max-frames")):
         value = getattr(cfg, name)
         if value is not None and _number(value, name, flag, int, minimum=1) > limit:
-            raise ValueError(f"{name} ({flag}) {value} is over the frame limit of {limit} (--frame-limit); "
+            raise ValueError(f"{flag} {value} is over the frame limit of {limit} per video; "
                              "ask for fewer or raise --frame-limit")
     if cfg.fps is not None:
         _number(cfg.fps, "fps", "--fps", float, above=0)
@@ -74,7 +74,7 @@ def check_decode_config(cfg: DecodeConfig) -> None:
     if cfg.end is not None:
         end = _number(cfg.end, "end", "--end", float)
         if end <= float(cfg.start or 0.0):
-            raise ValueError(f"end (--end, {cfg.end} s) must be after start ({cfg.start or 0.0} s)")
+            raise ValueError(f"--end ({end:g} s) must be after --start ({float(cfg.start or 0.0):g} s)")
     if cfg.timeout is not None:
         _number(cfg.timeout, "timeout", "--decode-timeout", float, above=0)
 
