@@ -487,17 +487,27 @@ def test_junk_is_rejected_before_it_is_hashed(tmp_path):
 
 # ------------------------------------------------------------------ light start-up
 
-def _modules_after(args, cwd) -> list:
+def _modules_after(args, cwd, watch=("torch", "transformers", "aot_cli.models", "aot_cli.core"), stderr=None) -> list:
+    """Which of ``watch`` a fresh interpreter has imported after running ``aot ARGS`` (its
+    stderr is appended to the list ``stderr`` when given)."""
     import subprocess
     import sys
 
     code = ("import sys\nfrom aot_cli.cli import main\ntry:\n    main(%r, standalone_mode=False)\n"
-            "except SystemExit:\n    pass\nprint('MODULES', sorted(m for m in ('torch', 'transformers', "
-            "'aot_cli.models', 'aot_cli.core') if m in sys.modules))" % (list(args),))
+            "except SystemExit:\n    pass\nprint('MODULES', sorted(m for m in %r if m in sys.modules))"
+            % (list(args), tuple(watch)))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES")]
     assert line, proc.stdout + proc.stderr
+    if stderr is not None:
+        stderr.append(proc.stderr)
     return eval(line[0][len("MODULES "):])
+
+
+#: What a rerun with nothing to do and a rejected flag never need: the tensor libraries, the
+#: decoder, the model code and the method's tensor code.
+HEAVY = ("torch", "transformers", "decord", "aot_cli.models.adapter", "aot_cli.models.loader",
+         "aot_cli.video.decode", "aot_cli.core.compress", "aot_cli.pipeline.batch", "aot_cli.pipeline.workers")
 
 
 def test_help_and_version_import_neither_torch_nor_transformers(tmp_path):
@@ -511,6 +521,59 @@ def test_inspect_imports_neither_torch_nor_transformers(tiny, tmp_path):
     assert run(["compress", str(SAMPLES / "realshort.mp4"), "-o", str(out), "--model", str(tiny["siglip"]),
                 "--frames", "4", "--dtype", "fp32", "-q"]).exit_code == 0
     assert _modules_after(["inspect", str(out), "--json"], tmp_path) == []
+
+
+def test_rerun_with_nothing_to_do_and_rejected_flags_import_nothing_heavy(tiny, tmp_path):
+    cache = tmp_path / "cache"
+    args = ["compress", str(SAMPLES / "realshort.mp4"), "-o", str(cache), "--model", str(tiny["siglip"]),
+            "--frames", "4", "--device", "cpu", "--dtype", "auto"]
+    err: list = []  # the same working directory both times: ids are paths relative to it
+    assert "torch" in _modules_after(args, tmp_path, HEAVY, err) and "wrote" in err[-1]  # the first run computes
+    before = sorted(p.name for p in (cache / "shards").iterdir())
+    assert _modules_after(args, tmp_path, HEAVY, err) == [], err
+    assert "nothing to do: all 1 videos are already in" in err[-1]
+    assert sorted(p.name for p in (cache / "shards").iterdir()) == before
+    # the same with --device auto: torch only where a GPU driver exists (then torch decides)
+    from aot_cli.devices import gpu_driver_present
+
+    auto = [a if a != "cpu" else "auto" for a in args]
+    if not gpu_driver_present():
+        assert _modules_after(auto, tmp_path, HEAVY, err) == [] and "nothing to do" in err[-1]
+    # a rejected flag: one line, exit 2, before anything heavy is imported
+    assert _modules_after(args + ["--ratio", "2"], tmp_path, HEAVY, err) == []
+    assert err[-1].strip().count("\n") == 0 and "--ratio" in err[-1]
+
+
+def test_dtype_resolved_without_torch_matches_torch():
+    import torch
+
+    from aot_cli.devices import dtype_label, gpu_driver_present, runs_on_cpu
+    from aot_cli.models.errors import ModelLoadError
+    from aot_cli.models.runtime import resolve_device, resolve_dtype, resolved_dtype_name
+
+    if not gpu_driver_present():
+        assert not torch.cuda.is_available() and runs_on_cpu("auto")
+    for dtype in ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16"):
+        for device in ("auto", "cpu"):
+            assert resolved_dtype_name(dtype, device) == dtype_label(resolve_dtype(dtype, resolve_device(device)))
+    with pytest.raises(ModelLoadError, match="--dtype fp8"):
+        resolved_dtype_name("fp8", "cpu")
+
+
+def test_lazy_packages_keep_functions_named_like_their_modules():
+    import importlib
+
+    import aot_cli.core as core
+
+    importlib.import_module("aot_cli.core.compress")
+    importlib.import_module("aot_cli.core.sinkhorn")
+    assert callable(core.compress) and core.compress.__module__ == "aot_cli.core.compress"
+    assert callable(core.sinkhorn) and core.sinkhorn.__module__ == "aot_cli.core.sinkhorn"
+    from aot_cli.core import compress
+
+    assert compress is core.compress and "AOTConfig" in dir(core)
+    with pytest.raises(AttributeError):
+        core.no_such_name  # noqa: B018
 
 
 def test_package_api_is_lazy_and_complete():

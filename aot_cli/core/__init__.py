@@ -14,18 +14,25 @@ Stages, in pipeline order (see docs/method.md §0):
 - :func:`quality_merge`       §10.3 the quality preset's merge
 - :mod:`aot_cli.core.fidelity` §10.2 coverage, salient coverage, OT error (POT imported lazily)
 """
-from .anchors import anchor_split, select_anchors, window_bounds
-from .baselines import attention_topk, pool_regions, random_prune, uniform_pool
-from .budget import BudgetError, BudgetPlan, plan_budget, target_tokens
-from .compress import METHODS, PRESETS, AOTConfig, compress, make_segments
-from .inter import (KIND_ANCHOR, KIND_KEPT, KIND_KEYFRAME, KIND_NAMES, KIND_NEWLINE, InterFrameResult,
-                    inter_frame_merge)
-from .intra import intra_frame_merge
-from .pool import model_scores, model_tokens, pool_maps, pooled_grid, spatial_pool, top_cells
-from .quality import initial_anchors, quality_merge
-from .result import CompressResult
-from .segments import dynamic_segments, fixed_segments
-from .sinkhorn import sinkhorn
+from .._lazy import lazy_exports
+
+# public name -> the submodule defining it; imported on first use (the flag checks need only
+# AOTConfig, the planner and fixed_segments, which import no torch)
+_EXPORTS = {
+    "anchor_split": "anchors", "select_anchors": "anchors", "window_bounds": "anchors",
+    "attention_topk": "baselines", "pool_regions": "baselines", "random_prune": "baselines", "uniform_pool": "baselines",
+    "BudgetError": "budget", "BudgetPlan": "budget", "plan_budget": "budget", "target_tokens": "budget", "pooled_grid": "budget",
+    "METHODS": "config", "PRESETS": "config", "AOTConfig": "config",
+    "compress": "compress", "make_segments": "compress",
+    "KIND_ANCHOR": "inter", "KIND_KEPT": "inter", "KIND_KEYFRAME": "inter", "KIND_NAMES": "inter", "KIND_NEWLINE": "inter", "InterFrameResult": "inter", "inter_frame_merge": "inter",
+    "intra_frame_merge": "intra",
+    "model_scores": "pool", "model_tokens": "pool", "pool_maps": "pool", "spatial_pool": "pool", "top_cells": "pool",
+    "initial_anchors": "quality", "quality_merge": "quality",
+    "CompressResult": "result",
+    "dynamic_segments": "segments", "fixed_segments": "segments",
+    "sinkhorn": "sinkhorn",
+}
+lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "AOTConfig", "BudgetError", "BudgetPlan", "CompressResult", "InterFrameResult",

@@ -17,10 +17,8 @@ from typing import List, Sequence, Tuple
 import torch
 
 from .budget import _spread
+from .config import MAX_SEED  # noqa: F401  (largest seed random_prune accepts)
 from .geometry import smallest_k_mask
-
-#: Largest seed accepted by :func:`random_prune` (``torch.Generator.manual_seed`` takes 64-bit seeds).
-MAX_SEED = 2**63 - 1
 
 
 def _check(full: torch.Tensor, counts: Sequence[int]) -> torch.Tensor:

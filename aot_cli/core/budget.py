@@ -32,7 +32,15 @@ import math
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from .pool import pooled_grid
+
+def pooled_grid(grid: Sequence[int], stride: int = 2, mode: str = "bilinear") -> Tuple[int, int]:
+    """Grid after pooling: ``ceil(H/stride)`` for bilinear (as LLaVA-OneVision), ``floor`` for average."""
+    H, W = int(grid[0]), int(grid[1])
+    if mode == "bilinear":
+        return math.ceil(H / stride), math.ceil(W / stride)
+    if mode == "average":
+        return H // stride, W // stride
+    raise ValueError(f"pooling mode must be 'bilinear' or 'average', got {mode!r}")
 
 
 class BudgetError(ValueError):

@@ -1,23 +1,13 @@
 """Spatial pooling of tokens and of the anchor mask (docs/method.md §4)."""
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .budget import pooled_grid  # noqa: F401  (re-exported; torch-free, used by the planner)
 from .geometry import smallest_k_mask
-
-
-def pooled_grid(grid: Sequence[int], stride: int = 2, mode: str = "bilinear") -> Tuple[int, int]:
-    """Grid after pooling: ``ceil(H/stride)`` for bilinear (as LLaVA-OneVision), ``floor`` for average."""
-    H, W = int(grid[0]), int(grid[1])
-    if mode == "bilinear":
-        return math.ceil(H / stride), math.ceil(W / stride)
-    if mode == "average":
-        return H // stride, W // stride
-    raise ValueError(f"pooling mode must be 'bilinear' or 'average', got {mode!r}")
 
 
 def pool_maps(x: torch.Tensor, grid: Sequence[int], stride: int = 2, mode: str = "bilinear") -> torch.Tensor:

@@ -1,10 +1,10 @@
 """Clip boundaries for the inter-frame stage (docs/method.md §5 fixed clips, §7 dynamic segments)."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 Segment = Tuple[int, int]  # (start frame, length)
 
@@ -26,6 +26,9 @@ def dynamic_segments(frame_features: torch.Tensor, c: int = 8, tau: float = 0.8)
     each of the ``c - 1`` lowest similarities and after every similarity below ``tau``.
     Deterministic: equal similarities are cut at the earlier frame first.
     """
+    import torch  # here, not at the top: fixed_segments is used by the torch-free flag checks
+    import torch.nn.functional as F
+
     Fn = frame_features.shape[0]
     if Fn == 0:
         return []

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from ..core import AOTConfig, BudgetError, compress
-from ..core.compress import _DEFAULTS, _REFERENCE_ONLY
+from ..core.config import _DEFAULTS, _REFERENCE_ONLY
 from ..core.fidelity import fidelity as fidelity_of, full_scores, full_tokens
 
 #: Method names a sweep compares: ``aot`` (the configured method), ``quality`` (the quality preset,

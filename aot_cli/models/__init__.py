@@ -6,11 +6,15 @@ original LLaVA-NeXT checkpoint formats.
     pixels = adapter.preprocess(frames)          # uint8 [F,H,W,3] -> [F,3,S,S]
     out = adapter.encode(pixels)                 # tokens [F,N,D], shallow/deep scores [F,N]
 """
-from aot_cli.models.adapter import Tower, TowerOutput, VisionAdapter
-from aot_cli.models.errors import ModelLoadError
-from aot_cli.models.loader import load_model
-from aot_cli.models.profiles import PROFILES, ModelProfile
-from aot_cli.models.source import NAMED_MODELS, register_named_model
+from aot_cli._lazy import lazy_exports
+
+# public name -> the submodule defining it, imported on first use (torch and transformers load
+# with the adapters and loaders, not with the errors, profiles and sources the flag checks use)
+lazy_exports(__name__, {
+    "Tower": "adapter", "TowerOutput": "adapter", "VisionAdapter": "adapter",
+    "ModelLoadError": "errors", "load_model": "loader", "PROFILES": "profiles", "ModelProfile": "profiles",
+    "NAMED_MODELS": "source", "register_named_model": "source",
+})
 
 __all__ = [
     "load_model",

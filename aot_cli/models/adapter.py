@@ -18,7 +18,7 @@ from torch import nn
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import ImageSpec, preprocess_frames
 from aot_cli.models.profiles import ModelProfile
-from aot_cli.models.runtime import DTYPE_NAMES
+from aot_cli.models.runtime import dtype_label
 from aot_cli.models.scores import ScoreCapture, resolve_layer_index
 
 
@@ -269,7 +269,7 @@ class VisionAdapter:
                 "prefix_tokens_dropped": self.tower.prefix_tokens,
                 "has_newline": self._newline is not None,
                 "preprocessing": self.spec.to_dict(),
-                "dtype": DTYPE_NAMES.get(self.dtype, str(self.dtype)),
+                "dtype": dtype_label(self.dtype),
                 "device": str(self.device),
                 "batch_frames": self.batch_frames,
                 "transformers_version": transformers.__version__,

@@ -14,10 +14,9 @@ from aot_cli.models.adapter import Tower, VisionAdapter
 from aot_cli.models.common import LoadContext, base_info, image_spec, load_pretrained, require_fixed_size
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import clip_spec
+from aot_cli.models.families import CLIP_TYPES  # noqa: F401  (re-exported)
 from aot_cli.models.profiles import select_profile
 from aot_cli.models.siglip import vision_core
-
-CLIP_TYPES = ("clip", "clip_vision_model")
 
 
 class ClipTower(Tower):

@@ -12,9 +12,8 @@ from aot_cli.models.adapter import Tower, VisionAdapter
 from aot_cli.models.common import LoadContext, base_info, image_spec, load_pretrained
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import dinov2_spec
+from aot_cli.models.families import DINOV2_TYPES  # noqa: F401  (re-exported)
 from aot_cli.models.profiles import select_profile
-
-DINOV2_TYPES = ("dinov2", "dinov2_with_registers")
 
 
 class Dinov2Tower(Tower):

@@ -41,11 +41,11 @@ from aot_cli.models.common import (
 )
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import square_spec
+from aot_cli.models.families import LLAVA_HF_TYPES  # noqa: F401  (re-exported)
 from aot_cli.models.profiles import looks_like_llava_video, select_profile
 from aot_cli.models.siglip import SiglipTower, siglip_tower_from_tensors
 from aot_cli.models.source import WeightReader
 
-LLAVA_HF_TYPES = ("llava_onevision",)
 PATCH_WEIGHT = "embeddings.patch_embedding.weight"
 POSITION_WEIGHT = "embeddings.position_embedding.weight"
 # SigLIP-so400m facts that the NeXT checkpoints do not record (the rest is read off the tensors).

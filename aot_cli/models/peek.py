@@ -15,15 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from aot_cli.config import ModelConfig
-from aot_cli.models.clip import CLIP_TYPES
-from aot_cli.models.dinov2 import DINOV2_TYPES
 from aot_cli.models.errors import ModelLoadError
-from aot_cli.models.llava import LLAVA_HF_TYPES
-from aot_cli.models.loader import family_loader
-from aot_cli.models.preprocess import dinov2_spec, spec_from_processor_config
+from aot_cli.models.families import CLIP_TYPES, DINOV2_TYPES, LLAVA_HF_TYPES, SIGLIP2_TYPES, SIGLIP_TYPES, check_supported
+from aot_cli.models.image_spec import dinov2_spec, spec_from_processor_config
 from aot_cli.models.profiles import ModelProfile, looks_like_llava_video, select_profile
-from aot_cli.models.siglip import SIGLIP_TYPES
-from aot_cli.models.siglip2 import SIGLIP2_TYPES
 from aot_cli.models.source import CONFIG_FILE, ModelSource
 
 
@@ -82,7 +77,7 @@ def peek_checkpoint(source: ModelSource, model_cfg: ModelConfig) -> CheckpointPe
     config = source.json(CONFIG_FILE)
     if not isinstance(config, dict):
         raise ModelLoadError(f"{source.location(CONFIG_FILE)}: config.json is missing or not an object")
-    family_loader(config, source.location(CONFIG_FILE))  # the loader's own error for an unsupported family
+    check_supported(config, source.location(CONFIG_FILE))  # the loader's own error for an unsupported family
     family, grid = _family(source, config)
     profile = select_profile(family, model_cfg.profile, has_newline=True, where=source.spec)
     return CheckpointPeek(profile=profile, grid=grid)

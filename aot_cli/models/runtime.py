@@ -7,19 +7,19 @@ instructions (``amx_bf16`` or ``avx512_bf16`` in /proc/cpuinfo), float32 otherwi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, FrozenSet
-
-import torch
+from typing import TYPE_CHECKING, FrozenSet
 
 from aot_cli import devices
-
+from aot_cli.devices import dtype_label  # noqa: F401  (re-exported: torch dtype -> "fp32"/"bf16"/"fp16")
 from aot_cli.models.errors import ModelLoadError
 
-DTYPE_NAMES: Dict[torch.dtype, str] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+if TYPE_CHECKING:
+    import torch
+
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str) -> "torch.device":
     """``"auto"`` -> ``cuda`` if available else ``cpu``; anything else is parsed by torch.
     Raises ModelLoadError for an unknown or absent device."""
     try:
@@ -46,9 +46,11 @@ def cpu_has_fast_bf16() -> bool:
     return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: str, device: "torch.device") -> "torch.dtype":
     """``"auto"`` -> bf16 on CUDA (fp16 without bf16 support) and on CPUs with fast bf16, else
     fp32; otherwise one of fp32/bf16/fp16 (or float32/bfloat16/float16)."""
+    import torch
+
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -59,3 +61,18 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return devices.named_dtype(name)
     except devices.DeviceError as e:
         raise ModelLoadError(str(e)) from None
+
+
+def resolved_dtype_name(dtype: str, device: str) -> str:
+    """The short name (``"fp32"``, ``"bf16"``, ``"fp16"``) of the dtype ``--dtype dtype`` resolves
+    to on ``--device device``, as :func:`resolve_dtype` decides it. Without importing torch when
+    the device is certainly the CPU (:func:`aot_cli.devices.runs_on_cpu`); otherwise the device
+    is resolved (and checked) by torch. Raises ModelLoadError (one line)."""
+    if devices.runs_on_cpu(device):
+        if dtype == "auto":
+            return "bf16" if cpu_has_fast_bf16() else "fp32"
+        try:
+            return devices.dtype_name(dtype)
+        except devices.DeviceError as e:
+            raise ModelLoadError(str(e)) from None
+    return dtype_label(resolve_dtype(dtype, resolve_device(device)))

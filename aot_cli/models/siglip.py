@@ -17,9 +17,8 @@ from aot_cli.models.adapter import Tower, VisionAdapter
 from aot_cli.models.common import LoadContext, base_info, image_spec, load_pretrained, require_fixed_size
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import square_spec
+from aot_cli.models.families import SIGLIP_TYPES  # noqa: F401  (re-exported)
 from aot_cli.models.profiles import select_profile
-
-SIGLIP_TYPES = ("siglip", "siglip_vision_model")
 
 
 class SiglipTower(Tower):

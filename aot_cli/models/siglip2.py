@@ -16,10 +16,9 @@ from aot_cli.models.adapter import Tower, VisionAdapter
 from aot_cli.models.common import LoadContext, base_info, image_spec, load_pretrained
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.preprocess import naflex_spec
+from aot_cli.models.families import SIGLIP2_TYPES  # noqa: F401  (re-exported)
 from aot_cli.models.profiles import select_profile
 from aot_cli.models.siglip import vision_core
-
-SIGLIP2_TYPES = ("siglip2", "siglip2_vision_model")
 
 
 def patchify(pixel_values: torch.Tensor, patch: int) -> torch.Tensor:

@@ -34,9 +34,10 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from aot_cli.models.errors import ModelLoadError, first_line
 

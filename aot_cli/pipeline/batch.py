@@ -14,120 +14,21 @@ row fsynced), so a consumer of ``--jsonl`` never sees a video that a crash could
 """
 from __future__ import annotations
 
-import os
-import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..cache import CacheError, CacheWriter, PartInUseError, TokenCache, write_single
-from ..cache.layout import MANIFEST, allowed_in_new_cache
+from ..cache import CacheError, CacheWriter, PartInUseError, write_single
 from ..core import AOTConfig, compress
 from .inputs import VideoInput
 from .ranks import RankInfo
+from .resume import Event, ResumePlan, Summary, plan_resume
 from .run import RunConfig, VideoResult, build_result, config_fingerprint, resolve_method
 from .settings import DEFAULT_FLUSH_EVERY  # noqa: F401  (re-exported: seconds, see docs/cluster.md)
-from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers, hash_file
-
-Event = Dict[str, object]
-
-
-@dataclass
-class Summary:
-    """Counts of one run. ``bytes``: bytes of the shards (or file) written; ``tower_calls``:
-    ``adapter.encode`` calls (fewer than ``done`` when short videos share calls);
-    ``model_loaded``: whether the run needed the model at all; ``ignored``: files of directory
-    inputs that were not videos by extension (a few names, and ``ignored_count`` in all)."""
-
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    model_loaded: bool = False
-    ignored: List[str] = field(default_factory=list)
-    ignored_count: int = 0
-    tokens: int = 0
-    bytes: int = 0
-    frames: int = 0
-    tower_calls: int = 0
-    seconds: float = 0.0
-    stage_seconds: Dict[str, float] = field(default_factory=dict)
-    failures: List[dict] = field(default_factory=list)
-
-    def stage(self, name: str, seconds: float) -> None:
-        self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + seconds
-
-    def to_dict(self) -> dict:
-        rate = self.seconds if self.seconds > 0 else None
-        return {"done": self.done, "skipped": self.skipped, "failed": self.failed, "tokens": self.tokens,
-                "bytes": self.bytes, "frames": self.frames, "tower_calls": self.tower_calls,
-                "seconds": round(self.seconds, 3),
-                "videos_per_s": round(self.done / rate, 3) if rate else None,
-                "frames_per_s": round(self.frames / rate, 2) if rate else None,
-                "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
-                "model_loaded": self.model_loaded, "ignored": self.ignored_count,
-                "failures": self.failures}
-
-
-def _existing(output: Path) -> Optional[TokenCache]:
-    """The cache already at ``output`` (None when there is none yet, also while another rank is
-    creating it: a directory holding only what a new cache starts with, without its manifest).
-    CacheError (one line) for anything that cannot be read as a cache, whatever the reader
-    raised."""
-    if not output.exists():
-        return None
-    try:
-        return TokenCache(output)
-    except CacheError:
-        if output.is_dir() and not os.path.lexists(output / MANIFEST) \
-                and all(allowed_in_new_cache(name) for name in os.listdir(output)):
-            return None
-        raise
-    except Exception as exc:  # a reader bug or a hostile file must not become a traceback
-        text = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise CacheError(f"{output}: cannot read the existing cache ({type(exc).__name__}: {text})") from None
-
-
-def known_sha256(existing: Optional[TokenCache], video_id: str, fingerprint: str) -> Optional[str]:
-    """The content hash under which ``video_id`` is cached with configuration ``fingerprint``
-    (None: not cached that way, or its latest attempt failed; failures are retried)."""
-    row = _cached_row(existing, video_id, fingerprint)
-    sha = row.get("sha256") if row is not None else None
-    return sha if isinstance(sha, str) else None
-
-
-def _cached_row(existing: Optional[TokenCache], video_id: str, fingerprint: str) -> Optional[dict]:
-    if existing is None:
-        return None
-    row = existing.lookup(video_id)
-    if row is None or row.get("status") != "ok" or row.get("config_fingerprint") != fingerprint:
-        return None
-    return row
-
-
-def _cached_size(row: dict) -> Optional[int]:
-    meta = row.get("meta")
-    video = meta.get("video") if isinstance(meta, dict) else None
-    size = video.get("size_bytes") if isinstance(video, dict) else None
-    return size if isinstance(size, int) and not isinstance(size, bool) else None
-
-
-def _unchanged(item: VideoInput, sha: str, size: Optional[int]) -> bool:
-    """Whether the file still has content ``sha`` (hashed here, in this process; a file whose
-    size differs from the cached one, or that is not a regular file, is not hashed)."""
-    try:
-        st = os.stat(item.path)
-    except OSError:
-        return False
-    if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
-        return False
-    try:
-        return hash_file(str(item.path)) == sha
-    except OSError:
-        return False
-
+from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers
 
 class _Sink:
     """Where finished videos go: a cache directory (one :class:`CacheWriter` part for this rank,
@@ -349,16 +250,17 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
               pool: Optional[DecodePool] = None, summary: Optional[Summary] = None,
               on_event: Optional[Callable[[Event], None]] = None, fingerprint: Optional[str] = None,
               model_source=None, failures: Sequence[Tuple[VideoInput, str, str]] = (),
-              load_adapter: Optional[Callable[[], object]] = None) -> Summary:
+              load_adapter: Optional[Callable[[], object]] = None, resume: Optional[ResumePlan] = None) -> Summary:
     """Compress ``items`` into ``output`` (a cache directory, or one ``.safetensors`` file when
     ``single_file``) and return the run's :class:`Summary`.
 
     Videos already cached with the same content hash and configuration fingerprint
-    (:func:`~.run.config_fingerprint`; ``fingerprint`` when the caller computed it, else from
+    (:func:`~.runconfig.config_fingerprint`; ``fingerprint`` when the caller computed it, else from
     ``cfg`` and the checkpoint, without loading it) are skipped unless ``overwrite``; failed ones
     are tried again. When every item is cached that way, the files are hashed in this process
     and, if none changed, the run ends there: no model is loaded (``adapter`` None) and no worker
-    started. Otherwise files are hashed and decoded by ``decode_workers`` processes (None:
+    started (:func:`~.resume.plan_resume`; ``resume``: its plan, when the caller made it already,
+    with the same ``fingerprint``). Otherwise files are hashed and decoded by ``decode_workers`` processes (None:
     :func:`~.workers.default_workers`; 0: in this process) with a hard limit of
     ``cfg.decode.timeout`` seconds per video; at most ``prefetch`` videos are read ahead; the
     model (``adapter``, else ``load_adapter()``, else :func:`~aot_cli.models.load_model` of
@@ -376,7 +278,7 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     "decode_error", "timeout", "crashed", "compress_error") with ``error``. Raises CacheError
     when the output cannot be written or the existing output cannot be read."""
     from ..models import load_model
-    from ..models.loader import model_identity
+    from ..models.identity import model_identity
 
     t_start = time.perf_counter()
     summary = summary if summary is not None else Summary()
@@ -386,27 +288,18 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
         pool = DecodePool(workers, timeout=cfg.decode.timeout, lookahead=prefetch)
     sink: Optional[_Sink] = None
     try:
-        if fingerprint is None:
-            fingerprint = config_fingerprint(cfg, model_identity(cfg.model, model_source))
-        existing = None if overwrite else _existing(output)
-        rows = [_cached_row(existing, item.video_id, fingerprint) for item in items]
-        if existing is not None:
-            existing.close()
-        known = [row.get("sha256") if row is not None and isinstance(row.get("sha256"), str) else None
-                 for row in rows]
-        todo = list(range(len(items)))
-        if items and all(sha is not None for sha in known):
-            # a rerun: settle it here if nothing changed, without the model or a worker
-            todo = []
-            for i, item in enumerate(items):
-                t0 = time.perf_counter()
-                if _unchanged(item, known[i], _cached_size(rows[i])):
-                    summary.skipped += 1
-                    emit({"id": item.video_id, "path": str(item.path), "status": "skipped"})
-                else:
-                    known[i] = None
-                    todo.append(i)
-                summary.stage("resume_check", time.perf_counter() - t0)
+        if resume is None:
+            if fingerprint is None:
+                fingerprint = config_fingerprint(cfg, model_identity(cfg.model, model_source))
+            resume = plan_resume(items, output, fingerprint, overwrite)
+        elif fingerprint is None:
+            raise ValueError("run_batch: a precomputed resume plan needs the fingerprint it was made with")
+        known, todo = list(resume.known), list(resume.todo)
+        if resume.check_seconds:
+            summary.stage("resume_check", resume.check_seconds)
+        for i in resume.skipped:
+            summary.skipped += 1
+            emit({"id": items[i].video_id, "path": str(items[i].path), "status": "skipped"})
         sink = _Sink(output, single_file, rank.part, cfg.storage.shard_size,
                      flush_every, summary, emit, fingerprint)
         if not todo:

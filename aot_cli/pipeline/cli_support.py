@@ -165,7 +165,7 @@ def prepare_compress(*, inputs: Sequence[str], output: Optional[str], list_file:
     budget. Raises UsageError, InputError or ModelLoadError (one line each); creates nothing."""
     from .inputs import scan_inputs
     from .ranks import detect_rank, device_for_rank, take_share
-    from .run import config_fingerprint
+    from .runconfig import config_fingerprint
     from .settings import UsageError, build_settings, check_budget, resolve_model
 
     settings = build_settings(config_file, flags)
@@ -185,7 +185,8 @@ def prepare_compress(*, inputs: Sequence[str], output: Optional[str], list_file:
                          f"({rank.source}) give a cache directory")
     check_output(out, single)
     cfg = settings.cfg
-    cfg.model = dataclasses.replace(cfg.model, device=device_for_rank(cfg.model.device, rank, _cuda_count()))
+    if cfg.model.device == "auto" and rank.local_rank is not None:  # a launcher's rank picks its GPU
+        cfg.model = dataclasses.replace(cfg.model, device=device_for_rank(cfg.model.device, rank, _cuda_count()))
     model = resolve_model(settings)
     check_budget(settings, model.profile, model.grid)
     return CompressPlan(settings=settings, items=take_share(scan.items, rank),
@@ -197,14 +198,16 @@ def prepare_compress(*, inputs: Sequence[str], output: Optional[str], list_file:
 def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, config_file, flags) -> int:
     """`aot compress`: returns the exit status (0 all done, 1 some videos failed, 2 bad usage or
     the output cannot be written, 128 + signal number when interrupted). Every exit path stops
-    the decode workers; no exception escapes as a traceback."""
-    from ..cache import CacheError
-    from ..models import ModelLoadError, load_model
-    from .batch import Summary, run_batch
+    the decode workers; no exception escapes as a traceback. A rerun with nothing to do ends
+    after the checks and the resume plan, without importing torch, the model or the decoder."""
+    import time
+
+    from ..cache.errors import CacheError
+    from ..models.errors import ModelLoadError
     from .inputs import InputError
     from .progress import Reporter, print_error
+    from .resume import Summary, plan_resume
     from .settings import UsageError, check_budget
-    from .workers import DecodePool, DecodeWorkerError, default_workers
 
     jsonl = bool(flags.pop("jsonl", False))
     quiet = bool(flags.pop("quiet", False))
@@ -213,7 +216,9 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
     summary = Summary()
     reporter: Optional[Reporter] = None
     plan: Optional[CompressPlan] = None
-    pool: Optional[DecodePool] = None
+    pool = None
+    # printed as one line and exit 2; the decode pool's start-up error joins once it is imported
+    one_line_errors: List[type] = [UsageError, InputError, ModelLoadError, CacheError]
 
     def err(msg: object) -> int:
         if reporter is not None and plan is not None and (summary.done or summary.failed or summary.skipped):
@@ -223,12 +228,30 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
 
     with termination_raises():
         try:
+            t_start = time.perf_counter()
             plan = prepare_compress(inputs=inputs, output=output, list_file=list_file, manifest=manifest,
                                     path_column=path_column, id_mode=id_mode, config_file=config_file, flags=flags,
                                     num_shards=num_shards, shard_id=shard_id)
             settings, cfg = plan.settings, plan.settings.cfg
             summary.ignored, summary.ignored_count = plan.scan.ignored, plan.scan.ignored_count
             reporter = Reporter(total=len(plan.items) + len(plan.failures), jsonl=jsonl, quiet=quiet)
+            resume = plan_resume(plan.items, plan.output, plan.fingerprint, overwrite)
+            if plan.items and not resume.todo and not plan.failures:
+                with reporter:  # nothing to do: every video is cached with this content and configuration
+                    summary.stage("resume_check", resume.check_seconds)
+                    for i in resume.skipped:
+                        summary.skipped += 1
+                        reporter.event({"id": plan.items[i].video_id, "path": str(plan.items[i].path),
+                                        "status": "skipped"})
+                    summary.seconds = time.perf_counter() - t_start
+                reporter.summary(summary, plan.output, plan.rank)
+                return 0
+
+            from ..models import load_model
+            from .batch import run_batch
+            from .workers import DecodePool, DecodeWorkerError, default_workers
+
+            one_line_errors.append(DecodeWorkerError)
             workers = settings.decode_workers
             if workers is None:
                 workers = default_workers(_processes_per_node())
@@ -244,10 +267,8 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
                 run_batch(plan.items, plan.output, cfg, rank=plan.rank, overwrite=overwrite, single_file=plan.single,
                           pool=pool, flush_every=settings.flush_every, summary=summary, on_event=reporter.event,
                           fingerprint=plan.fingerprint, model_source=plan.model.source, failures=plan.failures,
-                          load_adapter=load)
-        except (UsageError, InputError, ModelLoadError) as e:
-            return err(e)
-        except (CacheError, DecodeWorkerError) as e:
+                          load_adapter=load, resume=resume)
+        except tuple(one_line_errors) as e:
             return err(e)
         except (KeyboardInterrupt, Interrupted) as e:
             if pool is not None:
@@ -287,6 +308,10 @@ def _processes_per_node() -> int:
 
 
 def _cuda_count() -> int:
+    from ..devices import gpu_driver_present
+
+    if not gpu_driver_present():
+        return 0
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0

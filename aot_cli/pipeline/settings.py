@@ -343,7 +343,7 @@ def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
     (or, instead, an already parsed ``config`` such as a cache's recorded ``meta["config"]``,
     named ``config_file`` in errors) over defaults, type-checked and validated. Raises
     :class:`UsageError` (one line). Reads only the config file; imports no model code."""
-    from .run import RunConfig
+    from .runconfig import RunConfig
 
     flag_fields = _flag_fields()
     origins: Dict[Tuple[str, str], Origin] = {}
@@ -435,7 +435,7 @@ def resolve_model(settings: RunSettings, peek: bool = True) -> ModelPlan:
     """Resolve ``--model`` (local directory, named model, Hugging Face cache, or one quick look
     at the hub), the device and the dtype, without loading weights; with ``peek``, also the
     profile and grid from the checkpoint's config files. Raises ModelLoadError (one line)."""
-    from ..models.loader import model_identity
+    from ..models.identity import model_identity
     from ..models.source import resolve_source
 
     cfg = settings.cfg
@@ -462,7 +462,7 @@ def check_budget(settings: RunSettings, profile, grid: Optional[Tuple[int, int]]
     dynamic segments, grids that follow the frame size) are checked per video. UsageError
     naming ``--ratio`` (or the config key that set it)."""
     from ..core import BudgetError, fixed_segments, plan_budget
-    from .run import resolve_method
+    from .runconfig import resolve_method
 
     cfg = settings.cfg
     if profile is None or grid is None or cfg.decode.fps is not None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
-import hashlib
 import multiprocessing
 import multiprocessing.process
 import os
@@ -52,7 +51,8 @@ import numpy as np
 import torch
 
 from ..config import DecodeConfig
-from ..video import DecodedVideo, VideoDecodeError, decode_video, file_sha256
+from ..video import DecodedVideo, VideoDecodeError, decode_video
+from .resume import hash_file  # noqa: F401  (re-exported; sends PROGRESS every resume.PROGRESS_EVERY_S)
 
 #: Outcome statuses. "ok": decoded; "skipped": the file's hash equals the job's ``known_sha256``.
 #: The others are failures: the file cannot be opened or read ("unreadable"), the decoder rejected
@@ -73,9 +73,6 @@ READY = "aot-decode-ready"
 #: A worker's sign of progress: its job's time limit starts again (sent while hashing, between
 #: reads, and once hashing is done, so reading a large file is not mistaken for a hang).
 PROGRESS = "aot-decode-progress"
-#: Seconds between two progress messages while hashing; bytes per read.
-PROGRESS_EVERY_S = 1.0
-HASH_CHUNK = 1 << 22
 #: Why a worker that dies before it is ready cannot be a problem of one video.
 START_HINT = ("a script that runs batches must guard its top level with `if __name__ == '__main__':` "
               "(worker processes import the main module), or pass decode_workers=0")
@@ -129,24 +126,6 @@ def _error(path: str, exc: BaseException) -> str:
     """A one-line message that starts with the path."""
     text = _one_line(str(exc)) or type(exc).__name__
     return text if text.startswith(path) else f"{path}: {text}"
-
-
-def hash_file(path: str, progress: Optional[Callable[[], None]] = None) -> str:
-    """sha256 of the file's bytes (lowercase hex, as :func:`aot_cli.video.file_sha256`), calling
-    ``progress()`` about every :data:`PROGRESS_EVERY_S` seconds while reading."""
-    if progress is None:
-        return file_sha256(path)
-    digest = hashlib.sha256()
-    last = time.monotonic()
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(HASH_CHUNK)
-            if not chunk:
-                return digest.hexdigest()
-            digest.update(chunk)
-            if time.monotonic() - last >= PROGRESS_EVERY_S:
-                progress()
-                last = time.monotonic()
 
 
 def opens_as_video(path: str) -> bool:

@@ -4,15 +4,20 @@
 its picture timeline by demuxing, chooses frames (:func:`sample_indices`) and reads them so that
 frame ``k`` is the k-th picture of a plain sequential FFmpeg decode of that stream: keyframe-accurate
 PyAV seeks where the container's index allows it (every picture checked against the index), a
-sequential PyAV read elsewhere, decord only when asked for (checked against PyAV's pictures). Frames come back upright as torch.uint8 [F, H, W, 3], at native
-size or scaled inside FFmpeg to a target size. ``VIDEO_EXTENSIONS``: what a directory scan picks up.
+sequential PyAV read elsewhere, decord only when asked for (checked against PyAV's pictures).
+Frames come back upright as torch.uint8 [F, H, W, 3], at native size or scaled inside
+FFmpeg to a target size. ``VIDEO_EXTENSIONS``: what a directory scan picks up.
 """
-from .decode import decode_size, decode_video
-from .formats import VIDEO_EXTENSIONS
-from .info import DecodedVideo, FrameIndex, VideoDecodeError, VideoInfo
-from .logs import LOG_LEVELS
-from .probe import file_sha256, probe_video
-from .sampling import FrameSelection, check_decode_config, sample_indices
+from .._lazy import lazy_exports
+
+# public name -> the submodule defining it, imported on first use (PyAV and torch load with the
+# decoder, not with the extension list a directory scan needs)
+lazy_exports(__name__, {
+    "decode_size": "decode", "decode_video": "decode", "VIDEO_EXTENSIONS": "formats",
+    "DecodedVideo": "info", "FrameIndex": "info", "VideoDecodeError": "info", "VideoInfo": "info",
+    "LOG_LEVELS": "logs", "file_sha256": "probe", "probe_video": "probe",
+    "FrameSelection": "sampling", "check_decode_config": "sampling", "sample_indices": "sampling",
+})
 
 __all__ = [
     "DecodedVideo",

@@ -1,0 +1,168 @@
+"""What a run can skip, decided before any model or worker starts: which videos are already in
+the output with the same content hash and configuration fingerprint. A rerun whose every video
+is cached that way and unchanged ends here (the CLI imports neither torch nor PyAV for it).
+Also the run's counts (:class:`Summary`), which the progress output reports."""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from ..cache.errors import CacheError
+from ..cache.layout import MANIFEST, allowed_in_new_cache
+from ..cache.reader import TokenCache
+from .inputs import VideoInput
+
+Event = Dict[str, object]
+#: Seconds between two ``progress()`` calls while a file is hashed (a decode worker's sign of
+#: progress, so reading a large file is not mistaken for a hang); bytes per read.
+PROGRESS_EVERY_S = 1.0
+HASH_CHUNK = 1 << 22
+
+
+@dataclass
+class Summary:
+    """Counts of one run. ``bytes``: bytes of the shards (or file) written; ``tower_calls``:
+    ``adapter.encode`` calls (fewer than ``done`` when short videos share calls);
+    ``model_loaded``: whether the run needed the model at all; ``ignored``: files of directory
+    inputs that were not videos by extension (a few names, and ``ignored_count`` in all)."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    model_loaded: bool = False
+    ignored: List[str] = field(default_factory=list)
+    ignored_count: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    frames: int = 0
+    tower_calls: int = 0
+    seconds: float = 0.0
+    stage_seconds: Dict[str, float] = field(default_factory=dict)
+    failures: List[dict] = field(default_factory=list)
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + seconds
+
+    def to_dict(self) -> dict:
+        rate = self.seconds if self.seconds > 0 else None
+        return {"done": self.done, "skipped": self.skipped, "failed": self.failed, "tokens": self.tokens,
+                "bytes": self.bytes, "frames": self.frames, "tower_calls": self.tower_calls,
+                "seconds": round(self.seconds, 3),
+                "videos_per_s": round(self.done / rate, 3) if rate else None,
+                "frames_per_s": round(self.frames / rate, 2) if rate else None,
+                "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+                "model_loaded": self.model_loaded, "ignored": self.ignored_count,
+                "failures": self.failures}
+
+
+def hash_file(path: str, progress: Optional[Callable[[], None]] = None) -> str:
+    """sha256 of the file's bytes (lowercase hex, as :func:`aot_cli.video.file_sha256`), calling
+    ``progress()`` about every :data:`PROGRESS_EVERY_S` seconds while reading. Raises OSError."""
+    digest = hashlib.sha256()
+    last = time.monotonic()
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(HASH_CHUNK)
+            if not chunk:
+                return digest.hexdigest()
+            digest.update(chunk)
+            if progress is not None and time.monotonic() - last >= PROGRESS_EVERY_S:
+                progress()
+                last = time.monotonic()
+
+
+def existing_cache(output: Path) -> Optional[TokenCache]:
+    """The cache already at ``output`` (None when there is none yet, also while another rank is
+    creating it: a directory holding only what a new cache starts with, without its manifest).
+    CacheError (one line) for anything that cannot be read as a cache, whatever the reader
+    raised."""
+    if not output.exists():
+        return None
+    try:
+        return TokenCache(output)
+    except CacheError:
+        if output.is_dir() and not os.path.lexists(output / MANIFEST) \
+                and all(allowed_in_new_cache(name) for name in os.listdir(output)):
+            return None
+        raise
+    except Exception as exc:  # a reader bug or a hostile file must not become a traceback
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CacheError(f"{output}: cannot read the existing cache ({type(exc).__name__}: {text})") from None
+
+
+def cached_row(existing: Optional[TokenCache], video_id: str, fingerprint: str) -> Optional[dict]:
+    """The index row of ``video_id`` when its latest attempt succeeded with configuration
+    ``fingerprint`` (None otherwise: failures are retried)."""
+    if existing is None:
+        return None
+    row = existing.lookup(video_id)
+    if row is None or row.get("status") != "ok" or row.get("config_fingerprint") != fingerprint:
+        return None
+    return row
+
+
+def cached_size(row: dict) -> Optional[int]:
+    """The source file's size in bytes recorded in a cached row (None when absent or invalid)."""
+    meta = row.get("meta")
+    video = meta.get("video") if isinstance(meta, dict) else None
+    size = video.get("size_bytes") if isinstance(video, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def unchanged(item: VideoInput, sha: str, size: Optional[int]) -> bool:
+    """Whether the file still has content ``sha`` (hashed here, in this process; a file whose
+    size differs from the cached one, or that is not a regular file, is not hashed)."""
+    try:
+        st = os.stat(item.path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
+        return False
+    try:
+        return hash_file(str(item.path)) == sha
+    except OSError:
+        return False
+
+
+@dataclass
+class ResumePlan:
+    """``known[i]``: the content hash item ``i`` is cached under with this fingerprint (the
+    decode workers skip a file that still hashes to it), None when it must be computed;
+    ``todo``: indices to compute; ``skipped``: indices already cached and unchanged (hashed
+    here); ``check_seconds``: time spent hashing for that check."""
+
+    known: List[Optional[str]]
+    todo: List[int]
+    skipped: List[int]
+    check_seconds: float = 0.0
+
+
+def plan_resume(items: Sequence[VideoInput], output: Path, fingerprint: str, overwrite: bool = False) -> ResumePlan:
+    """What of ``items`` the output at ``output`` already holds with configuration
+    ``fingerprint``. When every item is cached that way (a rerun), the files are hashed here and
+    the unchanged ones are settled as skipped; otherwise nothing is hashed here (the decode
+    workers compare each file's hash with ``known``). ``overwrite``: ignore the output's content.
+    Raises CacheError (one line) when the existing output cannot be read."""
+    existing = None if overwrite else existing_cache(output)
+    try:
+        rows = [cached_row(existing, item.video_id, fingerprint) for item in items]
+    finally:
+        if existing is not None:
+            existing.close()
+    known = [row.get("sha256") if row is not None and isinstance(row.get("sha256"), str) else None for row in rows]
+    if not items or any(sha is None for sha in known):
+        return ResumePlan(known=known, todo=list(range(len(items))), skipped=[])
+    todo, skipped = [], []
+    t0 = time.perf_counter()
+    for i, item in enumerate(items):
+        if unchanged(item, known[i], cached_size(rows[i])):
+            skipped.append(i)
+        else:
+            known[i] = None
+            todo.append(i)
+    return ResumePlan(known=known, todo=todo, skipped=skipped, check_seconds=time.perf_counter() - t0)
