@@ -506,7 +506,7 @@ def _modules_after(args, cwd, watch=("torch", "transformers", "aot_cli.models", 
 
 #: What a rerun with nothing to do and a rejected flag never need: the tensor libraries, the
 #: decoder, the model code and the method's tensor code.
-HEAVY = ("torch", "transformers", "decord", "aot_cli.models.adapter", "aot_cli.models.loader",
+HEAVY = ("torch", "transformers", "av", "decord", "aot_cli.models.adapter", "aot_cli.models.loader",
          "aot_cli.video.decode", "aot_cli.core.compress", "aot_cli.pipeline.batch", "aot_cli.pipeline.workers")
 
 

@@ -18,11 +18,7 @@ import tempfile
 import threading
 from typing import Iterator
 
-import av
-
 LOG_LEVELS = ("quiet", "error", "warning", "info", "debug")
-_AV_LEVELS = {"error": av.logging.ERROR, "warning": av.logging.WARNING, "info": av.logging.INFO,
-              "debug": av.logging.DEBUG}
 #: decord.logging levels (FFmpeg's numbers: quiet -8, error 16, warning 24, info 32, debug 48).
 _DECORD_LEVELS = {"quiet": -8, "error": 16, "warning": 24, "info": 32, "debug": 48}
 #: A line written by decord's C++ logger ("[09:15:41] src/video/video_reader.cc:270: ...") or by
@@ -40,12 +36,16 @@ def decoder_logging(level: str) -> Iterator[None]:
     setting is restored afterwards."""
     if level not in LOG_LEVELS:
         raise ValueError(f"decoder_log (--decoder-log) must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    import av  # here, not at the top: the flag checks read LOG_LEVELS without PyAV
+
+    av_levels = {"error": av.logging.ERROR, "warning": av.logging.WARNING, "info": av.logging.INFO,
+                 "debug": av.logging.DEBUG}
     previous = av.logging.get_level()
     if level == "quiet":
         av.logging.set_level(None)
     else:
         av.logging.restore_default_callback()
-        av.logging.set_libav_level(_AV_LEVELS[level])
+        av.logging.set_libav_level(av_levels[level])
     try:
         yield
     finally:
