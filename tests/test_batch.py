@@ -25,7 +25,7 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
-from aot_cli.cache import CacheWriter, TokenCache
+from aot_cli.cache import CacheError, CacheWriter, TokenCache
 from aot_cli.cli import main
 from aot_cli.config import DecodeConfig, ModelConfig
 from aot_cli.models import load_model
@@ -408,6 +408,50 @@ def test_two_ranks_split_one_input_set(ckpt, videos, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ throughput
+
+def test_a_writer_that_finished_before_the_lock_is_not_redone(ckpt, videos, tmp_path):
+    """Two uncoordinated runs: the second planned before the first committed (nothing cached
+    yet) and gets the part's lock after the first has finished. It computes nothing again."""
+    from aot_cli.models.identity import model_identity
+    from aot_cli.pipeline.resume import plan_resume
+    from aot_cli.pipeline.runconfig import config_fingerprint
+
+    cfg = RunConfig()
+    cfg.decode = DecodeConfig(frames=4)
+    cfg.model = ModelConfig(model=str(ckpt), dtype="fp32")
+    items = expand_inputs([str(videos / "gen_1.mp4"), str(videos / "gen_2.mp4")])
+    out = tmp_path / "cache"
+    fingerprint = config_fingerprint(cfg, model_identity(cfg.model))
+    stale = plan_resume(items, out, fingerprint)  # the second run's plan: nothing cached yet
+    assert stale.todo == [0, 1] and stale.known == [None, None]
+    first = run_batch(items, out, cfg, decode_workers=0, fingerprint=fingerprint)  # the first run
+    assert first.done == 2
+    loads: List[str] = []
+    events: List[dict] = []
+    second = run_batch(items, out, cfg, decode_workers=0, fingerprint=fingerprint, resume=stale,
+                       load_adapter=lambda: loads.append("load"), on_event=events.append)
+    assert (second.done, second.skipped, loads) == (0, 2, [])
+    assert [e["status"] for e in events] == ["skipped", "skipped"]
+    assert_cache_sound(out, ["gen_1.mp4", "gen_2.mp4"])
+
+
+def test_rerun_recomputes_videos_whose_shard_is_damaged(ckpt, videos, tmp_path):
+    out = tmp_path / "cache"
+    args = ["compress", str(videos / "gen_1.mp4"), str(videos / "gen_2.mp4"), "-o", str(out), "--model", str(ckpt),
+            "--jsonl", *BASE]
+    assert cli(args).exit_code == 0
+    shards = sorted((out / "shards").glob("*.safetensors"))
+    assert len(shards) == 1
+    with open(shards[0], "r+b") as handle:  # cut off the end of the tensor data
+        handle.truncate(shards[0].stat().st_size - 64)
+    with pytest.raises(CacheError):
+        TokenCache(out)["gen_1.mp4"].tokens
+    r = cli(args)
+    assert r.exit_code == 0, r.output
+    assert sorted(e["status"] for e in events_of(r.stdout)) == ["ok", "ok"]  # not "nothing to do"
+    cache = TokenCache(out)
+    assert sorted(cache.ids()) == ["gen_1.mp4", "gen_2.mp4"] and cache["gen_1.mp4"].tokens.shape[0] > 0
+
 
 def test_short_videos_share_tower_calls_and_match_single_runs(ckpt, videos, tmp_path):
     cfg = RunConfig()

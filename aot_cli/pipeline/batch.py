@@ -302,18 +302,21 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
             emit({"id": items[i].video_id, "path": str(items[i].path), "status": "skipped"})
         sink = _Sink(output, single_file, rank.part, cfg.storage.shard_size,
                      flush_every, summary, emit, fingerprint)
+        if todo:
+            # the part's writer lock before anything runs: a second writer on this part is refused
+            # at once, and what another writer committed before we got the lock is not redone
+            sink.open()
+            if not overwrite and not single_file:
+                todo = _recheck(items, todo, known, output, fingerprint, summary, emit)
+        for item, status, error in failures:
+            sink.fail(item, status, error, None)
         if not todo:
-            for item, status, error in failures:
-                sink.fail(item, status, error, None)
             return summary
         pool.start()  # the workers start while the model loads
         if adapter is None:
             adapter = load_adapter() if load_adapter is not None else load_model(cfg.model, model_source)
             summary.model_loaded = True
         method = resolve_method(cfg, adapter.profile)
-        sink.open()  # fail early when the output cannot be written
-        for item, status, error in failures:
-            sink.fail(item, status, error, None)
         work = [items[i] for i in todo]
         jobs = [DecodeJob(str(items[i].path), cfg.decode, adapter.profile.default_frames, known[i], decode_target(adapter))
                 for i in todo]
@@ -333,6 +336,24 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
             finally:
                 summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+def _recheck(items: List[VideoInput], todo: List[int], known: List[Optional[str]], output: Path, fingerprint: str,
+             summary: Summary, emit: Callable[[Event], None]) -> List[int]:
+    """``todo`` less what the cache holds now, read again once this run holds its part's lock
+    (a writer that finished in the meantime): those videos are settled as skipped (or, when some
+    of them are not cached, left to the workers with their ``known`` hash, which skip a file that
+    still has it)."""
+    fresh = plan_resume([items[i] for i in todo], output, fingerprint)
+    for j, i in enumerate(todo):
+        if fresh.known[j] is not None:
+            known[i] = fresh.known[j]
+    if fresh.check_seconds:
+        summary.stage("resume_check", fresh.check_seconds)
+    for j in fresh.skipped:
+        summary.skipped += 1
+        emit({"id": items[todo[j]].video_id, "path": str(items[todo[j]].path), "status": "skipped"})
+    return [todo[j] for j in fresh.todo]
 
 
 def _drive(items: List[VideoInput], pool: DecodePool, adapter, cfg: RunConfig, method: AOTConfig,

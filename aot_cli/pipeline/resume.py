@@ -97,11 +97,16 @@ def existing_cache(output: Path) -> Optional[TokenCache]:
 
 def cached_row(existing: Optional[TokenCache], video_id: str, fingerprint: str) -> Optional[dict]:
     """The index row of ``video_id`` when its latest attempt succeeded with configuration
-    ``fingerprint`` (None otherwise: failures are retried)."""
+    ``fingerprint`` and its shard can be read (None otherwise: failures, and videos in a missing,
+    truncated or damaged shard, are computed again)."""
     if existing is None:
         return None
     row = existing.lookup(video_id)
     if row is None or row.get("status") != "ok" or row.get("config_fingerprint") != fingerprint:
+        return None
+    try:
+        existing[video_id]  # its shard opens and holds what the row names: a damaged shard is recomputed
+    except CacheError:
         return None
     return row
 
