@@ -27,7 +27,44 @@ def _fail(msg: object, code: int = EXIT_USAGE):
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _UsageLine(click.ClickException):
+    """A command-line parsing error (unknown flag, a value of the wrong type, a missing
+    argument) shown like every other usage error: one ``aot: error: ...`` line, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file=None) -> None:
+        from .pipeline.progress import print_error
+
+        print_error(self.message)
+
+
+def _one_line(exc: click.UsageError) -> _UsageLine:
+    where = exc.ctx.command_path if exc.ctx is not None else "aot"
+    return _UsageLine(f"{exc.format_message().rstrip('.')} (see '{where} --help')")
+
+
+class _Commands(click.Group):
+    """The ``aot`` group: click's parsing errors become one line instead of usage text."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # bare `aot`: the help text, as click shows it
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # raised while a subcommand parses its own flags
+            raise _one_line(exc) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="aot-cli", prog_name="aot")
 def main():
     """Compress video-LLM visual tokens with AOT and cache them in safetensors.
@@ -42,7 +79,7 @@ def main():
 
 # budget: how many tokens are kept (aot_cli.core.AOTConfig; sweep has its own --ratios)
 BUDGET_OPTIONS = (
-    click.option("--ratio", type=float, help="Keep round(RATIO x frames x tokens-per-frame) tokens exactly. Default 0.1."),
+    click.option("--ratio", type=float, help="Keep floor(RATIO x frames x tokens-per-frame + 0.5) tokens exactly. Default 0.1."),
     click.option("--method", type=click.Choice(["aot", "none", "random", "pool", "attention"]),
                  help="'aot' (default); 'none': no compression (the model's own tokens); baselines with the same exact "
                       "budget: 'random' pruning, uniform spatial 'pool'ing, 'attention' top-k (docs/method.md §10.1)."),
@@ -194,7 +231,7 @@ def bench(inputs, config_file, json_path, workdir, repeat, warmup, quiet, **flag
 
 @main.command()
 @click.argument("path", type=click.Path())
-@click.option("--video", "video_id", help="Show one video (its id).")
+@click.option("--video", "video_id", help="Show one video: its id, or its file name when that is unique.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--frames/--no-frames", default=None, help="Per-frame table (default: on with --video).")
 @click.option("--overlay", "overlay_png", type=click.Path(dir_okay=False),

@@ -306,6 +306,27 @@ def test_config_keys_are_flag_names_old_names_work_and_unknown_keys_are_explaine
 
 # ------------------------------------------------------------------ hub look-ups fail fast
 
+def test_refused_hub_connection_says_so_at_once(tmp_path):
+    """A hub address that refuses connections: the line gives that cause, not a wait."""
+    import socket
+    import subprocess
+    import sys
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now: connections are refused at once
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    proc = subprocess.run([sys.executable, "-m", "aot_cli.cli", "compress", str(SAMPLES / "realshort.mp4"),
+                           "--model", "no-such-org/no-such-model"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "the hub cannot be reached" in lines[0] and "did not answer" not in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_unreachable_hub_is_one_line_within_seconds(tmp_path):
     """A hub that accepts connections and never answers (the worst case: no quick refusal)."""
     import socket

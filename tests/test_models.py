@@ -606,7 +606,7 @@ def test_bad_score_layers_and_profile(tiny_siglip_dir):
         load(tiny_siglip_dir, score_layers=(6, -2))
     assert "-6..5" in one_line(exc)
     adapter = load(tiny_siglip_dir)
-    with pytest.raises(ModelLoadError, match="deep score layer -7"):
+    with pytest.raises(ModelLoadError, match="--score-layers: deep layer -7"):
         adapter.encode(adapter.preprocess(random_frames(1)), score_layers=(0, -7))
     with pytest.raises(ModelLoadError, match="unknown profile 'llava'"):
         load(tiny_siglip_dir, profile="llava")

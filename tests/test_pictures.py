@@ -214,6 +214,17 @@ def test_missing_matplotlib_is_one_clear_line(cached, tmp_path, monkeypatch):
     msg = str(err.value)
     assert "\n" not in msg and "matplotlib" in msg and "pip install" in msg
     assert not (tmp_path / "t.png").exists()
+    # `aot inspect --plot`: refused before the tables are printed
+    from aot_cli.inspect.command import run_inspect
+
+    import contextlib
+    import io
+
+    out, err_text = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err_text):
+        code = run_inspect(str(cached[1]), plot_png=str(tmp_path / "t.png"))
+    assert code == 2 and out.getvalue() == "" and "matplotlib is not installed" in err_text.getvalue()
+    assert not (tmp_path / "t.png").exists()
 
 
 def test_sweep_ratios_are_exact_and_reference_rules_scale():

@@ -37,6 +37,14 @@ def run_inspect(path: str, video_id: Optional[str] = None, as_json: bool = False
     from .render import print_stats
     from .stats import cache_stats, problem_summary
 
+    if plot_png:  # before anything is printed: a missing plotting library is a usage problem
+        from .pictures import PictureError, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PictureError as exc:
+            _say("error", str(exc))
+            return EXIT_UNREADABLE
     try:
         cache = TokenCache(path)
         if video_id is not None:

@@ -122,10 +122,10 @@ def parse_ratios(text: str) -> List[float]:
     try:
         ratios = [float(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"ratios must be numbers separated by commas, e.g. 0.05,0.1,0.25; got {text!r}") from None
+        raise ValueError(f"--ratios must be numbers separated by commas, e.g. 0.05,0.1,0.25; got {text!r}") from None
     bad = [r for r in ratios if not 0.0 < r <= 1.0]
     if not ratios or bad:
-        raise ValueError(f"ratios must be in (0, 1], got {text!r}")
+        raise ValueError(f"--ratios must be in (0, 1], got {text!r}")
     return ratios
 
 
@@ -149,7 +149,7 @@ def method_config(config: AOTConfig, method: str, ratio: float) -> AOTConfig:
     baselines keep its pooling, clips, Sinkhorn settings and seed and drop the options only the
     reference chain uses (docs/method.md §2-§5)."""
     if method not in SWEEP_METHODS:
-        raise ValueError(f"unknown sweep method {method!r} (choose from {', '.join(SWEEP_METHODS)})")
+        raise ValueError(f"--methods: unknown method {method!r} (choose from {', '.join(SWEEP_METHODS)})")
     cfg = dataclasses.replace(config, ratio=float(ratio), num_anchors=None, keep_ratio=None)
     if method == "aot":
         return dataclasses.replace(cfg, method="aot")
@@ -169,9 +169,9 @@ def parse_references(text: str) -> List[Tuple[int, float]]:
         try:
             anchors, keep = int(v), float(k)
         except ValueError:
-            raise ValueError(f"reference rules look like 126:0.3,108:0.1 (anchors:keep_ratio); got {text!r}") from None
+            raise ValueError(f"--reference takes rules like 126:0.3,108:0.1 (anchors:keep_ratio); got {text!r}") from None
         if not sep or anchors < 1 or not 0.0 <= keep <= 1.0:
-            raise ValueError(f"reference rules look like 126:0.3,108:0.1 (anchors:keep_ratio); got {text!r}")
+            raise ValueError(f"--reference takes rules like 126:0.3,108:0.1 (anchors:keep_ratio); got {text!r}")
         rules.append((anchors, keep))
     return rules
 

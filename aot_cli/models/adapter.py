@@ -195,8 +195,8 @@ class VisionAdapter:
         if len(layers) != 2:
             raise ModelLoadError(f"score_layers must be two layer indices (shallow, deep), got {list(layers)}")
         return (
-            resolve_layer_index(int(layers[0]), self.layers_run, "shallow score layer"),
-            resolve_layer_index(int(layers[1]), self.layers_run, "deep score layer"),
+            resolve_layer_index(int(layers[0]), self.layers_run, "--score-layers: shallow layer"),
+            resolve_layer_index(int(layers[1]), self.layers_run, "--score-layers: deep layer"),
         )
 
     def _check_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:

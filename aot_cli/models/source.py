@@ -17,7 +17,8 @@
    projector and newline, never the language-model shards.
 
 :func:`checkpoint_identity` describes what a resolved checkpoint is (hub commit, or the contents
-of a local directory's small JSON files and the sizes and modification times of the others)
+of a local directory's small JSON files, and the size and the sha256 of the first and last MiB of
+the others)
 without reading its weights, for resume decisions.
 
 :class:`WeightReader` reads named tensors from ``model.safetensors`` or the shards listed in
@@ -32,6 +33,7 @@ import os
 import re
 import stat
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional
@@ -104,6 +106,8 @@ class ModelSource:
     commit: Optional[str] = None
     cache_dir: Optional[Path] = None
     offline: bool = False
+    #: Why the hub counts as unreachable (set when a probe got no answer), for error messages.
+    unreachable: Optional[str] = None
     probed: bool = False  # the hub answered the one metadata probe
 
     def file(self, name: str, required: bool = False) -> Optional[Path]:
@@ -183,11 +187,16 @@ class ModelSource:
                 outcome["error"] = exc
 
         worker = threading.Thread(target=ask, name="aot-hub-probe", daemon=True)
+        started = time.monotonic()
         worker.start()
         worker.join(HUB_PROBE_TIMEOUT + 0.5)
+        waited = time.monotonic() - started
         error = outcome.get("error")
         if worker.is_alive() or (error is not None and not isinstance(error, (HfHubHTTPError, EntryNotFoundError))):
             self.offline = True  # no answer: unreachable (DNS, connection, proxy, timeout)
+            timed_out = worker.is_alive() or waited >= HUB_PROBE_TIMEOUT
+            self.unreachable = (f"the hub did not answer within {HUB_PROBE_TIMEOUT:g} s" if timed_out
+                                else f"the hub cannot be reached ({type(error).__name__}: {first_line(error)[:120]})")
             return False
         if isinstance(error, EntryNotFoundError):
             self.probed = True
@@ -256,8 +265,7 @@ def _hub_source(repo_id: str, revision: Optional[str]) -> ModelSource:
         if offline:
             why = "HF_HUB_OFFLINE is set"
         else:
-            why = (f"the hub did not answer within {HUB_PROBE_TIMEOUT:g} s" if source.offline
-                   else "the hub has no such file")
+            why = (source.unreachable or "the hub cannot be reached") if source.offline else "the hub has no such file"
         raise ModelLoadError(
             f"{repo_id}: not a local directory and no config.json in the Hugging Face cache ({cache_dir});"
             f" {why}; {OFFLINE_HINT}"

@@ -60,12 +60,15 @@ def quiet_transformers() -> None:
 
 
 def default_output(items, output: Optional[str]) -> tuple:
-    """(output path, single_file)."""
+    """(output path, single_file); UsageError when a ``.safetensors`` output is given several
+    videos."""
+    from .settings import UsageError
+
     if output is not None:
         p = Path(output)
         single = p.suffix.lower() == ".safetensors"
         if single and len(items) > 1:
-            raise ValueError(f"-o {p}: a .safetensors output holds one video, got {len(items)}; give a directory")
+            raise UsageError(f"-o {p}: a .safetensors output holds one video, got {len(items)}; give a directory")
         return p, single
     if len(items) == 1:
         stem = Path(items[0].path).name

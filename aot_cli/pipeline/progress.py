@@ -115,7 +115,8 @@ class Reporter:
             more = " ..." if s.ignored_count > len(s.ignored) else ""
             self.say(f"ignored {s.ignored_count} file(s) in input directories that are not videos by extension: "
                      f"{shown}{more}")
-        if s.done == 1 and self.last_ok is not None:
+        if s.done == 1 and self.total == 1 and self.last_ok is not None:
             e = self.last_ok
-            self.say(f"kept {e['tokens']} tokens (planned {e['planned']}) from {e['frames']} frames: "
+            planned = f" (planned {e['planned']})" if e.get("planned") is not None else ""
+            self.say(f"kept {e['tokens']} tokens{planned} from {e['frames']} frames: "
                      f"ratio {e['ratio']:.4f} of the {e['uncompressed']} the model would get")

@@ -17,6 +17,7 @@ messages are replaced by the flag or config key the user wrote.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import typing
@@ -210,14 +211,24 @@ def _check_type(value: Any, hint: Any) -> Tuple[bool, Any]:
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
 
 
-def _describe(hint: Any) -> str:
+def _describe(hint: Any, null_word: str = "") -> str:
+    """What a field takes, in words; ``null_word`` is appended for optional fields (how the
+    source writes "not set": ``" (or null)"`` in JSON; nothing for flags and TOML)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) is typing.Union:
         words = " or ".join(_describe(a) for a in args)
-        return words + " (or null)" if type(None) in typing.get_args(hint) else words
+        return words + null_word if type(None) in typing.get_args(hint) else words
     if typing.get_origin(hint) is tuple:
         return f"a list of {len(typing.get_args(hint))} values"
     return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON and TOML write it (``true``, ``"16"``), else its repr."""
+    try:
+        return json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 #: Fields whose config-file value may also be written the way the flag takes it (a string).
@@ -317,11 +328,20 @@ def _section_checks() -> Dict[str, List[Callable[[Any], None]]]:
     from ..video.sampling import check_decode_config
 
     return {
-        "decode": [check_decode_config],
+        "decode": [check_decode_config, _check_sampling],
         "model": [ModelConfig.validate],
         "method": [AOTConfig.validate],
         "storage": [StorageConfig.validate],
     }
+
+
+def _check_sampling(cfg: DecodeConfig) -> None:
+    """Sampling settings that would be silently ignored together (the library lets ``fps`` win)."""
+    if cfg.fps is not None and cfg.frames is not None:
+        raise ValueError("--frames and --fps are alternatives (a fixed count, or a rate capped by --max-frames); "
+                         "give one")
+    if cfg.max_frames is not None and cfg.fps is None:
+        raise ValueError("--max-frames caps --fps sampling; give --fps too (or --frames for a fixed count)")
 
 
 def _run_options(flags: Dict[str, Any]) -> Tuple[Optional[int], float]:
@@ -381,8 +401,9 @@ def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
                 raise UsageError(f"{origin.subject()}: {e}") from None
             ok, value = _check_type(value, hints.get(name, Any))
             if not ok:
-                raise UsageError(f"{origin.subject()}: expected {_describe(hints[name])}, "
-                                 f"got {values[section][name]!r}")
+                null_word = " (or null)" if not origin.flag and str(origin.file).lower().endswith(".json") else ""
+                raise UsageError(f"{origin.subject()}: expected {_describe(hints[name], null_word)}, "
+                                 f"got {_shown(values[section][name])}")
             values[section][name] = value
 
     method = values["method"]
