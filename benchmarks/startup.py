@@ -78,7 +78,7 @@ def main() -> None:
             sys.exit(f"setup failed: {setup.stderr}")
         cache_args = [aot, "compress", str(clip), "-o", str(tmp / "cache"), "--model", str(ckpt), "--frames", "4",
                       "--dtype", "fp32", "-q"]
-        subprocess.run(cache_args, check=True, capture_output=True)
+        subprocess.run(cache_args, check=True, capture_output=True, cwd=tmp)  # the cwd of the timed runs: same ids
         cases = [
             ("aot --help", [aot, "--help"], None),
             ("aot --version", [aot, "--version"], None),
