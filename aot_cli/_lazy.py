@@ -5,6 +5,7 @@ reruns start fast."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import Dict
@@ -14,13 +15,16 @@ def lazy_exports(package: str, exports: Dict[str, str]) -> None:
     """Make the public names of ``package`` (its ``__name__``; call this from its ``__init__``)
     load on first access: ``exports`` maps each name to the submodule defining it (relative,
     e.g. ``"compress"``). A submodule named like one of its functions (``compress.compress``)
-    never shadows the function once loaded, as with an eager ``from .compress import compress``.
+    never shadows the function once loaded, as with an eager ``from .compress import compress``;
+    other submodules are reachable as attributes (``aot_cli.core.pool``), imported on first access.
     Unknown names raise AttributeError as usual."""
 
     class LazyPackage(types.ModuleType):
         def __getattr__(self, name: str) -> object:
             module = exports.get(name)
             if module is None:
+                if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}") is not None:
+                    return importlib.import_module(f"{package}.{name}")  # binds itself on the package
                 raise AttributeError(f"module {package!r} has no attribute {name!r}")
             value = getattr(importlib.import_module(f"{package}.{module}"), name)
             types.ModuleType.__setattr__(self, name, value)  # later look-ups skip this method

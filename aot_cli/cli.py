@@ -39,8 +39,8 @@ class _UsageLine(click.ClickException):
         print_error(self.message)
 
 
-def _one_line(exc: click.UsageError) -> _UsageLine:
-    where = exc.ctx.command_path if exc.ctx is not None else "aot"
+def _one_line(exc: click.UsageError, fallback: str = "aot") -> _UsageLine:
+    where = exc.ctx.command_path if exc.ctx is not None else fallback
     return _UsageLine(f"{exc.format_message().rstrip('.')} (see '{where} --help')")
 
 
@@ -61,7 +61,8 @@ class _Commands(click.Group):
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:  # raised while a subcommand parses its own flags
-            raise _one_line(exc) from None
+            sub = ctx.invoked_subcommand  # some parser errors carry no context: name the command here
+            raise _one_line(exc, f"{ctx.command_path} {sub}" if sub else ctx.command_path) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

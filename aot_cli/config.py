@@ -89,7 +89,7 @@ class ModelConfig:
             layers = self.score_layers
             if (not isinstance(layers, (tuple, list)) or len(layers) != 2
                     or any(isinstance(x, bool) or not isinstance(x, int) for x in layers)):
-                raise ValueError(f"score_layers takes two integers like 5,-2, got {layers!r}")
+                raise ValueError(f"score_layers must be two integers like 5,-2, got {layers!r}")
 
 
 @dataclass

@@ -435,6 +435,27 @@ def test_a_writer_that_finished_before_the_lock_is_not_redone(ckpt, videos, tmp_
     assert_cache_sound(out, ["gen_1.mp4", "gen_2.mp4"])
 
 
+def test_a_model_that_fails_to_load_leaves_no_new_cache_behind(ckpt, videos, tmp_path):
+    bad = tmp_path / "bad-model"
+    shutil.copytree(ckpt, bad)
+    weights = bad / "model.safetensors"
+    with open(weights, "r+b") as handle:  # config.json is fine; the weights are cut short
+        handle.truncate(weights.stat().st_size // 2)
+    out = tmp_path / "new-cache"
+    clips = [str(videos / "gen_1.mp4"), str(videos / "gen_2.mp4")]
+    r = cli(["compress", *clips, "-o", str(out), "--model", str(bad), *BASE])
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()  # the lock was taken (and the cache created) before the load: removed again
+    # an existing cache is kept as it was
+    assert cli(["compress", clips[0], "-o", str(out), "--model", str(ckpt), *BASE]).exit_code == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    r = cli(["compress", *clips, "-o", str(out), "--model", str(bad), *BASE])
+    assert r.exit_code == 2
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert TokenCache(out).ids() == ["gen_1.mp4"]
+
+
 def test_rerun_recomputes_videos_whose_shard_is_damaged(ckpt, videos, tmp_path):
     out = tmp_path / "cache"
     args = ["compress", str(videos / "gen_1.mp4"), str(videos / "gen_2.mp4"), "-o", str(out), "--model", str(ckpt),

@@ -320,6 +320,11 @@ def test_rows_whose_shard_is_gone_fall_back_to_the_previous_copy(tmp_path: Path)
     cache.refresh()
     assert cache["a"].meta == {"copy": 1} and cache.missing_shards == [newest]
     assert_same_tensors(cache["a"], make_tensors(0))
+    # once the video is written again (a rerun recomputing it), the lost shard is no longer a problem
+    with CacheWriter(tmp_path / "c", shard_size=1) as writer:
+        writer.add("a", make_tensors(2), {"copy": 3})
+    cache = TokenCache(tmp_path / "c")
+    assert cache["a"].meta == {"copy": 3} and cache.missing_shards == [] and cache.problems() == []
 
 
 def test_bad_input_to_the_writer_raises_one_line_errors(tmp_path: Path) -> None:

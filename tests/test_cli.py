@@ -581,6 +581,22 @@ def test_dtype_resolved_without_torch_matches_torch():
         resolved_dtype_name("fp8", "cpu")
 
 
+def test_fingerprint_depends_on_the_resolved_dtype_not_its_spelling(tiny):
+    from aot_cli.models.identity import model_identity
+    from aot_cli.models.runtime import resolved_dtype_name
+    from aot_cli.pipeline.cli_support import build_run_config
+    from aot_cli.pipeline.runconfig import config_fingerprint
+
+    def fingerprint(dtype):
+        cfg = build_run_config(None, {"model": str(tiny["siglip"]), "device": "cpu", "dtype": dtype, "frames": 4})
+        return config_fingerprint(cfg, model_identity(cfg.model))
+
+    auto = resolved_dtype_name("auto", "cpu")
+    other = "fp16" if auto != "fp16" else "fp32"
+    assert fingerprint("auto") == fingerprint(auto)
+    assert fingerprint(other) != fingerprint(auto)
+
+
 def test_lazy_packages_keep_functions_named_like_their_modules():
     import importlib
 
@@ -593,8 +609,60 @@ def test_lazy_packages_keep_functions_named_like_their_modules():
     from aot_cli.core import compress
 
     assert compress is core.compress and "AOTConfig" in dir(core)
+    assert core.pool.__name__ == "aot_cli.core.pool"  # other submodules stay reachable as attributes
     with pytest.raises(AttributeError):
         core.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("args,where,word", [
+    (["compress", "x.mp4", "--ratio", "abc"], "aot compress", "'--ratio'"),
+    (["compress", "x.mp4", "--method", "bogus"], "aot compress", "'--method'"),
+    (["compress", "x.mp4", "--no-such-flag"], "aot compress", "--no-such-flag"),
+    (["compress", "x.mp4", "--ratio"], "aot compress", "'--ratio' requires an argument"),
+    (["inspect"], "aot inspect", "Missing argument"),
+    (["sweep", "x.mp4", "--ratios"], "aot sweep", "'--ratios' requires an argument"),
+    (["no-such-command"], "aot", "no-such-command"),
+])
+def test_parse_errors_are_one_line_naming_the_help_to_read(args, where, word, tmp_path):
+    r = CliRunner().invoke(main, args, prog_name="aot")
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("aot: error: ") and word in lines[0] and lines[0].endswith(f"(see '{where} --help')")
+    assert "Usage:" not in r.output
+
+
+def test_sampling_modes_one_per_run_and_the_command_line_replaces_the_files(tiny, tmp_path):
+    from aot_cli.pipeline.cli_support import build_run_config
+
+    for flags, word in (({"frames": 4, "fps": 1.0}, "--frames cannot be combined with --fps"),
+                        ({"max_frames": 3}, "--max-frames caps --fps")):
+        r = run(["compress", str(SAMPLES / "realshort.mp4"), "--model", str(tiny["siglip"]), "-o", str(tmp_path / "o")]
+                + [a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", str(v))])
+        assert r.exit_code == 2 and word in r.stderr and not (tmp_path / "o").exists()
+    recorded = tmp_path / "recorded.json"  # a cache's meta["config"] made with --fps
+    recorded.write_text(json.dumps({"decode": {"fps": 1.0, "max_frames": 3}}))
+    cfg = build_run_config(str(recorded), {"frames": 8})
+    assert (cfg.decode.frames, cfg.decode.fps, cfg.decode.max_frames) == (8, None, None)
+    cfg = build_run_config(None, {"fps": 2.0}, config={"decode": {"frames": 8}})
+    assert (cfg.decode.frames, cfg.decode.fps) == (None, 2.0)
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"decode": {"frames": 4, "fps": 1.0}}))
+    with pytest.raises(ValueError, match=r"both.json: \[decode\] frames: cannot be combined with --fps"):
+        build_run_config(str(both), {})
+    # a recording of an older run that set both keeps what that run did (fps wins)
+    cfg = build_run_config(None, {}, config={"decode": {"frames": 4, "fps": 1.0, "max_frames": 3}})
+    assert (cfg.decode.frames, cfg.decode.fps, cfg.decode.max_frames) == (None, 1.0, 3)
+    cfg = build_run_config(None, {}, config={"decode": {"frames": 4, "max_frames": 3}})
+    assert (cfg.decode.frames, cfg.decode.max_frames) == (4, None)
+
+
+def test_pictures_of_a_many_video_cache_ask_for_one_before_printing(tiny, tmp_path):
+    cache = tmp_path / "two"
+    assert run(["compress", str(SAMPLES / "realshort.mp4"), str(SAMPLES / "bikes.mp4"), "-o", str(cache),
+                "--model", str(tiny["siglip"]), "--frames", "4", "--dtype", "fp32", "-q"]).exit_code == 0
+    r = run(["inspect", str(cache), "--plot", str(tmp_path / "p.png")])
+    assert r.exit_code == 2 and r.stdout == "" and "choose one with --video" in r.stderr
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_package_api_is_lazy_and_complete():

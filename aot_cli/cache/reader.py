@@ -313,20 +313,23 @@ class TokenCache:
     def _load_index(self) -> None:
         """Merge every ``index/*.jsonl`` part: rows in commit order (``committed_at``, then part,
         then line); per id the last ok row whose shard file exists wins; a failure row counts as
-        the id's latest attempt. Lines that are not well-formed rows are skipped and counted."""
+        the id's latest attempt. Lines that are not well-formed rows are skipped and counted. A
+        missing shard is reported unless every row naming it was superseded by a later ok row of
+        the same id (a video computed again after its shard was lost)."""
         rows = self._read_rows()
         usable = self._usable_shards({row.shard for row in rows if row.ok})
         ok: Dict[str, Row] = {}
         failed: Dict[str, Row] = {}
         latest_failed: Dict[str, bool] = {}
-        missing = set()
+        missing: Dict[str, set] = {}  # id -> missing shards named by its rows after its last usable one
         for row in rows:
             if row.ok:
                 state = usable[row.shard]
                 if state != "ok":
                     if state == "missing":
-                        missing.add(f"{SHARDS}/{row.shard}")
+                        missing.setdefault(row.id, set()).add(f"{SHARDS}/{row.shard}")
                     continue
+                missing.pop(row.id, None)
                 ok.pop(row.id, None)
                 ok[row.id] = row
                 latest_failed[row.id] = False
@@ -336,7 +339,7 @@ class TokenCache:
                 latest_failed[row.id] = True
         self._ok = ok
         self._failed = {vid: row for vid, row in failed.items() if latest_failed[vid]}
-        self.missing_shards = sorted(missing)
+        self.missing_shards = sorted(set().union(*missing.values()))
 
     def _read_rows(self) -> List[Row]:
         """Well-formed rows of every index part, in commit order; counts and notes the rest."""

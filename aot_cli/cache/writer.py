@@ -181,6 +181,8 @@ class CacheWriter:
         self._stats = {"shards": 0, "videos": 0, "failures": 0, "bytes": 0}
         self.swept: List[str] = []  # orphan shards of this part removed when it was opened
         self._index_fd = -1
+        self._made_directory = False  # this writer created the directory itself
+        self._made_manifest = False  # this writer created the cache (its manifest)
         self._prepare_directory()
         self._index_fd = self._open_index_part()
         try:
@@ -196,7 +198,11 @@ class CacheWriter:
         if d.exists() and not d.is_dir():
             raise CacheError(f"{d}: exists and is not a directory")
         try:
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True)
+                self._made_directory = True
+            except FileExistsError:
+                pass
             if os.path.lexists(d / MANIFEST):
                 read_manifest(d)
             else:
@@ -205,6 +211,7 @@ class CacheWriter:
                     raise CacheError(f"{d}: not an aot cache directory (no {MANIFEST}) and not empty "
                                      f"(holds {foreign[0]!r}); choose a new or empty directory")
                 ensure_manifest(d)
+                self._made_manifest = True
             for sub in (SHARDS, INDEX):
                 try:
                     os.mkdir(d / sub)
@@ -365,6 +372,33 @@ class CacheWriter:
             self.flush()
         finally:
             self._release()
+
+    def abandon(self) -> bool:
+        """Release the part without committing (what is buffered is dropped) and, when this writer
+        created the cache and it is still empty (no shard, no index row, no other part: nothing
+        any writer committed), remove what it created, so a run that stops before any work leaves
+        nothing behind. Returns whether the cache was removed. Idempotent."""
+        self._pending.clear()
+        self._pending_bytes = self._pending_header = 0
+        self._first_pending_at = None
+        self._release()
+        if not self._made_manifest or any(self._stats[k] for k in ("shards", "videos", "failures")):
+            return False
+        d = self.directory
+        try:
+            if sorted(os.listdir(d)) != sorted([MANIFEST, INDEX, SHARDS]) or os.listdir(d / SHARDS) \
+                    or os.listdir(d / INDEX) != [self._index_path.name] or os.path.getsize(self._index_path):
+                return False
+            os.unlink(self._index_path)
+            os.rmdir(d / INDEX)  # fails, and keeps the cache, if another writer added a part meanwhile
+            os.rmdir(d / SHARDS)
+            os.unlink(d / MANIFEST)
+            if self._made_directory:
+                os.rmdir(d)
+        except OSError:
+            return False
+        self._made_manifest = False
+        return True
 
     @property
     def stats(self) -> Dict[str, int]:

@@ -54,6 +54,14 @@ def run_inspect(path: str, video_id: Optional[str] = None, as_json: bool = False
                 _say("error", f"{path}: no video with id {video_id!r} (ids: {shown})")
                 return EXIT_UNREADABLE
             video_id = found
+        elif overlay_png or plot_png:  # pictures show one video: ask for it before printing anything
+            from .pictures import PictureError, resolve_video_id
+
+            try:
+                resolve_video_id(cache, None)
+            except PictureError as exc:
+                _say("error", str(exc))
+                return EXIT_UNREADABLE
         stats = cache_stats(cache, video_id)
     except CacheError as exc:
         _say("error", str(exc))

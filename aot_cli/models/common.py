@@ -84,13 +84,13 @@ def move(module: torch.nn.Module, ctx: LoadContext) -> torch.nn.Module:
 
 def load_pretrained(ctx: LoadContext, model_class: Any, what: str, **kwargs: Any) -> torch.nn.Module:
     """``model_class.from_pretrained`` on the checkpoint, with SDPA attention, moved to the
-    context's device and dtype; any failure is one ModelLoadError line naming the config and
-    ``what`` ("the CLIP vision tower")."""
+    context's device and dtype; any failure is one ModelLoadError line naming the checkpoint
+    directory and ``what`` ("the CLIP vision tower")."""
     ensure_weight_files(ctx.source)
     try:
         model = model_class.from_pretrained(str(ctx.source.root), dtype=ctx.dtype, attn_implementation="sdpa", **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"{ctx.config_path}: cannot load {what} ({first_line(exc)})") from None
+        raise ModelLoadError(f"{ctx.source.root}: cannot load {what} ({first_line(exc)})") from None
     return move(model, ctx)
 
 

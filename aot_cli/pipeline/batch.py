@@ -130,6 +130,13 @@ class _Sink:
             self.summary.frames += frames
             self.emit(event)
 
+    def abandon(self) -> None:
+        """Release the part before any work was done; a cache this run created, still empty, is
+        removed again (:meth:`CacheWriter.abandon`)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.abandon()
+
     def close(self) -> None:
         """Commit what is buffered and release the part (also when the run is interrupted)."""
         if self.writer is None:
@@ -312,11 +319,15 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
             sink.fail(item, status, error, None)
         if not todo:
             return summary
-        pool.start()  # the workers start while the model loads
-        if adapter is None:
-            adapter = load_adapter() if load_adapter is not None else load_model(cfg.model, model_source)
-            summary.model_loaded = True
-        method = resolve_method(cfg, adapter.profile)
+        try:
+            pool.start()  # the workers start while the model loads
+            if adapter is None:
+                adapter = load_adapter() if load_adapter is not None else load_model(cfg.model, model_source)
+                summary.model_loaded = True
+            method = resolve_method(cfg, adapter.profile)
+        except BaseException:
+            sink.abandon()  # nothing was computed: an output this run created is not left behind
+            raise
         work = [items[i] for i in todo]
         jobs = [DecodeJob(str(items[i].path), cfg.decode, adapter.profile.default_frames, known[i], decode_target(adapter))
                 for i in todo]

@@ -85,10 +85,12 @@ def existing_cache(output: Path) -> Optional[TokenCache]:
         return None
     try:
         return TokenCache(output)
-    except CacheError:
+    except CacheError as exc:
         if output.is_dir() and not os.path.lexists(output / MANIFEST) \
                 and all(allowed_in_new_cache(name) for name in os.listdir(output)):
             return None
+        if output.is_file():  # a one-video output that cannot be read: say how to replace it
+            raise CacheError(f"{exc}; --overwrite replaces it") from None
         raise
     except Exception as exc:  # a reader bug or a hostile file must not become a traceback
         text = " ".join(str(exc).split())[:200] or type(exc).__name__

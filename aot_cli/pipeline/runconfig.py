@@ -42,7 +42,7 @@ def resolve_method(cfg: RunConfig, profile) -> AOTConfig:
 
 
 #: Version of what :func:`config_fingerprint` covers; a change recomputes every cached video once.
-FINGERPRINT_FORMAT = 2
+FINGERPRINT_FORMAT = 3
 
 
 def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
@@ -60,7 +60,9 @@ def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
     if cfg.auto_clip_length and "clip_length" in profile:
         method = dataclasses.replace(method, clip_length=profile["clip_length"])
     # where the checkpoint lies and how it was named do not matter, what it is does (identity)
-    model = {k: v for k, v in to_dict(cfg.model).items() if k not in ("device", "batch_frames", "model", "revision")}
+    # nor how the dtype was asked for (auto or by name): the identity holds the resolved one
+    model = {k: v for k, v in to_dict(cfg.model).items()
+             if k not in ("device", "batch_frames", "model", "revision", "dtype")}
     payload = {"decode": to_dict(cfg.decode), "model": model, "identity": model_identity,
                "method": to_dict(method), "save_dtype": cfg.storage.save_dtype, "format": FINGERPRINT_FORMAT}
     for name in DECODE_RUN_ONLY_FIELDS:  # limits, logging and time budget never change the frames

@@ -242,9 +242,9 @@ def _score_layers(value: Any) -> Any:
         try:
             parts = tuple(int(x) for x in value.split(","))
         except ValueError:
-            raise ValueError(f"takes two integers like 5,-2, got {value!r}") from None
+            raise ValueError(f"must be two integers like 5,-2, got {value!r}") from None
         if len(parts) != 2:
-            raise ValueError(f"takes two integers like 5,-2, got {value!r}")
+            raise ValueError(f"must be two integers like 5,-2, got {value!r}")
         return parts
     return value
 
@@ -335,10 +335,35 @@ def _section_checks() -> Dict[str, List[Callable[[Any], None]]]:
     }
 
 
+def _settle_sampling(decode: Dict[str, Any], origins: Dict[Tuple[str, str], "Origin"], recorded: bool) -> None:
+    """One sampling mode per run. A mode chosen on the command line replaces the config file's
+    other one (``--frames`` drops the file's ``fps`` and ``max_frames``; ``--fps`` drops its
+    ``frames``), so ``--config recorded.json --frames 32`` works whatever the recording used. In a
+    recorded configuration (``config=``, a cache's ``meta["config"]``), what the run that made it
+    ignored is dropped (``fps`` wins over ``frames``; ``max_frames`` applies only with ``fps``).
+    Conflicts within one source are left to :func:`_check_sampling`."""
+    def on_command_line(name: str) -> bool:
+        origin = origins.get(("decode", name))
+        return origin is not None and origin.flag is not None
+
+    def drop(*names: str) -> None:
+        for name in names:
+            if not on_command_line(name):
+                decode.pop(name, None)
+                origins.pop(("decode", name), None)
+
+    if decode.get("frames") is not None and on_command_line("frames") and not on_command_line("fps"):
+        drop("fps", "max_frames")
+    if decode.get("fps") is not None and on_command_line("fps") and not on_command_line("frames"):
+        drop("frames")
+    if recorded:
+        drop("frames") if decode.get("fps") is not None else drop("max_frames")
+
+
 def _check_sampling(cfg: DecodeConfig) -> None:
     """Sampling settings that would be silently ignored together (the library lets ``fps`` win)."""
     if cfg.fps is not None and cfg.frames is not None:
-        raise ValueError("--frames and --fps are alternatives (a fixed count, or a rate capped by --max-frames); "
+        raise ValueError("--frames cannot be combined with --fps (a fixed count, or a rate capped by --max-frames); "
                          "give one")
     if cfg.max_frames is not None and cfg.fps is None:
         raise ValueError("--max-frames caps --fps sampling; give --fps too (or --frames for a fixed count)")
@@ -383,6 +408,7 @@ def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
         section, name = flag_fields[flag]
         values[section][name] = FLAG_VALUES[flag](value) if flag in FLAG_VALUES else value
         origins[(section, name)] = Origin(flag=dashed(flag))
+    _settle_sampling(values["decode"], origins, recorded=config is not None)
     workers, flush_every = _run_options(flags)
 
     def fail(section: str, exc: BaseException) -> UsageError:

@@ -52,7 +52,7 @@ import torch
 
 from ..config import DecodeConfig
 from ..video import DecodedVideo, VideoDecodeError, decode_video
-from .resume import hash_file  # noqa: F401  (re-exported; sends PROGRESS every resume.PROGRESS_EVERY_S)
+from .resume import HASH_CHUNK, PROGRESS_EVERY_S, hash_file  # noqa: F401  (re-exported; defined with hash_file)
 
 #: Outcome statuses. "ok": decoded; "skipped": the file's hash equals the job's ``known_sha256``.
 #: The others are failures: the file cannot be opened or read ("unreadable"), the decoder rejected
