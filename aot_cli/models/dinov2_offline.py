@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import onnx
+    import torch
     from transformers import Dinov2Config
 
 OFFLINE_MODEL_NAME = "dinov2-small-offline"
@@ -450,6 +450,7 @@ def checkpoint_name(key: str) -> str:
 def expected_checkpoint_shapes(config: "Dinov2Config") -> Dict[str, Tuple[int, ...]]:
     """Published key -> shape for every tensor of ``Dinov2Model(config)`` (built on the meta
     device, so nothing is allocated)."""
+    import torch  # here, not at the top: finding the converted directory (every run) needs no torch
     from transformers import Dinov2Model
 
     with torch.device("meta"):
@@ -457,7 +458,7 @@ def expected_checkpoint_shapes(config: "Dinov2Config") -> Dict[str, Tuple[int, .
     return {checkpoint_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def state_dict_from_onnx(graph: "onnx.GraphProto", config: "Dinov2Config") -> Dict[str, torch.Tensor]:
+def state_dict_from_onnx(graph: "onnx.GraphProto", config: "Dinov2Config") -> Dict[str, "torch.Tensor"]:
     """Every ``Dinov2Model(config)`` tensor filled from the graph's initializers, keyed by the
     published checkpoint names (e.g. ``encoder.layer.0.attention.attention.query.weight``).
 
@@ -471,6 +472,8 @@ def state_dict_from_onnx(graph: "onnx.GraphProto", config: "Dinov2Config") -> Di
     inits = _initializers(graph)
     linears = _linear_weights(graph)
     class_part, patch_part = _position_parts(graph, config.hidden_size)
+
+    import torch
 
     state: Dict[str, torch.Tensor] = {}
     missing: List[str] = []
@@ -505,7 +508,7 @@ def state_dict_from_onnx(graph: "onnx.GraphProto", config: "Dinov2Config") -> Di
 
 
 def _write_model_dir(
-    out_dir: Path, config: "Dinov2Config", state: Dict[str, torch.Tensor], metadata: Dict[str, str]
+    out_dir: Path, config: "Dinov2Config", state: Dict[str, "torch.Tensor"], metadata: Dict[str, str]
 ) -> None:
     """Write the three files into a temporary sibling directory, then rename it to ``out_dir``.
     ``metadata`` goes into the safetensors header (with ``format: pt``)."""
