@@ -4,7 +4,6 @@ is cached that way and unchanged ends here (the CLI imports neither torch nor Py
 Also the run's counts (:class:`Summary`), which the progress output reports."""
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import time
@@ -15,13 +14,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 from ..cache.errors import CacheError
 from ..cache.layout import MANIFEST, allowed_in_new_cache
 from ..cache.reader import TokenCache
+from ..video.digest import file_sha256 as hash_file  # noqa: F401  (the pipeline's name for it)
 from .inputs import VideoInput
 
 Event = Dict[str, object]
-#: Seconds between two ``progress()`` calls while a file is hashed (a decode worker's sign of
-#: progress, so reading a large file is not mistaken for a hang); bytes per read.
-PROGRESS_EVERY_S = 1.0
-HASH_CHUNK = 1 << 22
 
 
 @dataclass
@@ -58,22 +54,6 @@ class Summary:
                 "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
                 "model_loaded": self.model_loaded, "ignored": self.ignored_count,
                 "failures": self.failures}
-
-
-def hash_file(path: str, progress: Optional[Callable[[], None]] = None) -> str:
-    """sha256 of the file's bytes (lowercase hex, as :func:`aot_cli.video.file_sha256`), calling
-    ``progress()`` about every :data:`PROGRESS_EVERY_S` seconds while reading. Raises OSError."""
-    digest = hashlib.sha256()
-    last = time.monotonic()
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(HASH_CHUNK)
-            if not chunk:
-                return digest.hexdigest()
-            digest.update(chunk)
-            if progress is not None and time.monotonic() - last >= PROGRESS_EVERY_S:
-                progress()
-                last = time.monotonic()
 
 
 def existing_cache(output: Path) -> Optional[TokenCache]:

@@ -52,7 +52,8 @@ import torch
 
 from ..config import DecodeConfig
 from ..video import DecodedVideo, VideoDecodeError, decode_video
-from .resume import HASH_CHUNK, PROGRESS_EVERY_S, hash_file  # noqa: F401  (re-exported; defined with hash_file)
+from ..video.digest import HASH_CHUNK, PROGRESS_EVERY_S  # noqa: F401  (re-exported)
+from .resume import hash_file
 
 #: Outcome statuses. "ok": decoded; "skipped": the file's hash equals the job's ``known_sha256``.
 #: The others are failures: the file cannot be opened or read ("unreadable"), the decoder rejected
@@ -164,7 +165,7 @@ def run_job(job: DecodeJob, progress: Optional[Callable[[], None]] = None) -> De
         if outcome.status != "ok":
             return outcome
     try:
-        sha = hash_file(job.path, progress)
+        sha = hash_file(job.path, progress=progress)
     except OSError as exc:
         cause = exc.strerror or str(exc)
         return DecodeOutcome("unreadable", None, None, f"{job.path}: cannot read ({cause})", time.perf_counter() - t0)

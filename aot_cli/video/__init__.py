@@ -15,7 +15,7 @@ from .._lazy import lazy_exports
 lazy_exports(__name__, {
     "decode_size": "decode", "decode_video": "decode", "VIDEO_EXTENSIONS": "formats",
     "DecodedVideo": "info", "FrameIndex": "info", "VideoDecodeError": "info", "VideoInfo": "info",
-    "LOG_LEVELS": "logs", "file_sha256": "probe", "probe_video": "probe",
+    "LOG_LEVELS": "logs", "file_sha256": "digest", "probe_video": "probe",
     "FrameSelection": "sampling", "check_decode_config": "sampling", "sample_indices": "sampling",
 })
 

@@ -8,7 +8,6 @@ display matrix asks for.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import List, Optional, Tuple
 import av
 import numpy as np
 
+from .digest import file_sha256  # noqa: F401  (re-exported; looked up here when a probe hashes)
 from .formats import indexed_container, undecodable_cause
 from .info import Deadline, FrameIndex, VideoDecodeError, VideoInfo, describe_exception
 from .timeline import DISCONTINUITY_S, continuous_timeline, display_order
@@ -30,18 +30,6 @@ TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 ISO_BMFF_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
 #: Packets between two timeout checks while demuxing.
 CHECK_EVERY = 256
-
-
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes as lowercase hex, read in ``chunk_size`` pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(chunk_size)
-            if not chunk:
-                break
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_file(path: str | Path) -> int:
