@@ -324,7 +324,7 @@ def sweep(video, ratios, references, methods, fidelity, plot_png, as_json, confi
             _fail(f"{video}: no such video file")
         if fidelity:
             require_pot()  # before the model is looked up: the error names the extra to install
-        resolve_model(settings, peek=False)
+        resolve_model(settings)
         quiet_transformers()
         report = run_sweep(video, ratio_list, settings.cfg, references=rules, methods=names, fidelity=fidelity)
     except (ValueError, ModelLoadError, VideoDecodeError, FidelityError) as e:

@@ -9,21 +9,23 @@ from typing import Any, Dict, Optional
 
 from aot_cli.config import ModelConfig
 from aot_cli.devices import dtype_label
-from aot_cli.models.peek import peek_checkpoint
+from aot_cli.models.peek import CheckpointPeek, peek_checkpoint
 from aot_cli.models.runtime import resolved_dtype_name
 from aot_cli.models.source import ModelSource, checkpoint_identity, resolve_source
 
 
-def model_identity(cfg: ModelConfig, source: Optional[ModelSource] = None) -> Dict[str, Any]:
+def model_identity(cfg: ModelConfig, source: Optional[ModelSource] = None,
+                   peeked: Optional[CheckpointPeek] = None) -> Dict[str, Any]:
     """What decides a model's tokens beyond ``cfg`` itself, found without loading weights:
     ``checkpoint`` (:func:`~aot_cli.models.source.checkpoint_identity`), ``dtype`` (the
     resolved tower dtype name, as the loaded adapter will have it) and ``profile`` (name, pooling
     and clip length of the profile the loader will use, from
-    :func:`~aot_cli.models.peek.peek_checkpoint`). ``source``: ``cfg.model`` already resolved.
-    Raises ModelLoadError for a model or device that cannot be used."""
+    :func:`~aot_cli.models.peek.peek_checkpoint`). ``source``: ``cfg.model`` already resolved;
+    ``peeked``: its peek, when the caller has it. Raises ModelLoadError for a model or device that
+    cannot be used."""
     source = source or resolve_source(cfg.model, cfg.revision)
     dtype = resolved_dtype_name(cfg.dtype, cfg.device)
-    profile = peek_checkpoint(source, cfg).profile
+    profile = (peeked or peek_checkpoint(source, cfg)).profile
     return {"checkpoint": checkpoint_identity(source), "dtype": dtype,
             "profile": {"name": profile.name, "pooling": profile.pooling, "clip_length": profile.clip_length}}
 

@@ -25,7 +25,7 @@ from ..cache import CacheError, CacheWriter, PartInUseError, write_single
 from ..core import AOTConfig, compress
 from .inputs import VideoInput
 from .ranks import RankInfo
-from .resume import Event, ResumePlan, Summary, plan_resume
+from .resume import Event, ResumePlan, Summary, plan_resume, report_skipped
 from .run import RunConfig, VideoResult, build_result, config_fingerprint, resolve_method
 from .settings import DEFAULT_FLUSH_EVERY  # noqa: F401  (re-exported: seconds, see docs/cluster.md)
 from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers
@@ -302,11 +302,7 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
         elif fingerprint is None:
             raise ValueError("run_batch: a precomputed resume plan needs the fingerprint it was made with")
         known, todo = list(resume.known), list(resume.todo)
-        if resume.check_seconds:
-            summary.stage("resume_check", resume.check_seconds)
-        for i in resume.skipped:
-            summary.skipped += 1
-            emit({"id": items[i].video_id, "path": str(items[i].path), "status": "skipped"})
+        report_skipped(resume, items, summary, emit)
         sink = _Sink(output, single_file, rank.part, cfg.storage.shard_size,
                      flush_every, summary, emit, fingerprint)
         if todo:
@@ -355,15 +351,12 @@ def _recheck(items: List[VideoInput], todo: List[int], known: List[Optional[str]
     (a writer that finished in the meantime): those videos are settled as skipped (or, when some
     of them are not cached, left to the workers with their ``known`` hash, which skip a file that
     still has it)."""
-    fresh = plan_resume([items[i] for i in todo], output, fingerprint)
+    pending = [items[i] for i in todo]
+    fresh = plan_resume(pending, output, fingerprint)
     for j, i in enumerate(todo):
         if fresh.known[j] is not None:
             known[i] = fresh.known[j]
-    if fresh.check_seconds:
-        summary.stage("resume_check", fresh.check_seconds)
-    for j in fresh.skipped:
-        summary.skipped += 1
-        emit({"id": items[todo[j]].video_id, "path": str(items[todo[j]].path), "status": "skipped"})
+    report_skipped(fresh, pending, summary, emit)
     return [todo[j] for j in fresh.todo]
 
 

@@ -209,7 +209,7 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
     from ..models.errors import ModelLoadError
     from .inputs import InputError
     from .progress import Reporter, print_error
-    from .resume import Summary, plan_resume
+    from .resume import Summary, plan_resume, report_skipped
     from .settings import UsageError, check_budget
 
     jsonl = bool(flags.pop("jsonl", False))
@@ -241,11 +241,7 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
             resume = plan_resume(plan.items, plan.output, plan.fingerprint, overwrite)
             if plan.items and not resume.todo and not plan.failures:
                 with reporter:  # nothing to do: every video is cached with this content and configuration
-                    summary.stage("resume_check", resume.check_seconds)
-                    for i in resume.skipped:
-                        summary.skipped += 1
-                        reporter.event({"id": plan.items[i].video_id, "path": str(plan.items[i].path),
-                                        "status": "skipped"})
+                    report_skipped(resume, plan.items, summary, reporter.event)
                     summary.seconds = time.perf_counter() - t_start
                 reporter.summary(summary, plan.output, plan.rank)
                 return 0

@@ -129,6 +129,17 @@ class ResumePlan:
     check_seconds: float = 0.0
 
 
+def report_skipped(plan: ResumePlan, items: Sequence[VideoInput], summary: Summary,
+                   emit: Callable[[Event], None]) -> None:
+    """Count the videos ``plan`` settled as cached (``items``: the list it was made for) into
+    ``summary`` with the time its check took, and emit a "skipped" event for each."""
+    if plan.check_seconds:
+        summary.stage("resume_check", plan.check_seconds)
+    for i in plan.skipped:
+        summary.skipped += 1
+        emit({"id": items[i].video_id, "path": str(items[i].path), "status": "skipped"})
+
+
 def plan_resume(items: Sequence[VideoInput], output: Path, fingerprint: str, overwrite: bool = False) -> ResumePlan:
     """What of ``items`` the output at ``output`` already holds with configuration
     ``fingerprint``. When every item is cached that way (a rerun), the files are hashed here and

@@ -35,8 +35,6 @@ FLAG_VALUES: Dict[str, Callable[[Any], Any]] = {
     "no_inter": lambda v: not v,
     "pooling": lambda v: None if v == "none" else v,
 }
-#: Flags that configure the run itself (not recorded per video): name -> default.
-RUN_FLAGS = ("decode_workers", "flush_every")
 #: Seconds a finished video may wait before it is committed when ``--flush-every`` is not given.
 DEFAULT_FLUSH_EVERY = 5.0
 
@@ -356,8 +354,10 @@ def _settle_sampling(decode: Dict[str, Any], origins: Dict[Tuple[str, str], "Ori
         drop("fps", "max_frames")
     if decode.get("fps") is not None and on_command_line("fps") and not on_command_line("frames"):
         drop("frames")
-    if recorded:
-        drop("frames") if decode.get("fps") is not None else drop("max_frames")
+    if recorded and decode.get("fps") is not None:
+        drop("frames")
+    elif recorded:
+        drop("max_frames")
 
 
 def _check_sampling(cfg: DecodeConfig) -> None:
@@ -469,8 +469,8 @@ def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
 @dataclass
 class ModelPlan:
     """The model as far as it can be known without weights: the resolved ``source``, its
-    ``identity`` (for the configuration fingerprint) and, when config.json is enough, the
-    ``profile`` and tower ``grid``."""
+    ``identity`` (for the configuration fingerprint), its ``profile`` and, when the config files
+    fix it, the tower ``grid``."""
 
     source: Any
     identity: Dict[str, Any]
@@ -478,28 +478,20 @@ class ModelPlan:
     grid: Optional[Tuple[int, int]] = None
 
 
-def resolve_model(settings: RunSettings, peek: bool = True) -> ModelPlan:
+def resolve_model(settings: RunSettings) -> ModelPlan:
     """Resolve ``--model`` (local directory, named model, Hugging Face cache, or one quick look
-    at the hub), the device and the dtype, without loading weights; with ``peek``, also the
-    profile and grid from the checkpoint's config files. Raises ModelLoadError (one line)."""
+    at the hub), the device and the dtype, without loading weights, and read the profile and
+    grid from the checkpoint's config files (read once: the identity uses the same peek). Raises
+    ModelLoadError (one line)."""
     from ..models.identity import model_identity
+    from ..models.peek import peek_checkpoint
     from ..models.source import resolve_source
 
     cfg = settings.cfg
     source = resolve_source(cfg.model.model, cfg.model.revision)
-    plan = ModelPlan(source=source, identity=model_identity(cfg.model, source))
-    if peek:
-        from ..models.errors import ModelLoadError
-        from ..models.peek import peek_checkpoint
-
-        try:
-            found = peek_checkpoint(source, cfg.model)
-        except ModelLoadError:
-            raise
-        except Exception:  # noqa: BLE001 - an odd config the peek cannot read: the loader decides
-            return plan
-        plan.profile, plan.grid = found.profile, found.grid
-    return plan
+    found = peek_checkpoint(source, cfg.model)
+    return ModelPlan(source=source, identity=model_identity(cfg.model, source, found), profile=found.profile,
+                     grid=found.grid)
 
 
 def check_budget(settings: RunSettings, profile, grid: Optional[Tuple[int, int]]) -> None:
