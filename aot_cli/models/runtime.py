@@ -46,21 +46,28 @@ def cpu_has_fast_bf16() -> bool:
     return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
-def resolve_dtype(name: str, device: "torch.device") -> "torch.dtype":
-    """``"auto"`` -> bf16 on CUDA (fp16 without bf16 support) and on CPUs with fast bf16, else
-    fp32; otherwise one of fp32/bf16/fp16 (or float32/bfloat16/float16)."""
-    import torch
+def auto_dtype_name(device_type: str) -> str:
+    """What ``--dtype auto`` means on a device of type ``device_type``: ``"bf16"`` on CUDA
+    (``"fp16"`` without bf16 support; torch is asked) and on CPUs with fast bf16, else
+    ``"fp32"``."""
+    if device_type == "cuda":
+        import torch
 
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and cpu_has_fast_bf16():
-            return torch.bfloat16
-        return torch.float32
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device_type == "cpu" and cpu_has_fast_bf16() else "fp32"
+
+
+def _dtype_name(name: str, device_type: str) -> str:
     try:
-        return devices.named_dtype(name)
+        return auto_dtype_name(device_type) if name == "auto" else devices.dtype_name(name)
     except devices.DeviceError as e:
         raise ModelLoadError(str(e)) from None
+
+
+def resolve_dtype(name: str, device: "torch.device") -> "torch.dtype":
+    """``"auto"`` -> :func:`auto_dtype_name` for ``device``; otherwise one of fp32/bf16/fp16 (or
+    float32/bfloat16/float16). Raises ModelLoadError (one line)."""
+    return devices.named_dtype(_dtype_name(name, device.type))
 
 
 def resolved_dtype_name(dtype: str, device: str) -> str:
@@ -68,11 +75,5 @@ def resolved_dtype_name(dtype: str, device: str) -> str:
     to on ``--device device``, as :func:`resolve_dtype` decides it. Without importing torch when
     the device is certainly the CPU (:func:`aot_cli.devices.runs_on_cpu`); otherwise the device
     is resolved (and checked) by torch. Raises ModelLoadError (one line)."""
-    if devices.runs_on_cpu(device):
-        if dtype == "auto":
-            return "bf16" if cpu_has_fast_bf16() else "fp32"
-        try:
-            return devices.dtype_name(dtype)
-        except devices.DeviceError as e:
-            raise ModelLoadError(str(e)) from None
-    return dtype_label(resolve_dtype(dtype, resolve_device(device)))
+    device_type = "cpu" if devices.runs_on_cpu(device) else resolve_device(device).type
+    return _dtype_name(dtype, device_type)
