@@ -242,7 +242,7 @@ def test_readme_evaluation_route_runs_as_written_batched_and_records_its_provena
     assert record["config_fingerprints"] == [metas[0]["config_fingerprint"]]
     (group,) = record["configurations"]
     sampling = metas[0]["sampling"]
-    assert group["videos"] == 2 and (group["method"], group["ratio"]) == ("aot", 0.1)
+    assert group["videos"] == 2 and (group["method"], group["ratio"], group["achieved_ratios"]) == ("aot", 0.1, [0.1])
     assert group["frames"] == [32] and group["decoders"] == [f"{sampling['decoder']} ({sampling['read']})"]
     assert group["config"] == metas[0]["config"] and group["aot_versions"] == [__version__]
     assert record["requests"] == {"generate_until": 2, "video_tokens_mean": float(len(cache[cache.ids()[0]].tokens))}
@@ -298,9 +298,14 @@ def test_lmms_eval_method_none_cache_gives_the_models_own_answers_in_a_batch(set
     monkeypatch.chdir(root)
     compress_cli([setup["bikes"], setup["carphone"], "--model", str(setup["ckpt"]), "--method", "none",
                   "--ratio", "1.0", "--frames", "4", "-o", str(root / "cache-none")])
-    done = run_lmms_eval(setup, f"cache={root / 'cache-none'},record={root / 'none.jsonl'}", tasks, root / "out-none",
-                         batch_size=3)
+    done = run_lmms_eval(setup, f"cache={root / 'cache-none'},record={root / 'none.jsonl'},"
+                         f"provenance={root / 'none-provenance.json'}", tasks, root / "out-none", batch_size=3)
     assert done.returncode == 0, done.stderr[-3000:]
+    provenance = json.loads((root / "none-provenance.json").read_text())  # provenance= instead of beside the results
+    assert not list((root / "out-none").rglob("*_aot_provenance.json"))
+    assert provenance["requests"]["generate_until"] == 3 and provenance["cache"]["videos_read"] == 2
+    assert [(g["method"], g["ratio"], g["achieved_ratios"], g["frames"]) for g in provenance["configurations"]] == [
+        ("none", None, [1.0], [4])]
     texts = answers(root / "out-none")
     assert [(line["video_tokens"], line["batch"]) for line in records(root / "none.jsonl")] == [(4 * 25 + 1, 3)] * 3
 
@@ -375,6 +380,8 @@ def test_lmms_eval_model_arguments_are_checked_in_one_line_before_loading(setup,
     from aot_cli.lmms_eval.models.base import EvaluationStopped
 
     missing = str(setup["root"] / "no-checkpoint")  # never loaded: every case stops before
+    blocked = setup["root"] / "a-file"
+    blocked.write_text("not a directory")
     base = {"pretrained": missing, "cache": str(setup["root"] / "cache"), "device": "cpu"}
     cases = [({**base, "colour": "red"}, "unknown model argument(s) colour"),
              ({"pretrained": base["pretrained"]}, "needs pretrained=CHECKPOINT and cache=CACHE_DIR"),
@@ -383,7 +390,8 @@ def test_lmms_eval_model_arguments_are_checked_in_one_line_before_loading(setup,
              ({**base, "batch_size": "auto"}, "--batch_size auto: give a number of at least 1"),
              ({**base, "batch_size": "0"}, "--batch_size 0: give a number"),
              ({**base, "on_miss": "maybe"}, "on_miss=maybe: choose one of error, compress"),
-             ({**base, "dtype": "fp8"}, "--dtype fp8: unknown dtype")]
+             ({**base, "dtype": "fp8"}, "--dtype fp8: unknown dtype"),
+             ({**base, "provenance": str(blocked / "p.json")}, "cannot write the provenance file there")]
     for kwargs, words in cases:
         with pytest.raises(EvaluationStopped) as stop:
             AotLlavaOneVision(**kwargs)

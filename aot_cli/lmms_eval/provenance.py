@@ -17,8 +17,9 @@ requests, so it always describes what was evaluated so far:
 - ``cache``: its path, the number of cached videos the requests read and the ids compressed
   during the run;
 - ``config_fingerprints`` and ``configurations``: per configuration fingerprint of the videos read,
-  the number of videos, profile, method, ratio, preset, frame counts, decoders with their read
-  mode, the checkpoint that made them, the aot versions and the whole ``meta["config"]``;
+  the number of videos, profile, method, requested and achieved ratios, preset, frame counts,
+  decoders with their read mode, the checkpoint that made them, the aot versions and the whole
+  ``meta["config"]``;
 - ``requests``: counts per request type and the mean number of video tokens per request.
 
 Only lmms-eval's command line tells where its results go: when this process is lmms-eval's CLI
@@ -138,8 +139,9 @@ def _section(meta: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 def configurations(metas: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """The videos' metas grouped by configuration fingerprint, in first-seen order: per group the
-    number of videos, profile, method, ratio, preset, frame counts, decoders (with read mode), the
-    checkpoint that made them, aot versions and the first video's whole ``meta["config"]``."""
+    number of videos, profile, method, requested ratio (None for ``--method none``), preset, frame
+    counts, achieved ratios, decoders (with read mode), the checkpoint that made them, aot versions
+    and the first video's whole ``meta["config"]``."""
     groups: Dict[str, Dict[str, Any]] = {}
     for meta in metas:
         fingerprint = str(meta.get("config_fingerprint"))
@@ -152,12 +154,15 @@ def configurations(metas: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                 "config_fingerprint": fingerprint, "videos": 0, "profile": _section(meta, "profile").get("name"),
                 "method": method.get("method"), "ratio": method.get("ratio"), "preset": method.get("preset"),
                 "requested_frames": decode.get("frames"), "fps": decode.get("fps"),
-                "requested_decoder": decode.get("decoder"), "frames": [], "decoders": [],
+                "requested_decoder": decode.get("decoder"), "frames": [], "achieved_ratios": [], "decoders": [],
                 "made_with": [], "aot_versions": [], "config": dict(config)}
         group["videos"] += 1
         read = f"{sampling.get('decoder')} ({sampling.get('read')})" if sampling.get("read") else sampling.get("decoder")
         made = {"model": model.get("model"), "commit": model.get("commit")}
-        for key, item in (("frames", sampling.get("frames")), ("decoders", read), ("made_with", made),
+        achieved = _section(meta, "counts").get("ratio")
+        achieved = round(achieved, 6) if isinstance(achieved, (int, float)) else None
+        for key, item in (("frames", sampling.get("frames")), ("achieved_ratios", achieved), ("decoders", read),
+                          ("made_with", made),
                           ("aot_versions", _section(meta, "versions").get("aot"))):
             if item is not None and item not in group[key]:
                 group[key].append(item)

@@ -127,7 +127,8 @@ class AotCachedModel(lmms):
             if workers < 0:
                 self._stop(f"decode_workers={decode_workers}: must be an integer of at least 0")
         self._setup_processes(device)
-        self._provenance_target = provenance
+        self.pretrained, self.revision = str(pretrained), None if revision is None else str(revision)
+        self._run, provenance_path = self._provenance_path(provenance)
         from aot_cli.downstream.evaluation import CachedVideoLLM
 
         readers = {family: name for name, (_, family) in MODELS.items()}
@@ -139,10 +140,13 @@ class AotCachedModel(lmms):
                                       rank=(self._rank, self._world_size), readers=readers)
         except (DownstreamError, CacheError) as exc:
             self._stop(str(exc))
-        self.pretrained, self.revision = str(pretrained), None if revision is None else str(revision)
         self.requests_done = 0
         self.video_tokens = 0
-        self.provenance = self._provenance_file()
+        self.provenance = None
+        if provenance_path is not None:
+            from aot_cli.lmms_eval.provenance import ProvenanceFile
+
+            self.provenance = ProvenanceFile(provenance_path, self._provenance_static(self._run, provenance_path))
 
     # ------------------------------------------------------------------------------ setup
     def _stop(self, message: str) -> None:
@@ -165,25 +169,35 @@ class AotCachedModel(lmms):
             if not device:
                 self._device_name = str(accelerator.device)
 
-    def _provenance_file(self):
-        """The :class:`~aot_cli.lmms_eval.provenance.ProvenanceFile` of this evaluation (None when
-        there is nowhere to write it: no ``provenance=`` and no lmms-eval ``--output_path``)."""
+    def _provenance_path(self, target: Optional[str]) -> Tuple[Any, Optional[Any]]:
+        """``(lmms-eval command line or None, where the provenance file goes or None)``: ``target``
+        (``provenance=``) when given, else beside lmms-eval's results (None without
+        ``--output_path``). Its directory is created now, so an unwritable place stops the run
+        before the model loads."""
+        import os
         from pathlib import Path
 
         from aot_cli.lmms_eval import provenance as prov
 
         run = prov.lmms_eval_cli(self.MODEL_NAME)
-        if self._provenance_target is not None:
-            path = Path(str(self._provenance_target))
+        if target is not None:
+            path = Path(str(target))
         else:
             directory = prov.results_dir(run, self.pretrained) if run is not None else None
             if directory is None:
                 eval_logger.info(f"{self.MODEL_NAME}: no --output_path, so no provenance file (add "
                                  "provenance=FILE to --model_args to write one)")
-                return None
+                return run, None
             rank = f"_rank{self._rank}" if self._world_size > 1 else ""
-            path = directory / f"{prov.timestamp(run.timezone)}{rank}{prov.SUFFIX}"
-        return prov.ProvenanceFile(path, self._provenance_static(run, path))
+            path = directory / f"{prov.timestamp(getattr(run, 'timezone', None))}{rank}{prov.SUFFIX}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            problem = "is a directory" if path.is_dir() else None if os.access(path.parent, os.W_OK) else "not writable"
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+        if problem is not None:
+            self._stop(f"{path}: cannot write the provenance file there ({problem})")
+        return run, path
 
     def _provenance_static(self, run: Any, path: Any) -> Dict[str, Any]:
         from aot_cli import __version__ as aot_version
