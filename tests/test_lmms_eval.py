@@ -16,7 +16,8 @@ Checked, on the installed lmms-eval (CI: the current line, 0.7.x; by hand also 0
 - a loglikelihood (multiple-choice) task: one error line on lmms-eval 0.7.x (whose evaluator turns
   the results into strings), the splice's scores on 0.6.x;
 - a missing video with ``on_miss=error``, another family's cache and bad model arguments stop with
-  one line.
+  one line;
+- the video lister's unknown-task and unloadable-dataset errors are one line saying what to do.
 
 Skipped only when lmms-eval is not installed and this is not CI (CI installs the extra).
 """
@@ -408,3 +409,27 @@ def test_lmms_eval_model_arguments_are_checked_in_one_line_before_loading(setup,
     with pytest.raises(EvaluationStopped):
         AotLlavaOneVision(**base, batch_size=2)
     assert "--batch_size 2: llava-onevision models answer one request at a time" in capsys.readouterr().err
+
+
+def test_video_lister_says_where_tasks_come_from_in_one_line(capsys, tmp_path):
+    from aot_cli.lmms_eval.videos import main as list_videos, ships_tasks
+
+    assert list_videos(["--tasks", "no_such_task"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("aot_cli.lmms_eval.videos: error: unknown lmms-eval task(s): no_such_task; ")
+    version = importlib.metadata.version("lmms_eval")
+    if ships_tasks():  # 0.7.x wheels carry every task
+        assert version.startswith("0.7.") and "lmms-eval tasks list" in line
+    else:  # 0.6.x wheels carry none
+        assert "install lmms-eval>=0.7.3" in line and "--include_path" in line
+    # a task whose documents cannot be loaded: one line naming it and its dataset, no traceback
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    config = {"task": "aot_broken", "dataset_path": "json", "test_split": "test", "output_type": "generate_until",
+              "dataset_kwargs": {"data_files": {"test": str(folder / "missing.json")}},
+              "doc_to_visual": "video", "doc_to_text": "question", "doc_to_target": "answer"}
+    (folder / "aot_broken.yaml").write_text(json.dumps(config))
+    assert list_videos(["--include_path", str(folder), "--tasks", "aot_broken"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("aot_cli.lmms_eval.videos: error: task aot_broken (dataset json): lmms-eval cannot load "
+                           "its documents (") and "--include_path" in line
