@@ -167,3 +167,8 @@ def test_cache_with_an_unknown_tower_family_is_refused_before_a_model_loads(snip
                    {**video.meta, "model": {**video.meta["model"], "family": "dinov2"}})
     with pytest.raises(DownstreamError, match="tokens come from a dinov2 tower"):
         CachedVideoLLM(str(tmp_path / "no-checkpoint"), tmp_path / "plain")
+    other = tmp_path / "qwen-text"  # a checkpoint of another family: refused before its weights load
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "qwen2", "hidden_size": 48}')
+    with pytest.raises(DownstreamError, match=r"model_type 'qwen2' is not a llava-onevision checkpoint"):
+        CachedVideoLLM(str(other), snippet["root"] / "cache")

@@ -26,7 +26,7 @@ from aot_cli.cache import TokenCache
 
 from .errors import DownstreamError
 from .generation import generate_texts
-from .inputs import CONSUMERS, Consumer, check_model_type, consumer_for_meta, model_inputs, supported_model_types
+from .inputs import CONSUMERS, Consumer, consumer_for_meta, model_inputs, supported_model_types
 from .llava import cached_parts
 
 
@@ -112,20 +112,32 @@ def checkpoint_config(checkpoint: str, revision: Optional[str] = None) -> Tuple[
     return config, options
 
 
-def check_checkpoint(checkpoint: str, revision: Optional[str] = None,
-                     consumer: Optional[Consumer] = None) -> Dict[str, Any]:
-    """The checkpoint's ``model_type`` must be one that a consumer reads (``consumer``'s when
-    given; today ``llava_onevision``, i.e. transformers LLaVA-OneVision / LLaVA-Video);
-    LLaVA-NeXT (lmms-lab) checkpoints need the original LLaVA-NeXT code (docs/consumers.md).
-    Returns the :func:`load_options` for loading it."""
-    config, options = checkpoint_config(checkpoint, revision)
+def checked_consumer(checkpoint: str, config: Any, consumer: Optional[Consumer] = None) -> Consumer:
+    """The consumer that reads the checkpoint whose transformers config is ``config``: ``consumer``
+    when given (its ``model_type`` must be one of the consumer's), else the first consumer of its
+    ``model_type``. Raises DownstreamError (one line) for a checkpoint no consumer reads (today
+    only ``llava_onevision``: transformers LLaVA-OneVision / LLaVA-Video; LLaVA-NeXT (lmms-lab)
+    checkpoints need the original LLaVA-NeXT code, docs/consumers.md)."""
     model_type = getattr(config, "model_type", None)
     if consumer is not None:
-        check_model_type(consumer, model_type, checkpoint)
-    elif model_type not in supported_model_types():
-        raise DownstreamError(f"{checkpoint}: model_type {model_type!r} is not a video LLM that reads aot caches "
-                              f"(supported: {', '.join(supported_model_types())}; LLaVA-NeXT checkpoints need "
-                              "their own code, see docs/consumers.md)")
+        if model_type not in consumer.model_types:
+            raise DownstreamError(f"{checkpoint}: model_type {model_type!r} is not a {consumer.family} checkpoint "
+                                  f"(model_type {', '.join(consumer.model_types)}), the family of the cache")
+        return consumer
+    for candidate in CONSUMERS.values():
+        if model_type in candidate.model_types:
+            return candidate
+    raise DownstreamError(f"{checkpoint}: model_type {model_type!r} is not a video LLM that reads aot caches "
+                          f"(supported: {', '.join(supported_model_types())}; LLaVA-NeXT checkpoints need their own "
+                          "code, see docs/consumers.md)")
+
+
+def check_checkpoint(checkpoint: str, revision: Optional[str] = None,
+                     consumer: Optional[Consumer] = None) -> Dict[str, Any]:
+    """:func:`checked_consumer` for ``checkpoint``'s config; returns the :func:`load_options` for
+    loading it."""
+    config, options = checkpoint_config(checkpoint, revision)
+    checked_consumer(checkpoint, config, consumer)
     return options
 
 
@@ -158,10 +170,8 @@ def load_generator(checkpoint: str, *, consumer: Optional[Consumer] = None, devi
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    options = check_checkpoint(checkpoint, revision, consumer)
-    if consumer is None:
-        config, _ = checkpoint_config(checkpoint, revision)
-        consumer = next(c for c in CONSUMERS.values() if config.model_type in c.model_types)
+    config, options = checkpoint_config(checkpoint, revision)
+    consumer = checked_consumer(checkpoint, config, consumer)
     model_class = getattr(transformers, consumer.model_class)
     try:
         model = model_class.from_pretrained(checkpoint, dtype=torch_dtype, **options)

@@ -32,7 +32,7 @@ from aot_cli.cache import CacheError, TokenCache
 
 from .errors import DownstreamError
 from .generation import generate_texts, score_continuations
-from .inputs import CONSUMERS, Inputs, check_model_type, consumer_for_meta, model_inputs
+from .inputs import CONSUMERS, Inputs, consumer_for_meta, model_inputs
 from .llava import text_tokenizer
 from .lookup import Match, VideoLookup
 
@@ -83,7 +83,7 @@ class CachedVideoLLM:
                  revision: Optional[str] = None, record: Optional[Union[str, Path]] = None,
                  decode_workers: Optional[int] = None, rank: Tuple[int, int] = (0, 1),
                  readers: Optional[Mapping[str, str]] = None) -> None:
-        from .ask import checkpoint_config, load_generator, resolve_device, resolve_dtype
+        from .ask import checked_consumer, checkpoint_config, load_generator, resolve_device, resolve_dtype
 
         if on_miss not in ON_MISS:
             raise DownstreamError(f"on_miss={on_miss}: choose one of {', '.join(ON_MISS)}")
@@ -116,8 +116,7 @@ class CachedVideoLLM:
         self._check_entries_meta()
         resolve_dtype(dtype, resolve_device(device))
         config, _ = checkpoint_config(checkpoint, revision)
-        check_model_type(self.consumer, getattr(config, "model_type", None), checkpoint,
-                         f"{self.cache_path}: this evaluation model")
+        checked_consumer(checkpoint, config, self.consumer)
         #: The checkpoint's ``config.model_type``.
         self.model_type = str(config.model_type)
         self.hidden_size = int(config.get_text_config().hidden_size)
