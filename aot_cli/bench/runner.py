@@ -21,6 +21,7 @@ the best run, memory the highest peak seen.
 """
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
 import time
@@ -195,6 +196,10 @@ def run_bench(items: List[VideoInput], adapter, cfg: RunConfig, *, repeat: int =
         if warmup:
             log("warm-up: one plain and one scored tower pass")
             warm_up(items[0], adapter, cfg)
+        # what lives now (modules, the model) is not garbage: the collections that start each memory
+        # measurement then skip it (a full collection of a process with transformers loaded takes
+        # ~0.2 s of CPU, nine of them most of a small benchmark)
+        gc.freeze()
         videos: List[Optional[VideoStages]] = [None] * len(items)
         decode: Optional[DecodeRuns] = None
         runs = []
@@ -210,6 +215,7 @@ def run_bench(items: List[VideoInput], adapter, cfg: RunConfig, *, repeat: int =
                                        flush_every=flush_every), out))
         end_to_end = end_to_end_block(runs)
     finally:
+        gc.unfreeze()
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
     if own_dir:

@@ -131,20 +131,21 @@ def throughput_block(decode: DecodeRuns, stages_s: Dict[str, float], videos: int
     end-to-end run, and the bound (:func:`name_bound`)."""
     main = {k: float(stages_s.get(k, 0.0)) for k in MAIN_STAGES}
     main_s = sum(main.values())
-    bound = name_bound(decode.to_dict()["frames_per_s"], main, frames)
-    note = ("decode measured alone with its workers; the main process's stages timed alone, one after another")
+    decode_block = decode.to_dict()
+    note = "decode measured alone with its workers; the main process's stages timed alone, one after another"
     if device == "cpu":
-        note += ("; on CPU both sides share the cores, so each figure is what that side does with the "
-                 "machine to itself")
+        note += "; on CPU both sides share the cores, so each figure is what that side does with the machine to itself"
+
+    def rates(seconds: float) -> dict:
+        return {"seconds": seconds, "frames_per_s": _rate(frames, seconds), "videos_per_s": _rate(videos, seconds)}
+
     return {
-        "decode": decode.to_dict(),
-        "tower": {"seconds": plain_s, "frames_per_s": _rate(frames, plain_s), "videos_per_s": _rate(videos, plain_s)},
-        "scored_tower": {"seconds": scored_s, "frames_per_s": _rate(frames, scored_s),
-                         "videos_per_s": _rate(videos, scored_s)},
-        "main_process": {"seconds": main_s, "frames_per_s": _rate(frames, main_s), "videos_per_s": _rate(videos, main_s),
-                         "stages": list(MAIN_STAGES)},
+        "decode": decode_block,
+        "tower": rates(plain_s),
+        "scored_tower": rates(scored_s),
+        "main_process": {**rates(main_s), "stages": list(MAIN_STAGES)},
         "end_to_end": {"frames_per_s": end_to_end.get("frames_per_s"), "videos_per_s": end_to_end.get("videos_per_s")},
-        **bound,
+        **name_bound(decode_block["frames_per_s"], main, frames),
         "note": note,
     }
 
