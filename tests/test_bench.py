@@ -272,7 +272,7 @@ def test_default_decode_workers_follow_the_device(tmp_path):
     out = tmp_path / "b.json"
     result = CliRunner().invoke(main, [
         "bench", str(SAMPLES / "realshort.mp4"), "--model", str(model), "--frames", "2", "--dtype", "fp32",
-        "--no-warmup", "-q", "--json", str(out)], catch_exceptions=False)
+        "--device", "cpu", "--no-warmup", "-q", "--json", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     expected = default_workers(on_cpu=True)

@@ -68,8 +68,8 @@ def test_tower_device():
 
 
 def test_compress_and_run_batch_use_the_default_for_the_tower_device(tmp_path, monkeypatch):
-    """`aot compress` without --decode-workers, and run_batch(decode_workers=None), ask for the
-    default of a CPU tower here; an explicit count is used as given."""
+    """`aot compress --device cpu` without --decode-workers, and run_batch(decode_workers=None) with
+    a CPU adapter, ask for the default of a CPU tower; an explicit count is used as given."""
     from pathlib import Path
 
     from click.testing import CliRunner
@@ -89,7 +89,7 @@ def test_compress_and_run_batch_use_the_default_for_the_tower_device(tmp_path, m
     monkeypatch.setattr(batch, "default_workers", spy)
     clip = Path(__file__).resolve().parent.parent / "samples" / "realshort.mp4"
     model = build_llava_hf(tmp_path / "llava")
-    args = ["compress", str(clip), "--model", str(model), "--frames", "2", "--dtype", "fp32", "-q"]
+    args = ["compress", str(clip), "--model", str(model), "--frames", "2", "--dtype", "fp32", "--device", "cpu", "-q"]
     result = CliRunner().invoke(main, args + ["-o", str(tmp_path / "a")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert asked == [True]
