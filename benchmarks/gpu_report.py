@@ -80,7 +80,9 @@ def _f(x: Optional[float], digits: int = 3) -> str:
 def _bytes(n: Optional[float]) -> str:
     if n is None:
         return "–"
-    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB"
+    if n >= GIB:
+        return f"{n / GIB:.2f} GiB"
+    return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n / 1024:.1f} KiB"
 
 
 def _missing(steps: List[Dict[str, str]], name: str) -> str:
@@ -216,6 +218,8 @@ def decode_section(runs: List[tuple], steps) -> List[str]:
             continue
         t = bench["throughput"]
         d = t["decode"]
+        totals = bench["totals"]
+        label = f"{label}, {totals['videos']} × {totals['frames'] // max(1, totals['videos'])} frames"
         lines.append(f"| {label} | `{bench['model']['model']}` | {d['workers']} | {_f(d['frames_per_s'], 1)} | "
                      f"{_f(t['tower']['frames_per_s'], 1)} | {_f(t['scored_tower']['frames_per_s'], 1)} | "
                      f"{_f(t['main_process']['frames_per_s'], 1)} | {_f(t['end_to_end']['frames_per_s'], 1)} | "
@@ -291,7 +295,8 @@ def render(folder: Path, tiny: bool) -> str:
     lines += decode_section(decode_runs, steps) + [""]
     lines += baseline_section(baseline, steps) + [""]
     lines += core_section(core, steps)
-    return "\n".join(lines) + "\n"
+    # paths inside the output folder (the checkpoint, the clip) read as in the commands
+    return "\n".join(lines).replace(str(folder.resolve()), "OUTDIR") + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
