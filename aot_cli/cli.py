@@ -148,7 +148,8 @@ MODEL_OPTIONS = (
 PIPELINE_OPTIONS = (
     click.option("--save-dtype", type=click.Choice(["model", "fp32", "bf16", "fp16"]), help="Dtype of stored tokens."),
     click.option("--decode-workers", type=int, help="Processes that read videos ahead of the tower (0: in the main "
-                  "process, without the hard decode timeout). Default: half the CPUs, 1 to 8."),
+                  "process, without the hard decode timeout). Default: this process's CPUs less one with the tower "
+                  "on a GPU (at most 32), one per 8 CPUs with it on the CPU (docs/cluster.md)."),
     click.option("--flush-every", type=float, metavar="SECONDS", help="Commit finished videos once the oldest has "
                   "waited this long (0: after every video). Default 5."),
 )

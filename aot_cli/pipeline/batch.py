@@ -28,7 +28,7 @@ from .ranks import RankInfo
 from .resume import Event, ResumePlan, Summary, plan_resume, report_skipped
 from .run import RunConfig, VideoResult, build_result, config_fingerprint, resolve_method
 from .settings import DEFAULT_FLUSH_EVERY  # noqa: F401  (re-exported: seconds, see docs/cluster.md)
-from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers
+from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers, tower_on_cpu
 
 class _Sink:
     """Where finished videos go: a cache directory (one :class:`CacheWriter` part for this rank,
@@ -268,7 +268,7 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     and, if none changed, the run ends there: no model is loaded (``adapter`` None) and no worker
     started (:func:`~.resume.plan_resume`; ``resume``: its plan, when the caller made it already,
     with the same ``fingerprint``). Otherwise files are hashed and decoded by ``decode_workers`` processes (None:
-    :func:`~.workers.default_workers`; 0: in this process) with a hard limit of
+    :func:`~.workers.default_workers` for the tower's device; 0: in this process) with a hard limit of
     ``cfg.decode.timeout`` seconds per video; at most ``prefetch`` videos are read ahead; the
     model (``adapter``, else ``load_adapter()``, else :func:`~aot_cli.models.load_model` of
     ``cfg.model`` at ``model_source``) loads while the workers start, before anything is
@@ -291,7 +291,10 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     summary = summary if summary is not None else Summary()
     emit = on_event or (lambda event: None)
     if pool is None:
-        workers = default_workers() if decode_workers is None else decode_workers
+        workers = decode_workers
+        if workers is None:  # the adapter's device when it is loaded, else the configured one
+            workers = default_workers(adapter.device.type == "cpu" if adapter is not None
+                                      else tower_on_cpu(cfg.model.device))
         pool = DecodePool(workers, timeout=cfg.decode.timeout, lookahead=prefetch)
     sink: Optional[_Sink] = None
     try:
