@@ -68,13 +68,16 @@ def append_newlines(res: CompressResult, newline: Optional[torch.Tensor], mode: 
 
 
 def versions() -> Dict[str, str]:
+    """Library versions recorded in every cache entry (``meta["versions"]``): aot, torch,
+    transformers, safetensors, and the decoders (PyAV, FFmpeg: see :func:`~aot_cli.video.decoder_versions`)."""
     import safetensors
     import transformers
 
     from .. import __version__
+    from ..video import decoder_versions
 
     return {"aot": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "safetensors": safetensors.__version__}
+            "safetensors": safetensors.__version__, **decoder_versions()}
 
 
 @dataclass

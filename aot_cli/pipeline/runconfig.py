@@ -42,7 +42,8 @@ def resolve_method(cfg: RunConfig, profile) -> AOTConfig:
 
 
 #: Version of what :func:`config_fingerprint` covers; a change recomputes every cached video once.
-FINGERPRINT_FORMAT = 3
+#: 4: frames decoded with the stream's colour tags and at display aspect (issue 18).
+FINGERPRINT_FORMAT = 4
 
 
 def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
