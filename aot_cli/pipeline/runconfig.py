@@ -38,10 +38,15 @@ def resolve_method(cfg: RunConfig, profile) -> AOTConfig:
         m = dataclasses.replace(m, pooling=profile.pooling)
     if cfg.auto_clip_length:
         m = dataclasses.replace(m, clip_length=profile.clip_length)
-    if cfg.auto_keyframe_once and getattr(profile, "keyframe_once", False):
+    if cfg.auto_keyframe_once and getattr(profile, "keyframe_once", False) and _reference_chain(m):
         m = dataclasses.replace(m, keyframe_once=True)
     m.validate()
     return m
+
+
+def _reference_chain(method: AOTConfig) -> bool:
+    """Whether ``method`` runs the reference chain (the only one with a keyframe rule)."""
+    return method.method == "aot" and method.preset == "reference"
 
 
 #: Version of what :func:`config_fingerprint` covers; a change recomputes every cached video once.
@@ -62,7 +67,7 @@ def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
         method = dataclasses.replace(method, pooling=profile["pooling"])
     if cfg.auto_clip_length and "clip_length" in profile:
         method = dataclasses.replace(method, clip_length=profile["clip_length"])
-    if cfg.auto_keyframe_once and profile.get("keyframe_once"):
+    if cfg.auto_keyframe_once and profile.get("keyframe_once") and _reference_chain(method):
         method = dataclasses.replace(method, keyframe_once=True)
     # where the checkpoint lies and how it was named do not matter, what it is does (identity)
     # nor how the dtype was asked for (auto or by name): the identity holds the resolved one
