@@ -41,7 +41,6 @@ from aot_cli.models.families import QWEN_TYPES, qwen_family  # noqa: F401  (re-e
 from aot_cli.models.preprocess import as_frame_tensor
 from aot_cli.models.profiles import select_profile
 from aot_cli.models.qwen_preprocess import QwenVideoSpec, patchify, read_video_spec, video_pixels
-from aot_cli.models.runtime import dtype_label
 from aot_cli.models.scores import ScoreCapture
 from aot_cli.models.source import WeightReader
 
@@ -220,33 +219,13 @@ class QwenVisionAdapter(VisionAdapter):
         return tensors, {"processor": facts}
 
     def describe(self) -> Dict[str, Any]:
-        import transformers
-
-        shallow_i, deep_i = self.resolve_score_layers()
-        config = self.vision_config
-        data = dict(self.info)
-        data.update({
-            "profile": self.profile.to_dict(),
-            "score_layers": {
-                "requested": list(self.score_layers), "resolved": [shallow_i, deep_i], "layers_run": self.layers_run,
-                "reduction": "softmax(qk^T*scale) summed over the queries of the frame, mean over heads; each merged "
-                             "cell: the sum over its 2x2 patches",
-            },
-            "grid": None,
-            "patch_size": self.video_spec.patch_size,
-            "hidden_size": self.hidden_size,
-            "tower_hidden_size": int(config.hidden_size),
-            "prefix_tokens_dropped": 0,
-            "has_newline": False,
-            "preprocessing": self.video_spec.to_dict(),
-            "full_attention_blocks": list(self.full_attention),
-            "deepstack_blocks": list(self.deepstack_layers),
-            "dtype": dtype_label(self.dtype),
-            "device": str(self.device),
-            "batch_frames": self.batch_frames,
-            "transformers_version": transformers.__version__,
-            "torch_version": torch.__version__,
-        })
+        """The base provenance, plus the full-attention and DeepStack blocks and how scores
+        become per-cell scores."""
+        data = super().describe()
+        data["score_layers"]["reduction"] = ("softmax(qk^T*scale) summed over the queries of the frame, mean over "
+                                             "heads; each merged cell: the sum over its 2x2 patches")
+        data.update({"full_attention_blocks": list(self.full_attention),
+                     "deepstack_blocks": list(self.deepstack_layers)})
         return data
 
 
@@ -267,7 +246,7 @@ def cell_scores(scores: torch.Tensor, order: Optional[torch.Tensor], t: int, cel
 def _default_score_layers(family: str, depth: int, full_attention: Sequence[int]) -> Tuple[int, int]:
     if family == "qwen2.5-vl":
         return int(full_attention[0]), int(full_attention[-1])
-    return depth // 5, -2
+    return depth // 5, (-2 if depth > 1 else -1)
 
 
 def _vision_model(ctx: LoadContext, model_type: str):
