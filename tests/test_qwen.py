@@ -339,6 +339,7 @@ def test_aot_cache_is_ordered_and_deepstack_follows_the_merge(tiny_qwen3_vl_dir,
     (["--pooling", "bilinear"], "2x2-merged cells"),
     (["--profile", "llava-video"], "only fit their own family"),
     (["--score-layers", "0,3"], "attends inside windows"),
+    (["--profile", "qwen2.5-vl", "--pooling", "average"], "2x2-merged cells"),
 ])
 def test_qwen_flag_checks(tiny_qwen2_5_vl_dir, tmp_path, flags, message):
     out = tmp_path / "x.safetensors"

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 from aot_cli.config import ModelConfig
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.families import (CLIP_TYPES, DINOV2_TYPES, LLAVA_HF_TYPES, QWEN_TYPES, SIGLIP2_TYPES, SIGLIP_TYPES,
-                                     check_supported)
+                                     check_qwen_score_layers, check_supported)
 from aot_cli.models.image_spec import dinov2_spec, spec_from_processor_config
 from aot_cli.models.profiles import ModelProfile, looks_like_llava_video, select_profile
 from aot_cli.models.source import CONFIG_FILE, ModelSource
@@ -77,11 +77,15 @@ def _family(source: ModelSource, config: Dict[str, Any]) -> Tuple[str, Optional[
 def peek_checkpoint(source: ModelSource, model_cfg: ModelConfig) -> CheckpointPeek:
     """The profile and (when fixed) tower grid of the checkpoint at ``source``, from
     ``config.json`` and the preprocessing config only. Raises ModelLoadError (one line) for an
-    unsupported family or an unknown ``--profile``."""
+    unsupported family, an unknown ``--profile``, or Qwen2.5-VL score layers that attend inside
+    windows."""
     config = source.json(CONFIG_FILE)
     if not isinstance(config, dict):
         raise ModelLoadError(f"{source.location(CONFIG_FILE)}: config.json is missing or not an object")
     check_supported(config, source.location(CONFIG_FILE))  # the loader's own error for an unsupported family
     family, grid = _family(source, config)
     profile = select_profile(family, model_cfg.profile, has_newline=True, where=source.spec)
+    if family in QWEN_TYPES.values() and model_cfg.score_layers is not None:
+        vision = config.get("vision_config") if isinstance(config.get("vision_config"), dict) else {}
+        check_qwen_score_layers(family, vision, model_cfg.score_layers, source.spec)
     return CheckpointPeek(profile=profile, grid=grid)

@@ -37,7 +37,7 @@ from torch import nn
 from aot_cli.models.adapter import Tower, TowerOutput, VisionAdapter
 from aot_cli.models.common import LoadContext, base_info
 from aot_cli.models.errors import ModelLoadError, first_line
-from aot_cli.models.families import QWEN_TYPES, qwen_family  # noqa: F401  (re-exported)
+from aot_cli.models.families import QWEN_TYPES, check_qwen_score_layers, qwen_family, qwen_full_attention  # noqa: F401
 from aot_cli.models.preprocess import as_frame_tensor
 from aot_cli.models.profiles import select_profile
 from aot_cli.models.qwen_preprocess import QwenVideoSpec, patchify, read_video_spec, video_pixels
@@ -122,13 +122,7 @@ class QwenVisionAdapter(VisionAdapter):
         """(shallow, deep) block indices; for Qwen2.5-VL both must be full-attention blocks."""
         layers = tuple(score_layers) if score_layers is not None else self.score_layers
         resolved = super().resolve_score_layers(layers)
-        if self.family == "qwen2.5-vl":
-            for given, index in zip(layers, resolved):
-                if index not in self.full_attention:
-                    raise ModelLoadError(
-                        f"--score-layers: block {given} of {self.info.get('model')} attends inside windows; "
-                        f"scores need a block that attends over the whole frame: "
-                        f"{', '.join(str(i) for i in self.full_attention)} (fullatt_block_indexes)")
+        check_qwen_score_layers(self.family, self.vision_config.to_dict(), layers, str(self.info.get("model")))
         return resolved
 
     def _check(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -296,8 +290,7 @@ def load_qwen(ctx: LoadContext) -> VisionAdapter:
             raise ModelLoadError(f"{spec.origin}: processor {key} {getattr(spec, key)} != the vision tower's "
                                  f"{model_value}")
     depth = int(vision_config.depth)
-    full_attention = (list(getattr(vision_config, "fullatt_block_indexes", None) or [])
-                      if family == "qwen2.5-vl" else list(range(depth)))
+    full_attention = list(qwen_full_attention(family, vision_config.to_dict()))
     if not full_attention:
         raise ModelLoadError(f"{where}: fullatt_block_indexes is empty: no block attends over the whole frame, so "
                              "no attention scores can be taken")

@@ -433,6 +433,11 @@ def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
             values[section][name] = value
 
     method = values["method"]
+    profile_name = values["model"].get("profile")
+    if isinstance(profile_name, str) and profile_name.startswith("qwen") and method.get("pooling") is not None:
+        subject = origins[("method", "pooling")].subject()
+        raise UsageError(f"{subject}: {profile_name} tokens are already the model's own 2x2-merged cells; pooling "
+                         f"them again would break the merged grid the LLM's positions follow (use --pooling none)")
     auto_pooling = "pooling" not in method
     auto_clip = "clip_length" not in method
     auto_keyframe = "keyframe_once" not in method
