@@ -335,6 +335,21 @@ def test_aot_cache_is_ordered_and_deepstack_follows_the_merge(tiny_qwen3_vl_dir,
     assert torch.isfinite(tensors["deepstack"]).all()
 
 
+def test_identity_before_loading_equals_the_loaded_adapters(tiny_qwen_dir, adapters, request):
+    """The configuration fingerprint's model identity (read from config files, before loading)
+    equals the loaded adapter's, so a rerun skips what is cached."""
+    from aot_cli.models.loader import adapter_identity, model_identity
+    from aot_cli.models.peek import peek_checkpoint
+    from aot_cli.models.source import resolve_source
+
+    cfg = ModelConfig(model=str(tiny_qwen_dir), dtype="fp32", device="cpu")
+    adapter = adapters[family_of(request)]
+    assert model_identity(cfg) == adapter_identity(adapter)
+    peeked = peek_checkpoint(resolve_source(cfg.model), cfg)
+    assert peeked.grid is None and peeked.profile.name == adapter.profile.name == family_of(request)
+    assert model_identity(cfg)["profile"]["keyframe_once"] is True
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--pooling", "bilinear"], "2x2-merged cells"),
     (["--profile", "llava-video"], "only fit their own family"),
