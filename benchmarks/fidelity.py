@@ -272,7 +272,8 @@ def main():
     else:
         for label in ["T"] + [f"{r:g}" for r in RATIOS]:
             print(table(label, names, results) + "\n")
-        print("median seconds of `compress` per call (27x27 -> 14x14, D=384, 32 frames; includes pooling): "
+        shape = "27x27 -> 14x14, D=384, 32 frames; includes pooling" if args.model == DINOV2 else tower
+        print(f"median seconds of `compress` per call ({shape}): "
               + ", ".join(f"{k} {np.median(v):.3f}" for k, v in times.items()))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps({"clips": results, "frames": FRAMES, "size": SIZE,

@@ -333,6 +333,12 @@ def test_aot_cache_is_ordered_and_deepstack_follows_the_merge(tiny_qwen3_vl_dir,
     assert torch.all(key[1:] > key[:-1])
     assert tensors["deepstack"].shape == (2, *tensors["tokens"].shape)
     assert torch.isfinite(tensors["deepstack"]).all()
+    # pictures: one per temporal patch, shown by its first sampled frame
+    sheet, plot = tmp_path / "sheet.png", tmp_path / "plot.png"
+    code, text = run_cli("inspect", out, "--overlay", sheet)
+    assert code == 0 and "4 frames" in text and sheet.stat().st_size > 0, text
+    code, text = run_cli("inspect", out, "--plot", plot)
+    assert code == 0 and plot.stat().st_size > 0, text
 
 
 def test_identity_before_loading_equals_the_loaded_adapters(tiny_qwen_dir, adapters, request):
