@@ -108,8 +108,8 @@ class QwenVisionAdapter(VisionAdapter):
 
     @property
     def grid(self) -> Tuple[int, int]:
-        raise ValueError(f"{self.info.get('model')}: the merged grid depends on the frame size (and for "
-                         f"{self.family}, the frame count); use grid_for(height, width, frames)")
+        raise ValueError(f"{self.info.get('model')}: the merged grid depends on the frame size (for Qwen3-VL and "
+                         "Qwen3.5 also on the frame count); use grid_for(height, width, frames)")
 
     # ------------------------------------------------------------------ running
     def preprocess(self, frames: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
