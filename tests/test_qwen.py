@@ -354,6 +354,8 @@ def test_identity_before_loading_equals_the_loaded_adapters(tiny_qwen_dir, adapt
     peeked = peek_checkpoint(resolve_source(cfg.model), cfg)
     assert peeked.grid is None and peeked.profile.name == adapter.profile.name == family_of(request)
     assert model_identity(cfg)["profile"]["keyframe_once"] is True
+    # only the vision tower's tensors were read, never the language model's
+    assert adapter.tensors_read and all(".visual." in f".{name}" for name in adapter.tensors_read)
 
 
 @pytest.mark.parametrize("flags,message", [
