@@ -42,3 +42,38 @@ def pytest_addoption(parser) -> None:
     parser.addoption("--expect-pyav", default=None, metavar="MAJOR",
                      help="fail test_pyav_version_is_the_expected_one unless PyAV's major version is MAJOR "
                           "(CI runs the decoding tests under PyAV 15 and 18)")
+
+
+# Tiny random Qwen-family checkpoints (built by ``qwen_checkpoints.py``), once per session.
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_5_vl_dir(tmp_path_factory) -> Path:
+    """Qwen2.5-VL: patch 14, window attention (2x2 merged cells) but blocks 1 and 3; sharded with an
+    index (the other two families are single-file)."""
+    import qwen_checkpoints
+
+    return qwen_checkpoints.build_qwen(tmp_path_factory.mktemp("tiny-qwen2.5-vl"), "qwen2.5-vl",
+                                       max_shard_size="200KB")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_vl_dir(tmp_path_factory) -> Path:
+    """Qwen3-VL: patch 16, per-frame attention, DeepStack from blocks 1 and 2."""
+    import qwen_checkpoints
+
+    return qwen_checkpoints.build_qwen(tmp_path_factory.mktemp("tiny-qwen3-vl"), "qwen3-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_5_dir(tmp_path_factory) -> Path:
+    """Qwen3.5: patch 16, per-frame attention, no DeepStack; hybrid linear/full-attention LLM."""
+    import qwen_checkpoints
+
+    return qwen_checkpoints.build_qwen(tmp_path_factory.mktemp("tiny-qwen3.5"), "qwen3.5")
+
+
+@pytest.fixture(params=["qwen2.5-vl", "qwen3-vl", "qwen3.5"])
+def tiny_qwen_dir(request) -> Path:
+    """Each tiny Qwen-family checkpoint in turn (``request.param`` is the family name)."""
+    name = {"qwen2.5-vl": "tiny_qwen2_5_vl_dir", "qwen3-vl": "tiny_qwen3_vl_dir", "qwen3.5": "tiny_qwen3_5_dir"}
+    return request.getfixturevalue(name[request.param])

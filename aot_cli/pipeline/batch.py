@@ -22,11 +22,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..cache import CacheError, CacheWriter, PartInUseError, write_single
-from ..core import AOTConfig, compress
+from ..core import AOTConfig
 from .inputs import VideoInput
 from .ranks import RankInfo
 from .resume import Event, ResumePlan, Summary, plan_resume, report_skipped
-from .run import RunConfig, VideoResult, build_result, config_fingerprint, resolve_method
+from .run import RunConfig, VideoResult, build_result, config_fingerprint, method_with_side, resolve_method
 from .settings import DEFAULT_FLUSH_EVERY  # noqa: F401  (re-exported: seconds, see docs/cluster.md)
 from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers, tower_on_cpu
 
@@ -205,10 +205,13 @@ def _encode_same_shape(members, adapter, score_layers, summary: Summary) -> List
     total = sum(m[1].shape[0] for m in members)
     results = []
     start = 0
+    per = getattr(adapter, "temporal_patch", 1)  # sampled frames per frame of the method
     for ready, pixels, preprocess_s in members:
-        n = pixels.shape[0]
-        part = (out.tokens[start:start + n], out.shallow[start:start + n], out.deep[start:start + n], out.grid)
-        timings = {"preprocess": preprocess_s, "tower": tower_s * n / total}
+        n = pixels.shape[0] // per
+        rows = slice(start, start + n)
+        part = (out.tokens[rows], out.shallow[rows], out.deep[rows], out.grid,
+                {name: value[rows] for name, value in out.side.items()})
+        timings = {"preprocess": preprocess_s, "tower": tower_s * pixels.shape[0] / total}
         results.append((ready, (part, timings)))
         start += n
     return results
@@ -217,13 +220,14 @@ def _encode_same_shape(members, adapter, score_layers, summary: Summary) -> List
 def _finish_video(ready: _Ready, encoded, adapter, cfg: RunConfig, method: AOTConfig,
                   fingerprint: str) -> VideoResult:
     """The method on one video's tower output, then its cache entry."""
-    (tokens, shallow, deep, grid), timings = encoded
+    (tokens, shallow, deep, grid, side), timings = encoded
     t0 = time.perf_counter()
-    res = compress(tokens, shallow, deep, grid, method)
+    res, side_rows = method_with_side(tokens, shallow, deep, grid, side, method)
     timings["method"] = time.perf_counter() - t0
     decoded = ready.outcome.decoded
     result = build_result(ready.item.video_id, decoded, adapter, cfg, method, res, timings,
-                          ready.item.extra or None, fingerprint=fingerprint, given_path=str(ready.item.path))
+                          ready.item.extra or None, fingerprint=fingerprint, given_path=str(ready.item.path),
+                          side=side_rows)
     result.meta["timings_s"]["decode"] = round(ready.outcome.seconds, 4)
     return result
 
