@@ -1,0 +1,667 @@
+"""The ray engine of `aot compress` (``--engine ray``): the same per-video step as the local
+engine (:class:`~.batch.VideoStep`), scheduled over Ray actors.
+
+Shape (docs/cluster.md says why actors and not Ray Data):
+
+- The command (the driver) checks everything and plans the resume exactly as the local engine
+  does, then starts a private local Ray (:mod:`.ray_local`; never outlives the command) or joins
+  ``--ray-address``.
+- It starts ``--ray-actors`` :class:`VideoActor` s. Each loads the model once, keeps it, and owns
+  one index part of the cache (``ray-actor00003``: its own shards and index file, locked while
+  it writes, swept of a killed writer's leftovers when opened, exactly like a rank's part).
+  Decoding runs where ``--ray-decode`` says: inside the actor, in its own ``--decode-workers``
+  processes (:class:`~.workers.DecodePool`, hard timeout and crash isolation as in the local
+  engine), or in Ray CPU tasks (:class:`TaskDecoder`) that decode straight to the tower's size,
+  so no full-resolution frame crosses the object store.
+- The driver hands out small chunks of videos, one chunk in flight per actor, to whichever actor
+  is free (dynamic load balancing: an actor that draws long videos simply takes fewer). Each
+  reply carries the events of the videos the actor committed or failed (an "ok" only once
+  committed) and its counts; the driver prints progress and the summary as the local engine does.
+- A lost actor (its process or node died) costs the videos it had not committed: the driver reads
+  the cache, counts what the lost actor did commit, and hands the rest out again, one video per
+  chunk, at most :data:`MAX_ATTEMPTS` times (then the video is recorded as ``crashed``). Ray
+  restarts the actor (:data:`MAX_RESTARTS`), which reopens its part. A video is committed at most
+  once: it is handed out again only when the cache shows it was not committed, and only after the
+  actor that had it is gone.
+- SIGINT / SIGTERM: actors stop after the group they are running, commit what they finished,
+  and the command exits 130 / 143 as the local engine does.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+import ray
+
+from .inputs import VideoInput
+from .resume import Event, ResumePlan, Summary, cached_row, existing_cache, report_skipped
+
+#: Times a video is handed out when the actors holding it die (then it is recorded as crashed).
+MAX_ATTEMPTS = 3
+#: Times Ray restarts one actor whose process died.
+MAX_RESTARTS = 3
+#: Largest chunk of videos sent to an actor in one call.
+CHUNK_MAX = 8
+#: Seconds the driver waits for actors to commit and stop after SIGINT / SIGTERM, per phase.
+STOP_WAIT_S = 15.0
+#: Seconds between the driver's checks for signals while it waits on actors.
+POLL_S = 0.25
+#: Prefix of the actors' index parts (``ray-actor00000``).
+PART_PREFIX = "ray-actor"
+
+
+class RayEngineError(RuntimeError):
+    """The ray engine cannot go on (an actor cannot load the model or write its part, every actor
+    died, Ray cannot start): one line, exit 2."""
+
+
+def part_name(slot: int) -> str:
+    """The index part of actor ``slot``."""
+    return f"{PART_PREFIX}{slot:05d}"
+
+
+# ----------------------------------------------------------------------------- the actor
+
+@dataclass
+class ActorSpec:
+    """What an actor needs: the output, its part, the checked settings, the model's resolved
+    source, the fingerprint, where decoding runs (``decode``: "actor" or "tasks") and how many
+    decode processes (or tasks ahead) it uses."""
+
+    output: Path
+    part: str
+    settings: object  # RunSettings
+    model_source: object
+    fingerprint: str
+    decode: str
+    decode_workers: int
+
+
+@dataclass
+class Report:
+    """An actor's reply: the ``events`` of videos settled since its last reply, its cumulative
+    ``summary``, its ``instance`` (new after a restart) and, when it cannot go on, ``error``."""
+
+    events: List[Event]
+    summary: Summary
+    instance: str
+    error: Optional[str] = None
+
+
+class _Stopped(Exception):
+    """The driver asked the actor to stop (raised inside the step's wait for decoded videos)."""
+
+
+class _Stoppable:
+    """A decode source that ends the step early once ``stop`` is set: the group being run
+    finishes, what is not decoded yet stays undone (the next run does it)."""
+
+    def __init__(self, source, stop: threading.Event) -> None:
+        self.source, self.stop = source, stop
+
+    def submit(self, jobs) -> None:
+        self.source.submit(jobs)
+
+    def pending(self) -> int:
+        return 0 if self.stop.is_set() else self.source.pending()
+
+    def ready(self) -> bool:
+        return not self.stop.is_set() and self.source.ready()
+
+    def wait(self, seconds: Optional[float]) -> bool:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            if self.stop.is_set():
+                raise _Stopped()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if self.source.wait(POLL_S if left is None else min(POLL_S, left)):
+                return True
+
+    def next(self):
+        if self.stop.is_set():
+            raise _Stopped()
+        return self.source.next()
+
+
+class VideoActor:
+    """One model worker (a Ray actor): loads the model once, writes its own part of the cache,
+    runs :class:`~.batch.VideoStep` on the chunks it is sent. Methods return :class:`Report` s;
+    errors that end the run (the model cannot load, the part is in use, the output cannot be
+    written) come back as ``Report.error``, one line."""
+
+    def __init__(self, spec: ActorSpec) -> None:
+        self.spec = spec
+        self.instance = uuid.uuid4().hex
+        self.summary = Summary()
+        self.events: List[Event] = []
+        self.step = None
+        self.source = None
+        self.stop_event = threading.Event()
+
+    def _report(self, error: Optional[str] = None) -> Report:
+        events = list(self.events)
+        self.events.clear()  # the step appends to this very list
+        return Report(events, copy.deepcopy(self.summary), self.instance, error)
+
+    def _ready(self) -> None:
+        """Load the model, take the part, start decoding (once per actor process)."""
+        if self.step is not None:
+            return
+        from .batch import VideoStep
+        from .cli_support import load_checked
+
+        spec = self.spec
+        settings = spec.settings
+        adapter = load_checked(settings, spec.model_source)
+        self.summary.model_loaded = True
+        step = VideoStep.for_part(adapter, settings.cfg, spec.fingerprint, Path(spec.output), spec.part,
+                                  settings.flush_every, self.summary, self.events.append)
+        step.open()
+        if spec.decode == "tasks":
+            source = TaskDecoder(spec.decode_workers, settings.cfg.decode.timeout)
+        else:
+            from .workers import DecodePool
+
+            source = DecodePool(spec.decode_workers, timeout=settings.cfg.decode.timeout)
+        source.start()
+        self.step, self.source = step, source
+
+    def _guarded(self, work: Callable[[], None]) -> Report:
+        from ..cache.errors import CacheError
+        from ..models.errors import ModelLoadError
+        from .settings import UsageError
+        from .workers import DecodeWorkerError
+
+        try:
+            work()
+        except _Stopped:
+            pass
+        except (UsageError, CacheError, ModelLoadError, DecodeWorkerError) as exc:
+            return self._report(str(exc))
+        return self._report()
+
+    def open(self) -> Report:
+        """Load the model and take the part now (so the run stops before any work when one
+        actor cannot)."""
+        return self._guarded(self._ready)
+
+    def process(self, batch: List[Tuple[VideoInput, Optional[str]]],
+                failures: Sequence[Tuple[VideoInput, str, str]] = ()) -> Report:
+        """Record ``failures`` as (input, status, error), then run the step on ``batch``, a list
+        of (input, known content hash or None)."""
+        def work() -> None:
+            self._ready()
+            for item, status, error in failures:
+                self.step.fail(item, status, error)
+            if batch and not self.stop_event.is_set():
+                self.step.run([item for item, _ in batch], [sha for _, sha in batch],
+                              _Stoppable(self.source, self.stop_event))
+            self.step.tick()
+        return self._guarded(work)
+
+    def flush(self) -> Report:
+        """Commit what waits for its commit."""
+        return self._guarded(lambda: self.step.flush() if self.step is not None else None)
+
+    def close(self) -> Report:
+        """Commit what waits, release the part, stop decoding."""
+        def work() -> None:
+            step, source, self.step, self.source = self.step, self.source, None, None
+            try:
+                if source is not None:
+                    source.close()
+            finally:
+                if step is not None:
+                    step.close()
+        return self._guarded(work)
+
+    @ray.method(concurrency_group="control")
+    def stop(self) -> None:
+        """End the running chunk after its current group (called while it runs)."""
+        self.stop_event.set()
+
+
+# ----------------------------------------------------------------------------- decode tasks
+
+def _decode_task(job):
+    """Ray task: hash and decode one video at the tower's size (:func:`~.workers.run_job`);
+    frames travel as a numpy array."""
+    from .workers import run_job
+
+    outcome = run_job(job)
+    frames = None
+    if outcome.decoded is not None:
+        frames = outcome.decoded.frames.numpy()
+        outcome.decoded = replace(outcome.decoded, frames=None)
+    return outcome, frames
+
+
+class TaskDecoder:
+    """The :class:`~.workers.DecodePool` interface over Ray CPU tasks: ``ahead`` tasks at most
+    handed out beyond the outcome being waited for, outcomes in job order. A task running past
+    ``timeout`` seconds (plus the pool's grace), counted from when it was handed to Ray, is
+    cancelled with its worker process killed (status ``timeout``); a task whose worker died is
+    ``crashed`` (after Ray's one retry)."""
+
+    def __init__(self, ahead: int, timeout: Optional[float]) -> None:
+        self.ahead = max(1, int(ahead))
+        self.limit = None if not timeout or timeout <= 0 else timeout + 1.0 + 0.05 * timeout
+        self._remote = ray.remote(num_cpus=1, max_retries=1)(_decode_task)
+        self._jobs: list = []
+        self._refs: Dict[int, object] = {}
+        self._sent: Dict[int, float] = {}
+        self._next_return = 0
+        self._next_dispatch = 0
+
+    def start(self) -> "TaskDecoder":
+        return self
+
+    def __enter__(self) -> "TaskDecoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for ref in self._refs.values():
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - already finished or gone
+                pass
+        self._refs.clear()
+
+    def submit(self, jobs) -> None:
+        self._jobs.extend(jobs)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._next_dispatch < len(self._jobs) and self._next_dispatch - self._next_return <= self.ahead:
+            index = self._next_dispatch
+            self._refs[index] = self._remote.remote(self._jobs[index])
+            self._sent[index] = time.monotonic()
+            self._next_dispatch += 1
+
+    def pending(self) -> int:
+        return len(self._jobs) - self._next_return
+
+    def _overdue(self, index: int) -> bool:
+        return self.limit is not None and time.monotonic() - self._sent[index] > self.limit
+
+    def ready(self) -> bool:
+        if not self.pending():
+            return False
+        done, _ = ray.wait([self._refs[self._next_return]], timeout=0)
+        return bool(done) or self._overdue(self._next_return)
+
+    def wait(self, seconds: Optional[float]) -> bool:
+        if not self.pending():
+            return True
+        index = self._next_return
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            if self._overdue(index):
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            step = POLL_S if left is None else min(POLL_S, left)
+            done, _ = ray.wait([self._refs[index]], timeout=step)
+            if done:
+                return True
+
+    def next(self):
+        from .workers import DecodeOutcome
+
+        import numpy as np
+        import torch
+
+        if not self.pending():
+            raise IndexError("no decode job left")
+        self.wait(None)
+        index = self._next_return
+        ref, path = self._refs.pop(index), self._jobs[index].path
+        seconds = time.monotonic() - self._sent.pop(index)
+        if self._overdue_at(seconds):
+            ray.cancel(ref, force=True)
+            outcome = DecodeOutcome("timeout", None, None, f"{path}: no result after {seconds:.0f} s (decode timeout); "
+                                    "decode task stopped", seconds)
+        else:
+            try:
+                outcome, frames = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None) or exc
+                text = " ".join(str(cause).split())[:300] or type(cause).__name__
+                outcome, frames = DecodeOutcome("crashed", None, None, f"{path}: the decode task died ({text})",
+                                                seconds), None
+            if frames is not None:
+                outcome.decoded = replace(outcome.decoded, frames=torch.from_numpy(np.array(frames)))
+        self._next_return += 1
+        self._dispatch()
+        return outcome
+
+    def _overdue_at(self, seconds: float) -> bool:
+        return self.limit is not None and seconds > self.limit
+
+
+# ----------------------------------------------------------------------------- the driver
+
+@dataclass
+class _Slot:
+    """The driver's view of one actor: its handle, the chunk in flight, the videos it was given
+    and has not settled yet (``held``), the instance that last answered, its deaths."""
+
+    index: int
+    actor: object
+    ref: Optional[object] = None
+    chunk: List[int] = field(default_factory=list)
+    held: Set[int] = field(default_factory=set)
+    instance: Optional[str] = None
+    deaths: int = 0
+    alive: bool = True
+
+
+@contextmanager
+def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
+    """Connected to Ray for the run: ``engine.ray_address``'s cluster (left running), else a
+    private local Ray (:class:`~.ray_local.PrivateRay`, ended on exit, whatever ends the run).
+    Yields the private Ray (None when joining a cluster). RayEngineError when it fails."""
+    from .ray_local import PrivateRay, RayStartError
+
+    private = None
+    try:
+        if engine.ray_address is None:
+            private = PrivateRay(num_cpus)
+            try:
+                private.start()
+            except RayStartError as exc:
+                raise RayEngineError(str(exc)) from None
+            ray.init(address="auto", _temp_dir=private.temp_dir, log_to_driver=False, logging_level=logging.ERROR)
+        else:
+            try:
+                ray.init(address=engine.ray_address, log_to_driver=False, logging_level=logging.ERROR)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                text = " ".join(str(exc).split())[:300]
+                raise RayEngineError(f"--ray-address {engine.ray_address}: cannot join the Ray cluster ({text})") \
+                    from None
+        yield private
+    finally:
+        try:
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            if private is not None:
+                private.stop()
+
+
+def plan_actors(engine, device: str, resources: Dict[str, float], nodes: int, videos: int) -> Tuple[int, float]:
+    """(actors, GPUs per actor): ``--ray-actors`` or one per GPU (x ``--ray-actors-per-gpu``),
+    one per node without GPUs (or with ``--device cpu``); never more actors than videos."""
+    gpus = float(resources.get("GPU", 0.0)) if device != "cpu" else 0.0
+    per_gpu = 1.0 / engine.ray_actors_per_gpu if gpus >= 1 else 0.0
+    count = engine.ray_actors or (int(gpus) * engine.ray_actors_per_gpu if gpus >= 1 else max(1, nodes))
+    return max(1, min(count, videos)), per_gpu
+
+
+def _one_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__}: {' '.join(str(cause).split())[:400]}"
+
+
+class _Driver:
+    """The scheduling loop over the actors (see the module docstring)."""
+
+    def __init__(self, items: List[VideoInput], known: List[Optional[str]], output: Path, fingerprint: str,
+                 summary: Summary, emit: Callable[[Event], None], slots: List[_Slot], chunk: int,
+                 failures: Sequence[Tuple[VideoInput, str, str]]) -> None:
+        self.items, self.known, self.output, self.fingerprint = items, known, output, fingerprint
+        self.summary, self.emit, self.slots, self.chunk = summary, emit, slots, max(1, chunk)
+        self.queue: deque = deque()
+        self.solo: Set[int] = set()  # videos handed out again: one per chunk
+        self.attempts: Dict[int, int] = {}
+        self.to_record: List[Tuple[VideoInput, str, str]] = list(failures)
+        self.by_id = {item.video_id: i for i, item in enumerate(items)}
+        self.base = Summary()  # what the driver settled itself
+        self.snapshots: Dict[str, Summary] = {}
+
+    # -- counts and events -------------------------------------------------------------------
+    def _merge(self) -> None:
+        """The run's summary: the driver's own counts plus every actor instance's last counts
+        (an instance that died keeps the counts it reported)."""
+        s, parts = self.summary, [self.base, *self.snapshots.values()]
+        for name in ("done", "skipped", "failed", "tokens", "bytes", "frames", "tower_calls"):
+            setattr(s, name, sum(getattr(p, name) for p in parts))
+        s.model_loaded = any(p.model_loaded for p in parts)
+        s.failures = [f for p in parts for f in p.failures]
+        s.stage_seconds = {}
+        for p in parts:
+            for name, seconds in p.stage_seconds.items():
+                s.stage(name, seconds)
+
+    def _take(self, slot: _Slot, report: Report) -> None:
+        if slot.instance is not None and report.instance != slot.instance:
+            self._lost(slot.held, f"the actor of part {part_name(slot.index)} restarted")  # died between calls
+            slot.held = set()
+        slot.instance = report.instance
+        self.snapshots[report.instance] = report.summary
+        for event in report.events:
+            index = self.by_id.get(str(event.get("id")))
+            if index is not None:
+                slot.held.discard(index)
+            self.emit(event)
+        self._merge()
+        if report.error:
+            raise RayEngineError(report.error)
+
+    def _lost(self, indices: Set[int], why: str) -> None:
+        """Videos whose actor died before it reported them: count what the cache shows committed,
+        hand the rest out again (one per chunk), or record it as crashed after MAX_ATTEMPTS."""
+        if not indices:
+            return
+        existing = existing_cache(self.output)
+        try:
+            for i in sorted(indices):
+                item = self.items[i]
+                row = cached_row(existing, item.video_id, self.fingerprint)
+                if row is not None and (self.known[i] is None or row.get("sha256") != self.known[i]):
+                    self._committed_by_lost(item, row)
+                    continue
+                self.attempts[i] = self.attempts.get(i, 0) + 1
+                if self.attempts[i] >= MAX_ATTEMPTS:
+                    self.to_record.append((item, "crashed", f"{item.path}: the Ray actor died while computing it "
+                                                            f"{self.attempts[i]} times ({why})"))
+                else:
+                    self.queue.appendleft(i)
+                    self.solo.add(i)
+        finally:
+            if existing is not None:
+                existing.close()
+
+    def _committed_by_lost(self, item: VideoInput, row: dict) -> None:
+        meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+        counts = meta.get("counts") if isinstance(meta.get("counts"), dict) else {}
+        tokens, frames = int(counts.get("achieved") or 0), int(counts.get("frames") or 0)
+        self.base.done += 1
+        self.base.tokens += tokens
+        self.base.frames += frames
+        self._merge()
+        self.emit({"id": item.video_id, "path": str(item.path), "status": "ok", "tokens": tokens,
+                   "planned": counts.get("planned"), "frames": frames, "ratio": round(float(counts.get("ratio") or 0), 5),
+                   "uncompressed": counts.get("uncompressed_tokens"), "output": str(self.output)})
+
+    def _died(self, slot: _Slot, exc: BaseException) -> None:
+        slot.ref, chunk, slot.chunk = None, slot.chunk, []
+        lost, slot.held, slot.instance = set(slot.held) | set(chunk), set(), None
+        slot.deaths += 1
+        if slot.deaths > MAX_RESTARTS:
+            slot.alive = False
+        self._lost(lost, _one_line(exc))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _next_chunk(self) -> List[int]:
+        if not self.queue:
+            return []
+        first = self.queue.popleft()
+        chunk = [first]
+        if first in self.solo:
+            return chunk
+        while self.queue and len(chunk) < self.chunk and self.queue[0] not in self.solo:
+            chunk.append(self.queue.popleft())
+        return chunk
+
+    def _send(self) -> None:
+        for slot in self.slots:
+            if not slot.alive or slot.ref is not None or not (self.queue or self.to_record):
+                continue
+            chunk = self._next_chunk()
+            failures, self.to_record = self.to_record, []
+            slot.chunk = chunk
+            slot.held |= set(chunk)
+            slot.ref = slot.actor.process.remote([(self.items[i], self.known[i]) for i in chunk], failures)
+
+    def _busy(self) -> List[_Slot]:
+        return [s for s in self.slots if s.ref is not None]
+
+    def _collect(self, timeout: float) -> None:
+        busy = self._busy()
+        if not busy:
+            return
+        done, _ = ray.wait([s.ref for s in busy], num_returns=1, timeout=timeout)
+        for slot in busy:
+            if slot.ref not in done:
+                continue
+            try:
+                report = ray.get(slot.ref)
+            except ray.exceptions.RayActorError as exc:
+                self._died(slot, exc)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                raise RayEngineError(f"the actor of part {part_name(slot.index)} failed: {_one_line(exc)}") from None
+            slot.ref, slot.chunk = None, []
+            self._take(slot, report)
+
+    def run(self, todo: List[int]) -> None:
+        self.queue.extend(todo)
+        while True:
+            if not any(s.alive for s in self.slots):
+                raise RayEngineError("every Ray actor died; rerun the same command to resume (see docs/cluster.md)")
+            self._send()
+            if self._busy():
+                self._collect(POLL_S)
+                continue
+            if self.queue or self.to_record:
+                continue
+            # nothing to hand out: commit what the actors hold; a loss there hands videos out again
+            held = [s for s in self.slots if s.alive and s.held]
+            if not held:
+                return
+            for slot in held:
+                slot.ref, slot.chunk = slot.actor.flush.remote(), []
+            while self._busy():
+                self._collect(POLL_S)
+            for slot in held:  # a flush settles every video it held; one it did not is handed out again
+                if slot.alive and slot.held:
+                    self._lost(slot.held, f"not settled by the actor of part {part_name(slot.index)}")
+                    slot.held = set()
+
+    def stop(self) -> None:
+        """After SIGINT / SIGTERM: let every actor end its current group and commit (bounded
+        waits; what does not answer in time is left to the next run)."""
+        for slot in self.slots:
+            if slot.alive:
+                slot.actor.stop.remote()
+        self._drain(STOP_WAIT_S)
+        for slot in self.slots:
+            if slot.alive:
+                slot.ref, slot.chunk = slot.actor.close.remote(), []
+        self._drain(STOP_WAIT_S)
+
+    def close(self) -> None:
+        for slot in self.slots:
+            if slot.alive:
+                slot.ref, slot.chunk = slot.actor.close.remote(), []
+        self._drain(STOP_WAIT_S * 4)
+
+    def _drain(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self._busy() and time.monotonic() < deadline:
+            try:
+                self._collect(POLL_S)
+            except RayEngineError:
+                pass
+        for slot in self._busy():
+            slot.ref = None
+
+
+def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str, model_source, resume: ResumePlan,
+            failures: Sequence[Tuple[VideoInput, str, str]] = (), summary: Optional[Summary] = None,
+            emit: Optional[Callable[[Event], None]] = None) -> Summary:
+    """Compress ``items`` into the cache directory ``output`` on Ray (see the module docstring):
+    ``settings`` as checked by :func:`~.settings.build_settings` (``settings.engine`` says where
+    and how), ``resume`` the plan made with ``fingerprint``, ``failures`` inputs found unusable
+    before the run (recorded like decode failures). ``summary`` is filled in place (also when the
+    run is interrupted); ``emit`` gets one event per video as in :func:`~.batch.run_batch`.
+    Raises RayEngineError (one line) when the run cannot go on; KeyboardInterrupt and the
+    command's termination exception pass through after the actors committed their work."""
+    from .workers import default_workers, usable_cpus
+
+    t_start = time.perf_counter()
+    summary = summary if summary is not None else Summary()
+    emit = emit or (lambda event: None)
+    engine = settings.engine
+    known, todo = list(resume.known), list(resume.todo)
+    try:
+        with ray_session(engine, usable_cpus()) as private:
+            resources = ray.cluster_resources()
+            nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+            count, gpus = plan_actors(engine, settings.cfg.model.device, resources, nodes, len(todo))
+            cpus_per_actor = 0 if engine.ray_decode == "tasks" else 1
+            if private is not None and count * cpus_per_actor > resources.get("CPU", 0):
+                raise RayEngineError(f"--ray-actors {count}: each actor takes a CPU and this machine offers "
+                                     f"{int(resources.get('CPU', 0))}; use fewer actors or --ray-decode tasks")
+            per_node = max(1, math.ceil(count / max(1, nodes)))
+            workers = settings.decode_workers
+            if workers is None:
+                workers = default_workers(per_node) if engine.ray_decode == "actor" \
+                    else max(1, int(resources.get("CPU", 1)) // count)
+            cls = ray.remote(concurrency_groups={"control": 1})(VideoActor)
+            slots = []
+            for slot in range(count):
+                spec = ActorSpec(output=output, part=part_name(slot), settings=settings, model_source=model_source,
+                                 fingerprint=fingerprint, decode=engine.ray_decode, decode_workers=workers)
+                actor = cls.options(num_cpus=cpus_per_actor, num_gpus=gpus, max_restarts=MAX_RESTARTS,
+                                    max_task_retries=0).remote(spec)
+                slots.append(_Slot(slot, actor))
+            chunk = max(1, min(CHUNK_MAX, len(todo) // (4 * count)))
+            driver = _Driver(items, known, output, fingerprint, summary, emit, slots, chunk, failures)
+            report_skipped(resume, items, driver.base, emit)
+            driver._merge()
+            try:
+                for slot in slots:
+                    slot.ref = slot.actor.open.remote()
+                while driver._busy():
+                    driver._collect(POLL_S)
+                if not all(s.alive for s in slots):
+                    raise RayEngineError("a Ray actor died while loading the model; see the Ray logs")
+                from .batch import _recheck  # what another writer committed before the parts were ours
+
+                todo = _recheck(items, todo, known, output, fingerprint, driver.base, emit)
+                driver._merge()
+                driver.run(todo)
+            except BaseException:
+                driver.stop()  # interrupted or failed: the actors commit what they finished
+                raise
+            driver.close()
+    finally:
+        summary.seconds = time.perf_counter() - t_start
+    return summary

@@ -1,0 +1,190 @@
+"""`aot compress --engine ray` (aot_cli/pipeline/ray_engine.py, ray_local.py): the same cache as
+the local engine, failures recorded, resumable after a SIGKILL of the whole command without
+duplicates, and no Ray process left behind, with a private local Ray (2 CPUs) started by the
+command. Also the checks that need no Ray: engine flags and URL refusals.
+
+Every run is a subprocess whose environment carries a marker that all its processes inherit
+(Ray's GCS server, raylet, agents and workers included), so survivors are found by listing
+processes (/proc) even after they were re-parented. Synchronised on files, with generous
+deadlines; no sleeps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import pytest
+import torch
+
+from aot_cli.cache import TokenCache
+from checkpoints import build_siglip
+from proctools import marked
+from videogen import make_random_bytes, make_video
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; a private Ray needs Linux")
+
+#: Seconds a run may take on a busy machine (Ray's start, two model loads, eight clips).
+RUN_S = 400.0
+#: Seconds every process of a run may take to end once the command is gone.
+GONE_S = 30.0
+CLIPS = 8
+
+
+def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return build_siglip(tmp_path_factory.mktemp("ray-ckpt") / "siglip")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ray-clips")
+    for i in range(CLIPS):
+        make_video(root / f"clip{i}.mp4", n=6 + i, size=(64 + 16 * (i % 3), 48))
+    make_random_bytes(root / "broken.mp4")
+    return root
+
+
+def args(ckpt: Path, clips: Path, out: Path, *extra: str) -> List[str]:
+    return [str(clips), "-o", str(out), "--model", str(ckpt), "--frames", "4", "--dtype", "fp32",
+            "--flush-every", "0", *extra]
+
+
+def start(argv: List[str], cwd: Path, marker: str) -> subprocess.Popen:
+    env = dict(os.environ, AOT_TEST_RUN=marker)
+    return subprocess.Popen([sys.executable, "-m", "aot_cli.cli", "compress", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, start_new_session=True)
+
+
+def run(argv: List[str], cwd: Path, marker: Optional[str] = None) -> Tuple[int, str, str]:
+    proc = start(argv, cwd, marker or uuid.uuid4().hex)
+    out, err = proc.communicate(timeout=RUN_S)
+    return proc.returncode, out, err
+
+
+def survivors(marker: str) -> List[str]:
+    """What is left of a run: its processes' command lines."""
+    left = []
+    for pid in marked("AOT_TEST_RUN", marker):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            left.append(f"{pid}: {cmdline[:120]}")
+        except OSError:
+            pass
+    return left
+
+
+def assert_nothing_left(marker: str) -> None:
+    wait_until(lambda: not survivors(marker), GONE_S, "every process of the run (Ray's included) to end")
+
+
+def ok_rows(cache: Path) -> Counter:
+    """How many "ok" index rows each video id has, over every index part."""
+    count: Counter = Counter()
+    for part in sorted((cache / "index").glob("*.jsonl")):
+        for line in part.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row.get("status") == "ok":
+                    count[row["id"]] += 1
+    return count
+
+
+def tensors_of(cache: Path) -> Dict[str, Dict[str, torch.Tensor]]:
+    with TokenCache(cache) as c:
+        return {vid: c[vid].tensors() for vid in c.ids()}
+
+
+@pytest.fixture(scope="module")
+def local_cache(ckpt, clips, tmp_path_factory) -> Path:
+    """The local engine's cache of the same clips and configuration (the reference)."""
+    out = tmp_path_factory.mktemp("ray-local") / "cache"
+    code, _, err = run(args(ckpt, clips, out, "--decode-workers", "1"), out.parent)
+    assert code == 1, err[-3000:]
+    return out
+
+
+# ----------------------------------------------------------------------------- with Ray
+
+def test_ray_engine_writes_the_local_engines_cache_and_records_the_broken_file(ckpt, clips, local_cache, tmp_path):
+    pytest.importorskip("ray")
+    marker = uuid.uuid4().hex
+    out = tmp_path / "cache"
+    code, stdout, err = run(args(ckpt, clips, out, "--engine", "ray", "--ray-actors", "2", "--decode-workers", "0",
+                                 "--jsonl"), tmp_path, marker)
+    assert code == 1, err[-3000:]
+    events = [json.loads(line) for line in stdout.splitlines()]
+    assert sorted(e["id"] for e in events if e["status"] == "ok") == [f"clip{i}.mp4" for i in range(CLIPS)]
+    assert [e["id"] for e in events if e["status"] not in ("ok", "skipped")] == ["broken.mp4"]
+    assert f"wrote {out}: {CLIPS} done, 0 skipped, 1 failed" in err
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [f["id"] for f in failures] == ["broken.mp4"] and failures[0]["status"] == "decode_error"
+    parts = sorted(p.name for p in (out / "index").glob("*.jsonl"))
+    assert parts == ["ray-actor00000.jsonl", "ray-actor00001.jsonl"], parts  # each actor its own part
+    assert ok_rows(out) == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})
+    ours, reference = tensors_of(out), tensors_of(local_cache)
+    assert sorted(ours) == sorted(reference)
+    for vid, tensors in ours.items():
+        assert tensors.keys() == reference[vid].keys()
+        for name, value in tensors.items():
+            torch.testing.assert_close(value, reference[vid][name], rtol=0, atol=1e-5, msg=f"{vid} {name}")
+    assert_nothing_left(marker)
+    # a rerun has nothing to compute but the broken file; that needs the model: Ray again, and gone again
+    code, _, err = run(args(ckpt, clips, out, "--engine", "ray", "--ray-actors", "2", "--decode-workers", "0"),
+                       tmp_path, marker)
+    assert code == 1, err[-3000:]
+    assert f"0 done, {CLIPS} skipped, 1 failed" in err
+    assert ok_rows(out) == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})
+    assert_nothing_left(marker)
+
+
+def test_sigkill_of_the_whole_command_leaves_no_ray_process_and_a_rerun_completes_without_duplicates(
+        ckpt, clips, tmp_path):
+    pytest.importorskip("ray")
+    marker = uuid.uuid4().hex
+    out = tmp_path / "cache"
+    argv = args(ckpt, clips, out, "--engine", "ray", "--ray-actors", "2", "--decode-workers", "1")
+    proc = start(argv, tmp_path, marker)
+    try:
+        wait_until(lambda: sum(ok_rows(out).values()) >= 1 if (out / "index").is_dir() else proc.poll() is not None,
+                   RUN_S, "a committed video")
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert len(survivors(marker)) > 3  # the command, the keeper and Ray's processes
+        os.killpg(proc.pid, signal.SIGKILL)  # the command's whole process group
+        proc.communicate()
+        assert_nothing_left(marker)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in marked("AOT_TEST_RUN", marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    before = ok_rows(out)
+    assert before and all(n == 1 for n in before.values())
+    code, _, err = run(argv, tmp_path, marker)
+    assert code == 1, err[-3000:]
+    assert ok_rows(out) == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})  # all cached, none twice
+    with TokenCache(out) as cache:
+        assert sorted(cache.ids()) == [f"clip{i}.mp4" for i in range(CLIPS)]
+        assert [row["id"] for row in cache.failures()] == ["broken.mp4"]
+    assert_nothing_left(marker)
