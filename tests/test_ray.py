@@ -146,29 +146,23 @@ def test_ray_engine_writes_the_local_engines_cache_and_records_the_broken_file(c
         for name, value in tensors.items():
             torch.testing.assert_close(value, reference[vid][name], rtol=0, atol=1e-5, msg=f"{vid} {name}")
     assert_nothing_left(marker)
-    # a rerun has nothing to compute but the broken file; that needs the model: Ray again, and gone again
-    code, _, err = run(args(ckpt, clips, out, "--engine", "ray", "--ray-actors", "2", "--decode-workers", "0"),
-                       tmp_path, marker)
-    assert code == 1, err[-3000:]
-    assert f"0 done, {CLIPS} skipped, 1 failed" in err
-    assert ok_rows(out) == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})
-    assert_nothing_left(marker)
 
 
-def test_sigkill_of_the_whole_command_leaves_no_ray_process_and_a_rerun_completes_without_duplicates(
-        ckpt, clips, tmp_path):
-    pytest.importorskip("ray")
-    marker = uuid.uuid4().hex
-    out = tmp_path / "cache"
-    argv = args(ckpt, clips, out, "--engine", "ray", "--ray-actors", "2", "--decode-workers", "1")
-    proc = start(argv, tmp_path, marker)
+def committed(cache: Path) -> int:
+    return sum(ok_rows(cache).values()) if (cache / "index").is_dir() else 0
+
+
+def interrupt_after_a_commit(argv: List[str], cwd: Path, marker: str, out: Path, signum: int) -> Tuple[int, str]:
+    """Start the command, wait until it committed one more video than the cache held, send
+    ``signum`` to its whole process group; (exit status, stderr) once every process is gone."""
+    before = committed(out)
+    proc = start(argv, cwd, marker)
     try:
-        wait_until(lambda: sum(ok_rows(out).values()) >= 1 if (out / "index").is_dir() else proc.poll() is not None,
-                   RUN_S, "a committed video")
+        wait_until(lambda: committed(out) > before or proc.poll() is not None, RUN_S, "a committed video")
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert len(survivors(marker)) > 3  # the command, the keeper and Ray's processes
-        os.killpg(proc.pid, signal.SIGKILL)  # the command's whole process group
-        proc.communicate()
+        os.killpg(proc.pid, signum)
+        _, err = proc.communicate(timeout=RUN_S)
         assert_nothing_left(marker)
     finally:
         if proc.poll() is None:
@@ -179,12 +173,103 @@ def test_sigkill_of_the_whole_command_leaves_no_ray_process_and_a_rerun_complete
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-    before = ok_rows(out)
-    assert before and all(n == 1 for n in before.values())
-    code, _, err = run(argv, tmp_path, marker)
+    return proc.returncode, err
+
+
+def test_sigterm_then_sigkill_of_the_whole_command_leave_no_ray_process_and_a_rerun_completes_once(
+        ckpt, clips, tmp_path):
+    pytest.importorskip("ray")
+    marker = uuid.uuid4().hex
+    out = tmp_path / "cache"
+    argv = args(ckpt, clips, out, "--engine", "ray", "--decode-workers", "1")
+    # SIGTERM (as Slurm sends it to the job's process group): finished videos committed, exit 143
+    code, err = interrupt_after_a_commit(argv + ["--ray-actors", "1"], tmp_path, marker, out, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err[-3000:]
+    assert "interrupted (SIGTERM)" in err
+    first = ok_rows(out)
+    assert first and all(n == 1 for n in first.values())
+    # SIGKILL of the whole process group: no cleanup code runs in the command
+    code, _ = interrupt_after_a_commit(argv + ["--ray-actors", "2"], tmp_path, marker, out, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    second = ok_rows(out)
+    assert len(second) > len(first) and all(n == 1 for n in second.values())
+    code, _, err = run(argv + ["--ray-actors", "2"], tmp_path, marker)
     assert code == 1, err[-3000:]
     assert ok_rows(out) == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})  # all cached, none twice
     with TokenCache(out) as cache:
         assert sorted(cache.ids()) == [f"clip{i}.mp4" for i in range(CLIPS)]
         assert [row["id"] for row in cache.failures()] == ["broken.mp4"]
     assert_nothing_left(marker)
+
+
+# ----------------------------------------------------------------------------- without Ray
+
+def cli(argv: List[str], cwd: Path) -> Tuple[int, str]:
+    proc = subprocess.run([sys.executable, "-m", "aot_cli.cli", "compress", *argv], capture_output=True, text=True,
+                          cwd=cwd, timeout=RUN_S)
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--ray-address", "auto"], "aot: error: --ray-address: needs --engine ray"),
+    (["--ray-actors", "2"], "aot: error: --ray-actors: needs --engine ray"),
+    (["--engine", "ray", "--ray-actors", "0"], "aot: error: --ray-actors: must be at least 1, got 0"),
+    (["--engine", "ray", "--ray-actors-per-gpu", "0"], "aot: error: --ray-actors-per-gpu: must be at least 1"),
+    (["--engine", "ray", "--ray-address", "ray://head:10001"], "aot: error: --ray-address: ray://head:10001: Ray "
+                                                               "Client (ray://) addresses are not supported"),
+    (["--engine", "ray", "--ray-address", "head"], "aot: error: --ray-address: expected 'auto' or HOST:PORT"),
+    (["--engine", "ray", "--ray-decode", "tasks", "--decode-workers", "0"], "aot: error: --decode-workers: with "
+                                                                            "--ray-decode tasks"),
+    (["--engine", "ray", "--num-shards", "2", "--shard-id", "0"], "aot: error: --engine ray: the ray engine "
+                                                                  "spreads the videos over its actors itself"),
+])
+def test_engine_flags_are_checked_before_anything_runs(ckpt, clips, tmp_path, extra, message):
+    if "--engine" in extra and "--num-shards" not in extra:
+        pytest.importorskip("ray")  # without Ray, --engine ray is refused first (tested below)
+    out = tmp_path / "cache"
+    code, err = cli(args(ckpt, clips, out, *extra), tmp_path)
+    assert code == 2 and err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_one_video_file_output_is_refused_with_the_ray_engine(ckpt, clips, tmp_path):
+    pytest.importorskip("ray")
+    code, err = cli([str(clips / "clip0.mp4"), "-o", str(tmp_path / "one.safetensors"), "--model", str(ckpt),
+                     "--engine", "ray"], tmp_path)
+    assert code == 2 and err.startswith("aot: error: -o ") and "writes a cache directory" in err, err
+    assert not (tmp_path / "one.safetensors").exists()
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/cache", "gs://bucket/cache", "https://host/cache", "file:///tmp/x"])
+def test_a_url_output_is_refused_in_one_line_and_nothing_is_created(ckpt, clips, tmp_path, url):
+    code, err = cli([str(clips), "-o", url, "--model", str(ckpt)], tmp_path)
+    scheme = url.split("://")[0]
+    assert code == 2 and err == f"aot: error: -o {url}: a URL ({scheme}://) given as the output; aot reads and " \
+                                "writes local paths only (mount the bucket or share, or copy the files, and give " \
+                                "that path)\n", err
+    assert list(tmp_path.iterdir()) == []  # no directory named "s3:" (what happened before)
+
+
+def test_a_url_input_on_the_command_line_is_refused_before_anything_runs(ckpt, clips, tmp_path):
+    code, err = cli(["s3://bucket/a.mp4", str(clips / "clip0.mp4"), "-o", str(tmp_path / "c"), "--model", str(ckpt)],
+                    tmp_path)
+    assert code == 2 and err.startswith("aot: error: s3://bucket/a.mp4: a URL (s3://) given as an input"), err
+    assert not (tmp_path / "c").exists()
+
+
+def test_url_rows_of_a_list_and_a_manifest_are_failures_and_the_run_goes_on(ckpt, clips, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{clips / 'clip0.mp4'}\ngs://bucket/b.mp4\n")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label\n{clips / 'clip1.mp4'},x\nhttps://host/v/c.mp4,y\n")
+    out = tmp_path / "cache"
+    code, err = cli(["--list", str(listing), "--manifest", str(manifest), "-o", str(out), "--model", str(ckpt),
+                     "--frames", "4", "--decode-workers", "0"], tmp_path)
+    assert code == 1, err
+    with TokenCache(out) as cache:
+        assert sorted(cache.ids()) == ["clip0.mp4", "clip1.mp4"]
+        failed = {row["id"]: row for row in cache.failures()}
+    assert sorted(failed) == ["gs://bucket/b.mp4", "https://host/v/c.mp4"]
+    assert failed["gs://bucket/b.mp4"]["error"].startswith("gs://bucket/b.mp4: a URL (gs://) given as an input")
+    assert failed["https://host/v/c.mp4"]["status"] == "unreadable"
+    assert failed["https://host/v/c.mp4"]["meta"]["extra"] == {"label": "y"}

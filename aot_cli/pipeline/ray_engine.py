@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import signal
 import threading
 import time
 import uuid
@@ -379,6 +380,7 @@ def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
     from .ray_local import PrivateRay, RayStartError
 
     private = None
+    handlers = _signal_handlers()
     try:
         if engine.ray_address is None:
             private = PrivateRay(num_cpus)
@@ -394,6 +396,7 @@ def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
                 text = " ".join(str(exc).split())[:300]
                 raise RayEngineError(f"--ray-address {engine.ray_address}: cannot join the Ray cluster ({text})") \
                     from None
+        _restore(handlers)  # Ray's core worker replaces them (its SIGTERM handler aborts the process)
         yield private
     finally:
         try:
@@ -402,6 +405,20 @@ def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
         finally:
             if private is not None:
                 private.stop()
+
+
+def _signal_handlers() -> Dict[int, object]:
+    """The Python handlers of the signals that end a run (SIGINT, SIGTERM, SIGHUP), to put back
+    after ``ray.init`` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    wanted = [signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)]
+    return {s: signal.getsignal(s) for s in wanted if s is not None and signal.getsignal(s) is not None}
+
+
+def _restore(handlers: Dict[int, object]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def plan_actors(engine, device: str, resources: Dict[str, float], nodes: int, videos: int) -> Tuple[int, float]:
