@@ -18,14 +18,14 @@ import sys
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 import torch
 
 from aot_cli.cache import TokenCache
 from checkpoints import build_siglip
-from proctools import marked
+from proctools import marked, wait_until
 from videogen import make_random_bytes, make_video
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; a private Ray needs Linux")
@@ -35,16 +35,6 @@ RUN_S = 400.0
 #: Seconds every process of a run may take to end once the command is gone.
 GONE_S = 30.0
 CLIPS = 8
-
-
-def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +72,7 @@ def survivors(marker: str) -> List[str]:
     """What is left of a run: its processes' command lines."""
     left = []
     for pid in marked("AOT_TEST_RUN", marker):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
-            left.append(f"{pid}: {cmdline[:120]}")
-        except OSError:
-            pass
+        left.append(f"{pid}: {cmdline(pid)[:120]}")
     return left
 
 
@@ -202,6 +187,45 @@ def test_sigterm_then_sigkill_of_the_whole_command_leave_no_ray_process_and_a_re
     assert_nothing_left(marker)
 
 
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_a_killed_actor_costs_only_what_it_had_not_committed_and_nothing_is_committed_twice(
+        ckpt, clips, local_cache, tmp_path):
+    """Decoding in Ray tasks; one actor SIGKILLed mid-run: Ray restarts it, its videos are
+    handed out again, every clip ends up committed once with the local engine's tokens."""
+    pytest.importorskip("ray")
+    marker = uuid.uuid4().hex
+    out = tmp_path / "cache"
+    proc = start(args(ckpt, clips, out, "--engine", "ray", "--ray-actors", "2", "--ray-decode", "tasks",
+                      "--decode-workers", "1", "--jsonl"), tmp_path, marker)
+    try:
+        wait_until(lambda: committed(out) >= 1 or proc.poll() is not None, RUN_S, "a committed video")
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        actors = [pid for pid in marked("AOT_TEST_RUN", marker) if cmdline(pid).startswith("ray::VideoActor")]
+        assert len(actors) == 2, [cmdline(pid) for pid in marked("AOT_TEST_RUN", marker)]
+        os.kill(actors[0], signal.SIGKILL)
+        stdout, err = proc.communicate(timeout=RUN_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err[-3000:]
+    oks = Counter(e["id"] for e in map(json.loads, stdout.splitlines()) if e["status"] == "ok")
+    assert oks == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})  # each reported once
+    assert ok_rows(out) == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})  # and committed once
+    ours, reference = tensors_of(out), tensors_of(local_cache)
+    for vid, tensors in ours.items():
+        for name, value in tensors.items():
+            torch.testing.assert_close(value, reference[vid][name], rtol=0, atol=1e-5, msg=f"{vid} {name}")
+    assert_nothing_left(marker)
+
+
 # ----------------------------------------------------------------------------- without Ray
 
 def cli(argv: List[str], cwd: Path) -> Tuple[int, str]:
@@ -230,6 +254,18 @@ def test_engine_flags_are_checked_before_anything_runs(ckpt, clips, tmp_path, ex
     code, err = cli(args(ckpt, clips, out, *extra), tmp_path)
     assert code == 2 and err.startswith(message), err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_ray_engine_without_ray_installed_is_one_line(monkeypatch):
+    import importlib.util
+
+    from aot_cli.pipeline.settings import UsageError, build_settings
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "ray" else real(name, *rest))
+    with pytest.raises(UsageError, match=r"^--engine ray: Ray is not installed \(pip install 'aot-cli\[ray\]'\)$"):
+        build_settings(None, {"engine": "ray"})
+    assert build_settings(None, {"engine": "local"}).engine.name == "local"  # the local engine needs no Ray
 
 
 def test_one_video_file_output_is_refused_with_the_ray_engine(ckpt, clips, tmp_path):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -75,8 +76,9 @@ def part_name(slot: int) -> str:
 @dataclass
 class ActorSpec:
     """What an actor needs: the output, its part, the checked settings, the model's resolved
-    source, the fingerprint, where decoding runs (``decode``: "actor" or "tasks") and how many
-    decode processes (or tasks ahead) it uses."""
+    source, the fingerprint, where decoding runs (``decode``: "actor" or "tasks"), how many
+    decode processes (or tasks ahead) it uses, and the command's working directory ``cwd``
+    (relative inputs and ``-o`` are relative to it, on every node)."""
 
     output: Path
     part: str
@@ -85,6 +87,7 @@ class ActorSpec:
     fingerprint: str
     decode: str
     decode_workers: int
+    cwd: str = ""
 
 
 @dataclass
@@ -164,13 +167,14 @@ class VideoActor:
 
         spec = self.spec
         settings = spec.settings
+        enter_directory(spec.cwd, Path(spec.output))
         adapter = load_checked(settings, spec.model_source)
         self.summary.model_loaded = True
         step = VideoStep.for_part(adapter, settings.cfg, spec.fingerprint, Path(spec.output), spec.part,
                                   settings.flush_every, self.summary, self.events.append)
         step.open()
         if spec.decode == "tasks":
-            source = TaskDecoder(spec.decode_workers, settings.cfg.decode.timeout)
+            source = TaskDecoder(spec.decode_workers, settings.cfg.decode.timeout, spec.cwd)
         else:
             from .workers import DecodePool
 
@@ -233,14 +237,44 @@ class VideoActor:
         self.stop_event.set()
 
 
+def enter_directory(cwd: str, output: Path) -> None:
+    """Work in the command's directory ``cwd`` (Ray starts workers elsewhere), so relative
+    inputs and ``-o`` mean what they mean to the command. A node without that directory can
+    still work with absolute paths; a relative ``-o`` there is refused (CacheError)."""
+    from ..cache.errors import CacheError
+
+    if not cwd:
+        return
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    elif not output.is_absolute():
+        import socket
+
+        raise CacheError(f"-o {output}: a relative path, and the command's working directory {cwd} does not exist "
+                         f"on Ray node {socket.gethostname()}; give absolute paths on a file system every node shares")
+
+
 # ----------------------------------------------------------------------------- decode tasks
 
-def _decode_task(job):
-    """Ray task: hash and decode one video at the tower's size (:func:`~.workers.run_job`);
-    frames travel as a numpy array."""
-    from .workers import run_job
+_task_pool = None  # a Ray worker's own decode process (kept between the tasks it runs)
 
-    outcome = run_job(job)
+
+def _decode_task(job, cwd: str, timeout: Optional[float]):
+    """Ray task: hash and decode one video at the tower's size, in the command's directory
+    ``cwd`` when this node has it. The work runs in a :class:`~.workers.DecodePool` of one process
+    that this Ray worker keeps: the same hard ``timeout`` (from the last sign of progress) and
+    crash isolation as the local engine. Frames travel as a numpy array."""
+    global _task_pool
+    from .workers import DecodePool
+
+    if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
+        os.chdir(cwd)
+    if _task_pool is None or _task_pool.timeout != (float(timeout) if timeout and timeout > 0 else None):
+        if _task_pool is not None:
+            _task_pool.close()
+        _task_pool = DecodePool(1, timeout=timeout).start()
+    _task_pool.submit([job])
+    outcome = _task_pool.next()
     frames = None
     if outcome.decoded is not None:
         frames = outcome.decoded.frames.numpy()
@@ -249,15 +283,14 @@ def _decode_task(job):
 
 
 class TaskDecoder:
-    """The :class:`~.workers.DecodePool` interface over Ray CPU tasks: ``ahead`` tasks at most
-    handed out beyond the outcome being waited for, outcomes in job order. A task running past
-    ``timeout`` seconds (plus the pool's grace), counted from when it was handed to Ray, is
-    cancelled with its worker process killed (status ``timeout``); a task whose worker died is
-    ``crashed`` (after Ray's one retry)."""
+    """The :class:`~.workers.DecodePool` interface over Ray CPU tasks (:func:`_decode_task`):
+    at most ``ahead`` tasks handed out beyond the outcome being waited for, outcomes in job order.
+    A task whose Ray worker dies (twice: Ray retries once) is ``crashed``."""
 
-    def __init__(self, ahead: int, timeout: Optional[float]) -> None:
+    def __init__(self, ahead: int, timeout: Optional[float], cwd: str = "") -> None:
         self.ahead = max(1, int(ahead))
-        self.limit = None if not timeout or timeout <= 0 else timeout + 1.0 + 0.05 * timeout
+        self.timeout = timeout
+        self.cwd = cwd
         self._remote = ray.remote(num_cpus=1, max_retries=1)(_decode_task)
         self._jobs: list = []
         self._refs: Dict[int, object] = {}
@@ -275,6 +308,7 @@ class TaskDecoder:
         self.close()
 
     def close(self) -> None:
+        """Cancel the tasks not returned yet (their workers are killed)."""
         for ref in self._refs.values():
             try:
                 ray.cancel(ref, force=True)
@@ -289,70 +323,44 @@ class TaskDecoder:
     def _dispatch(self) -> None:
         while self._next_dispatch < len(self._jobs) and self._next_dispatch - self._next_return <= self.ahead:
             index = self._next_dispatch
-            self._refs[index] = self._remote.remote(self._jobs[index])
+            self._refs[index] = self._remote.remote(self._jobs[index], self.cwd, self.timeout)
             self._sent[index] = time.monotonic()
             self._next_dispatch += 1
 
     def pending(self) -> int:
         return len(self._jobs) - self._next_return
 
-    def _overdue(self, index: int) -> bool:
-        return self.limit is not None and time.monotonic() - self._sent[index] > self.limit
-
     def ready(self) -> bool:
-        if not self.pending():
-            return False
-        done, _ = ray.wait([self._refs[self._next_return]], timeout=0)
-        return bool(done) or self._overdue(self._next_return)
+        return bool(self.pending()) and self.wait(0.0)
 
     def wait(self, seconds: Optional[float]) -> bool:
+        """Wait up to ``seconds`` (None: as long as it takes) for the next outcome."""
         if not self.pending():
             return True
-        index = self._next_return
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while True:
-            if self._overdue(index):
-                return True
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            step = POLL_S if left is None else min(POLL_S, left)
-            done, _ = ray.wait([self._refs[index]], timeout=step)
-            if done:
-                return True
+        done, _ = ray.wait([self._refs[self._next_return]], timeout=seconds)
+        return bool(done)
 
     def next(self):
-        from .workers import DecodeOutcome
-
         import numpy as np
         import torch
 
+        from .workers import DecodeOutcome
+
         if not self.pending():
             raise IndexError("no decode job left")
-        self.wait(None)
         index = self._next_return
         ref, path = self._refs.pop(index), self._jobs[index].path
-        seconds = time.monotonic() - self._sent.pop(index)
-        if self._overdue_at(seconds):
-            ray.cancel(ref, force=True)
-            outcome = DecodeOutcome("timeout", None, None, f"{path}: no result after {seconds:.0f} s (decode timeout); "
-                                    "decode task stopped", seconds)
-        else:
-            try:
-                outcome, frames = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                cause = getattr(exc, "cause", None) or exc
-                text = " ".join(str(cause).split())[:300] or type(cause).__name__
-                outcome, frames = DecodeOutcome("crashed", None, None, f"{path}: the decode task died ({text})",
-                                                seconds), None
-            if frames is not None:
-                outcome.decoded = replace(outcome.decoded, frames=torch.from_numpy(np.array(frames)))
+        try:
+            outcome, frames = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            outcome, frames = DecodeOutcome("crashed", None, None, f"{path}: the decode task died ({_one_line(exc)})",
+                                            time.monotonic() - self._sent[index]), None
+        self._sent.pop(index)
+        if frames is not None:  # the object store's copy is read-only
+            outcome.decoded = replace(outcome.decoded, frames=torch.from_numpy(np.array(frames)))
         self._next_return += 1
         self._dispatch()
         return outcome
-
-    def _overdue_at(self, seconds: float) -> bool:
-        return self.limit is not None and seconds > self.limit
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -655,7 +663,8 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
             slots = []
             for slot in range(count):
                 spec = ActorSpec(output=output, part=part_name(slot), settings=settings, model_source=model_source,
-                                 fingerprint=fingerprint, decode=engine.ray_decode, decode_workers=workers)
+                                 fingerprint=fingerprint, decode=engine.ray_decode, decode_workers=workers,
+                                 cwd=os.getcwd())
                 actor = cls.options(num_cpus=cpus_per_actor, num_gpus=gpus, max_restarts=MAX_RESTARTS,
                                     max_task_retries=0).remote(spec)
                 slots.append(_Slot(slot, actor))
@@ -666,10 +675,8 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
             try:
                 for slot in slots:
                     slot.ref = slot.actor.open.remote()
-                while driver._busy():
+                while driver._busy():  # every actor loaded the model and holds its part (or the run stops)
                     driver._collect(POLL_S)
-                if not all(s.alive for s in slots):
-                    raise RayEngineError("a Ray actor died while loading the model; see the Ray logs")
                 from .batch import _recheck  # what another writer committed before the parts were ours
 
                 todo = _recheck(items, todo, known, output, fingerprint, driver.base, emit)
