@@ -216,6 +216,7 @@ def test_a_killed_actor_costs_only_what_it_had_not_committed_and_nothing_is_comm
             proc.kill()
             proc.communicate()
     assert proc.returncode == 1, err[-3000:]
+    assert "the Ray actor of part ray-actor0000" in err and "are handed out again" in err, err[-3000:]
     oks = Counter(e["id"] for e in map(json.loads, stdout.splitlines()) if e["status"] == "ok")
     assert oks == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})  # each reported once
     assert ok_rows(out) == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})  # and committed once
@@ -224,6 +225,43 @@ def test_a_killed_actor_costs_only_what_it_had_not_committed_and_nothing_is_comm
         for name, value in tensors.items():
             torch.testing.assert_close(value, reference[vid][name], rtol=0, atol=1e-5, msg=f"{vid} {name}")
     assert_nothing_left(marker)
+
+
+def test_with_an_address_the_run_joins_the_cluster_and_leaves_it_running(ckpt, clips, local_cache, tmp_path):
+    pytest.importorskip("ray")
+    from aot_cli.pipeline.ray_local import PrivateRay
+
+    marker = uuid.uuid4().hex
+    out = tmp_path / "cache"
+    some = [str(clips / "clip0.mp4"), str(clips / "clip1.mp4")]
+    os.environ["AOT_TEST_RUN"] = marker  # the cluster's processes carry the marker too
+    try:
+        with PrivateRay(2) as cluster:
+            ray_processes = set(marked("AOT_TEST_RUN", marker)) - {os.getpid()}
+            env = dict(os.environ, RAY_AUTH_MODE="token")  # Ray's token auth for an explicit HOST:PORT
+            proc = subprocess.run([sys.executable, "-m", "aot_cli.cli", "compress", *some, "-o", str(out), "--model",
+                                   str(ckpt), "--frames", "4", "--dtype", "fp32", "--engine", "ray", "--ray-address",
+                                   cluster.address, "--decode-workers", "0"], capture_output=True, text=True, env=env,
+                                  cwd=tmp_path, timeout=RUN_S)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert f"wrote {out}: 2 done, 0 skipped, 0 failed" in proc.stderr
+            alive = set(marked("AOT_TEST_RUN", marker))
+            assert ray_processes <= alive  # the cluster was left running
+            wait_until(lambda: not [p for p in marked("AOT_TEST_RUN", marker)
+                                    if cmdline(p).startswith("ray::VideoActor")], GONE_S, "the run's actors to end")
+        assert_nothing_left_but(marker, os.getpid())
+    finally:
+        os.environ.pop("AOT_TEST_RUN", None)
+    ours, reference = tensors_of(out), tensors_of(local_cache)
+    assert sorted(ours) == ["clip0.mp4", "clip1.mp4"]
+    for vid, tensors in ours.items():
+        for name, value in tensors.items():
+            torch.testing.assert_close(value, reference[vid][name], rtol=0, atol=1e-5, msg=f"{vid} {name}")
+
+
+def assert_nothing_left_but(marker: str, pid: int) -> None:
+    wait_until(lambda: not [p for p in marked("AOT_TEST_RUN", marker) if p != pid], GONE_S,
+               "every process of the cluster to end")
 
 
 # ----------------------------------------------------------------------------- without Ray

@@ -216,7 +216,7 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
     from ..cache.errors import CacheError
     from ..models.errors import ModelLoadError
     from .inputs import InputError
-    from .progress import Reporter, print_error
+    from .progress import Reporter, print_error, printable
     from .resume import Summary, plan_resume, report_skipped
     from .settings import UsageError
 
@@ -263,7 +263,8 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
                 with reporter:
                     run_ray(plan.items, plan.output, settings, fingerprint=plan.fingerprint,
                             model_source=plan.model.source, resume=resume, failures=plan.failures,
-                            summary=summary, emit=reporter.event)
+                            summary=summary, emit=reporter.event,
+                            note=lambda line: reporter.say(printable(line)))
                 reporter.summary(summary, plan.output, plan.rank)
                 return 1 if summary.failed else 0
 

@@ -286,8 +286,8 @@ def scan_inputs(specs: Sequence[str], list_file: Optional[str] = None, manifest:
             raise InputError(f"{escape_bytes(spec)}: no such file or directory")
     if list_file is not None:
         base = cwd if list_file == "-" else Path(os.path.abspath(list_file)).parent
-        named.extend(VideoInput(Path(ln), ln, url=ln) if url_scheme(ln) else VideoInput(_at(ln, base), _id_for(ln, base))
-                     for ln in _read_lines(list_file))
+        named.extend(VideoInput(Path(ln), ln, url=ln) if url_scheme(ln)
+                     else VideoInput(_at(ln, base), _id_for(ln, base)) for ln in _read_lines(list_file))
     if manifest is not None:
         named.extend(read_manifest(Path(manifest), path_column))
     seen: Dict[str, VideoInput] = {}

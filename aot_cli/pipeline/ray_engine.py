@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -77,8 +78,10 @@ def part_name(slot: int) -> str:
 class ActorSpec:
     """What an actor needs: the output, its part, the checked settings, the model's resolved
     source, the fingerprint, where decoding runs (``decode``: "actor" or "tasks"), how many
-    decode processes (or tasks ahead) it uses, and the command's working directory ``cwd``
-    (relative inputs and ``-o`` are relative to it, on every node)."""
+    decode processes (or tasks ahead) it uses, the command's working directory ``cwd``
+    (relative inputs and ``-o`` are relative to it, on every node) and the torch ``threads`` it
+    uses (its share of the node's CPUs, as the local engine uses all of them; Ray would otherwise
+    leave an actor one thread)."""
 
     output: Path
     part: str
@@ -88,6 +91,7 @@ class ActorSpec:
     decode: str
     decode_workers: int
     cwd: str = ""
+    threads: int = 0
 
 
 @dataclass
@@ -168,6 +172,10 @@ class VideoActor:
         spec = self.spec
         settings = spec.settings
         enter_directory(spec.cwd, Path(spec.output))
+        if spec.threads > 0:
+            import torch
+
+            torch.set_num_threads(spec.threads)
         adapter = load_checked(settings, spec.model_source)
         self.summary.model_loaded = True
         step = VideoStep.for_part(adapter, settings.cfg, spec.fingerprint, Path(spec.output), spec.part,
@@ -380,6 +388,27 @@ class _Slot:
     alive: bool = True
 
 
+class _OwnStdout:
+    """``sys.stdout`` while the driver is connected to Ray: what this thread writes (the
+    ``--jsonl`` lines) goes to stdout; what Ray's background threads print there (its messages
+    about dead workers) goes to stderr, so stdout stays one JSON object per line."""
+
+    def __init__(self, out, err) -> None:
+        self._out, self._err, self._owner = out, err, threading.current_thread()
+
+    def _sink(self):
+        return self._out if threading.current_thread() is self._owner else self._err
+
+    def write(self, text: str) -> int:
+        return self._sink().write(text)
+
+    def flush(self) -> None:
+        self._sink().flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._out, name)
+
+
 @contextmanager
 def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
     """Connected to Ray for the run: ``engine.ray_address``'s cluster (left running), else a
@@ -389,6 +418,8 @@ def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
 
     private = None
     handlers = _signal_handlers()
+    stdout = sys.stdout
+    sys.stdout = _OwnStdout(stdout, sys.stderr)
     try:
         if engine.ray_address is None:
             private = PrivateRay(num_cpus)
@@ -411,6 +442,7 @@ def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
             if ray.is_initialized():
                 ray.shutdown()
         finally:
+            sys.stdout = stdout
             if private is not None:
                 private.stop()
 
@@ -448,9 +480,10 @@ class _Driver:
 
     def __init__(self, items: List[VideoInput], known: List[Optional[str]], output: Path, fingerprint: str,
                  summary: Summary, emit: Callable[[Event], None], slots: List[_Slot], chunk: int,
-                 failures: Sequence[Tuple[VideoInput, str, str]]) -> None:
+                 failures: Sequence[Tuple[VideoInput, str, str]], note: Callable[[str], None]) -> None:
         self.items, self.known, self.output, self.fingerprint = items, known, output, fingerprint
         self.summary, self.emit, self.slots, self.chunk = summary, emit, slots, max(1, chunk)
+        self.note = note
         self.queue: deque = deque()
         self.solo: Set[int] = set()  # videos handed out again: one per chunk
         self.attempts: Dict[int, int] = {}
@@ -488,11 +521,13 @@ class _Driver:
         if report.error:
             raise RayEngineError(report.error)
 
-    def _lost(self, indices: Set[int], why: str) -> None:
+    def _lost(self, indices: Set[int], why: str) -> int:
         """Videos whose actor died before it reported them: count what the cache shows committed,
-        hand the rest out again (one per chunk), or record it as crashed after MAX_ATTEMPTS."""
+        hand the rest out again (one per chunk), or record it as crashed after MAX_ATTEMPTS.
+        Returns how many were not committed."""
         if not indices:
-            return
+            return 0
+        uncommitted = 0
         existing = existing_cache(self.output)
         try:
             for i in sorted(indices):
@@ -501,6 +536,7 @@ class _Driver:
                 if row is not None and (self.known[i] is None or row.get("sha256") != self.known[i]):
                     self._committed_by_lost(item, row)
                     continue
+                uncommitted += 1
                 self.attempts[i] = self.attempts.get(i, 0) + 1
                 if self.attempts[i] >= MAX_ATTEMPTS:
                     self.to_record.append((item, "crashed", f"{item.path}: the Ray actor died while computing it "
@@ -511,6 +547,7 @@ class _Driver:
         finally:
             if existing is not None:
                 existing.close()
+        return uncommitted
 
     def _committed_by_lost(self, item: VideoInput, row: dict) -> None:
         meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
@@ -521,7 +558,8 @@ class _Driver:
         self.base.frames += frames
         self._merge()
         self.emit({"id": item.video_id, "path": str(item.path), "status": "ok", "tokens": tokens,
-                   "planned": counts.get("planned"), "frames": frames, "ratio": round(float(counts.get("ratio") or 0), 5),
+                   "planned": counts.get("planned"), "frames": frames,
+                   "ratio": round(float(counts.get("ratio") or 0), 5),
                    "uncompressed": counts.get("uncompressed_tokens"), "output": str(self.output)})
 
     def _died(self, slot: _Slot, exc: BaseException) -> None:
@@ -530,7 +568,10 @@ class _Driver:
         slot.deaths += 1
         if slot.deaths > MAX_RESTARTS:
             slot.alive = False
-        self._lost(lost, _one_line(exc))
+        uncommitted = self._lost(lost, _one_line(exc))
+        self.note(f"the Ray actor of part {part_name(slot.index)} was lost ({_one_line(exc)[:200]}); "
+                  f"{uncommitted} of its videos were not committed and are handed out again"
+                  + ("" if slot.alive else "; it is not restarted again"))
 
     # -- the loop ----------------------------------------------------------------------------
     def _next_chunk(self) -> List[int]:
@@ -630,12 +671,13 @@ class _Driver:
 
 def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str, model_source, resume: ResumePlan,
             failures: Sequence[Tuple[VideoInput, str, str]] = (), summary: Optional[Summary] = None,
-            emit: Optional[Callable[[Event], None]] = None) -> Summary:
+            emit: Optional[Callable[[Event], None]] = None, note: Optional[Callable[[str], None]] = None) -> Summary:
     """Compress ``items`` into the cache directory ``output`` on Ray (see the module docstring):
     ``settings`` as checked by :func:`~.settings.build_settings` (``settings.engine`` says where
     and how), ``resume`` the plan made with ``fingerprint``, ``failures`` inputs found unusable
     before the run (recorded like decode failures). ``summary`` is filled in place (also when the
-    run is interrupted); ``emit`` gets one event per video as in :func:`~.batch.run_batch`.
+    run is interrupted); ``emit`` gets one event per video as in :func:`~.batch.run_batch`;
+    ``note`` one line for people when an actor is lost.
     Raises RayEngineError (one line) when the run cannot go on; KeyboardInterrupt and the
     command's termination exception pass through after the actors committed their work."""
     from .workers import default_workers, usable_cpus
@@ -643,6 +685,7 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
     t_start = time.perf_counter()
     summary = summary if summary is not None else Summary()
     emit = emit or (lambda event: None)
+    note = note or (lambda line: None)
     engine = settings.engine
     known, todo = list(resume.known), list(resume.todo)
     try:
@@ -655,6 +698,7 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
                 raise RayEngineError(f"--ray-actors {count}: each actor takes a CPU and this machine offers "
                                      f"{int(resources.get('CPU', 0))}; use fewer actors or --ray-decode tasks")
             per_node = max(1, math.ceil(count / max(1, nodes)))
+            threads = max(1, int(resources.get("CPU", 1)) // max(1, nodes) // per_node)
             workers = settings.decode_workers
             if workers is None:
                 workers = default_workers(per_node) if engine.ray_decode == "actor" \
@@ -664,12 +708,12 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
             for slot in range(count):
                 spec = ActorSpec(output=output, part=part_name(slot), settings=settings, model_source=model_source,
                                  fingerprint=fingerprint, decode=engine.ray_decode, decode_workers=workers,
-                                 cwd=os.getcwd())
+                                 cwd=os.getcwd(), threads=threads)
                 actor = cls.options(num_cpus=cpus_per_actor, num_gpus=gpus, max_restarts=MAX_RESTARTS,
                                     max_task_retries=0).remote(spec)
                 slots.append(_Slot(slot, actor))
             chunk = max(1, min(CHUNK_MAX, len(todo) // (4 * count)))
-            driver = _Driver(items, known, output, fingerprint, summary, emit, slots, chunk, failures)
+            driver = _Driver(items, known, output, fingerprint, summary, emit, slots, chunk, failures, note)
             report_skipped(resume, items, driver.base, emit)
             driver._merge()
             try:
