@@ -15,14 +15,14 @@ each repeat; the median wall time of each is kept. From those:
   their model loads, the end of Ray);
 - ``overhead_per_video_s``: the steady per-video time minus the local engine's.
 
-Settings: ``local`` (``--decode-workers 1``); ``ray-actor-1`` / ``ray-actor-2``: one or two actors
-decoding in their own process (``--decode-workers 0``; a decode process per actor costs a core the
-tower needs on a 2-core machine); ``ray-tasks-2``: two actors, decoding in Ray CPU tasks.
+Settings: ``local`` and ``ray-actor-1`` / ``ray-actor-2`` (one or two actors) all decode in the
+process that runs the tower (``--decode-workers 0``: like for like, and on a 2-core machine a decode
+process costs a core the tower needs); ``ray-tasks-2``: two actors, decoding in Ray CPU tasks.
 
-Part 2, scheduling alone (no model, no video): N trivial items through (a) the engine's way, one
-small call per item to whichever of A actors is free, and (b) Ray Data, ``map_batches`` with an
-actor class over A actors and batch size 1; seconds to the first result and per item, in one Ray
-session. Needs ``ray[data]`` (pandas, pyarrow) for (b).
+Part 2, scheduling alone (no model, no video): the private Ray's start, connection and end, then N
+trivial items through (a) the engine's way, one small call per item to whichever of A actors is
+free, and (b) Ray Data, ``map_batches`` with an actor class over A actors and batch size 1; seconds
+to the first result and per item, in one Ray session. Needs ``ray[data]`` (pandas, pyarrow) for (b).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from batch import make_dataset  # noqa: E402
 
 SETTINGS: Dict[str, List[str]] = {
-    "local": ["--decode-workers", "1"],
+    "local": ["--decode-workers", "0"],
     "ray-actor-1": ["--engine", "ray", "--ray-actors", "1", "--decode-workers", "0"],
     "ray-actor-2": ["--engine", "ray", "--ray-actors", "2", "--decode-workers", "0"],
     "ray-tasks-2": ["--engine", "ray", "--ray-actors", "2", "--ray-decode", "tasks", "--decode-workers", "1"],
@@ -114,8 +114,12 @@ def scheduling(items: int, actors: int) -> Dict[str, Dict[str, float]]:
     from aot_cli.pipeline.ray_local import PrivateRay
 
     rows = {}
+    t0 = time.perf_counter()
     with PrivateRay(2) as private:
+        started = time.perf_counter() - t0
+        t0 = time.perf_counter()
         ray.init(address="auto", _temp_dir=private.temp_dir, log_to_driver=False)
+        rows["private_ray"] = {"start_s": round(started, 2), "connect_s": round(time.perf_counter() - t0, 2)}
         try:
             # (a) the engine's way: one call in flight per actor, to whichever is free
             t0 = time.perf_counter()
@@ -152,6 +156,8 @@ def scheduling(items: int, actors: int) -> Dict[str, Dict[str, float]]:
                                 "per_item_ms": round(1000 * (total - first) / max(1, items - 1), 3)}
         finally:
             ray.shutdown()
+            t0 = time.perf_counter()
+    rows["private_ray"]["stop_s"] = round(time.perf_counter() - t0, 2)  # every Ray process ended
     return rows
 
 

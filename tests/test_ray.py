@@ -52,8 +52,9 @@ def clips(tmp_path_factory) -> Path:
 
 
 def args(ckpt: Path, clips: Path, out: Path, *extra: str) -> List[str]:
-    return [str(clips), "-o", str(out), "--model", str(ckpt), "--frames", "4", "--dtype", "fp32",
-            "--flush-every", "0", *extra]
+    """The command's arguments (the default --flush-every: videos wait for their commit, which an
+    actor makes on its schedule or when it has nothing left to do)."""
+    return [str(clips), "-o", str(out), "--model", str(ckpt), "--frames", "4", "--dtype", "fp32", *extra]
 
 
 def start(argv: List[str], cwd: Path, marker: str) -> subprocess.Popen:
@@ -166,7 +167,7 @@ def test_sigterm_then_sigkill_of_the_whole_command_leave_no_ray_process_and_a_re
     pytest.importorskip("ray")
     marker = uuid.uuid4().hex
     out = tmp_path / "cache"
-    argv = args(ckpt, clips, out, "--engine", "ray", "--decode-workers", "1")
+    argv = args(ckpt, clips, out, "--engine", "ray", "--decode-workers", "1", "--flush-every", "0")
     # SIGTERM (as Slurm sends it to the job's process group): finished videos committed, exit 143
     code, err = interrupt_after_a_commit(argv + ["--ray-actors", "1"], tmp_path, marker, out, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, err[-3000:]
@@ -203,7 +204,7 @@ def test_a_killed_actor_costs_only_what_it_had_not_committed_and_nothing_is_comm
     marker = uuid.uuid4().hex
     out = tmp_path / "cache"
     proc = start(args(ckpt, clips, out, "--engine", "ray", "--ray-actors", "2", "--ray-decode", "tasks",
-                      "--decode-workers", "1", "--jsonl"), tmp_path, marker)
+                      "--decode-workers", "1", "--flush-every", "0", "--jsonl"), tmp_path, marker)
     try:
         wait_until(lambda: committed(out) >= 1 or proc.poll() is not None, RUN_S, "a committed video")
         assert proc.poll() is None, proc.communicate()[1][-3000:]

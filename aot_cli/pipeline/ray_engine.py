@@ -196,10 +196,16 @@ class VideoActor:
         from .settings import UsageError
         from .workers import DecodeWorkerError
 
+        from ..cache import PartInUseError
+
         try:
             work()
         except _Stopped:
             pass
+        except PartInUseError as exc:  # the local engine's advice (rank flags) does not apply here
+            where = str(exc).split(" (aot compress: ", 1)[0]
+            return self._report(f"{where} (another aot compress --engine ray writes this cache: wait for it to "
+                                "finish)")
         except (UsageError, CacheError, ModelLoadError, DecodeWorkerError) as exc:
             return self._report(str(exc))
         return self._report()
@@ -386,6 +392,7 @@ class _Slot:
     instance: Optional[str] = None
     deaths: int = 0
     alive: bool = True
+    flushed: bool = False  # asked to commit since its last chunk
 
 
 class _OwnStdout:
@@ -563,7 +570,7 @@ class _Driver:
                    "uncompressed": counts.get("uncompressed_tokens"), "output": str(self.output)})
 
     def _died(self, slot: _Slot, exc: BaseException) -> None:
-        slot.ref, chunk, slot.chunk = None, slot.chunk, []
+        slot.ref, chunk, slot.chunk, slot.flushed = None, slot.chunk, [], False
         lost, slot.held, slot.instance = set(slot.held) | set(chunk), set(), None
         slot.deaths += 1
         if slot.deaths > MAX_RESTARTS:
@@ -586,14 +593,19 @@ class _Driver:
         return chunk
 
     def _send(self) -> None:
+        """A chunk (and the failures to record) to every idle actor; when nothing is left to hand
+        out, a commit to each idle actor still holding videos (now, not when the others finish)."""
         for slot in self.slots:
-            if not slot.alive or slot.ref is not None or not (self.queue or self.to_record):
+            if not slot.alive or slot.ref is not None:
                 continue
-            chunk = self._next_chunk()
-            failures, self.to_record = self.to_record, []
-            slot.chunk = chunk
-            slot.held |= set(chunk)
-            slot.ref = slot.actor.process.remote([(self.items[i], self.known[i]) for i in chunk], failures)
+            if self.queue or self.to_record:
+                chunk = self._next_chunk()
+                failures, self.to_record = self.to_record, []
+                slot.chunk, slot.flushed = chunk, False
+                slot.held |= set(chunk)
+                slot.ref = slot.actor.process.remote([(self.items[i], self.known[i]) for i in chunk], failures)
+            elif slot.held and not slot.flushed:
+                slot.ref, slot.chunk, slot.flushed = slot.actor.flush.remote(), [], True
 
     def _busy(self) -> List[_Slot]:
         return [s for s in self.slots if s.ref is not None]
@@ -627,18 +639,14 @@ class _Driver:
                 continue
             if self.queue or self.to_record:
                 continue
-            # nothing to hand out: commit what the actors hold; a loss there hands videos out again
+            # all idle, all committed: a video an actor still holds after its commit (there should
+            # be none) is handed out again rather than waited for
             held = [s for s in self.slots if s.alive and s.held]
             if not held:
                 return
             for slot in held:
-                slot.ref, slot.chunk = slot.actor.flush.remote(), []
-            while self._busy():
-                self._collect(POLL_S)
-            for slot in held:  # a flush settles every video it held; one it did not is handed out again
-                if slot.alive and slot.held:
-                    self._lost(slot.held, f"not settled by the actor of part {part_name(slot.index)}")
-                    slot.held = set()
+                self._lost(slot.held, f"not settled by the actor of part {part_name(slot.index)}")
+                slot.held = set()
 
     def stop(self) -> None:
         """After SIGINT / SIGTERM: let every actor end its current group and commit (bounded
@@ -697,10 +705,11 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
             if private is not None and count * cpus_per_actor > resources.get("CPU", 0):
                 raise RayEngineError(f"--ray-actors {count}: each actor takes a CPU and this machine offers "
                                      f"{int(resources.get('CPU', 0))}; use fewer actors or --ray-decode tasks")
-            per_node = max(1, math.ceil(count / max(1, nodes)))
-            threads = max(1, int(resources.get("CPU", 1)) // max(1, nodes) // per_node)
+            per_node = max(1, math.ceil(count / max(1, nodes)))  # actors sharing a node's CPUs
+            node_cpus = max(1, int(resources.get("CPU", 1)) // max(1, nodes))
+            threads = max(1, node_cpus // per_node)
             workers = settings.decode_workers
-            if workers is None:
+            if workers is None:  # the local engine's default (this node's CPUs), shared by a node's actors
                 workers = default_workers(per_node) if engine.ray_decode == "actor" \
                     else max(1, int(resources.get("CPU", 1)) // count)
             cls = ray.remote(concurrency_groups={"control": 1})(VideoActor)

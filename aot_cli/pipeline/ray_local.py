@@ -38,7 +38,7 @@ from typing import Dict, List, Optional
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 #: Seconds the keeper gives Ray's processes after SIGTERM before it kills them.
-TERM_WAIT_S = 3.0
+TERM_WAIT_S = 1.0
 #: Seconds `ray start --head` may take (imports and process starts on a busy machine).
 START_TIMEOUT_S = 180.0
 #: Seconds the command waits for the keeper to end Ray at the end of a run.
