@@ -24,7 +24,6 @@ import pytest
 import torch
 
 from aot_cli.cache import TokenCache
-from checkpoints import build_siglip
 from proctools import marked, wait_until
 from videogen import make_random_bytes, make_video
 
@@ -38,8 +37,9 @@ CLIPS = 8
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return build_siglip(tmp_path_factory.mktemp("ray-ckpt") / "siglip")
+def ckpt(tiny_siglip_dir) -> Path:
+    """The session's tiny SigLIP checkpoint (tests/conftest.py)."""
+    return tiny_siglip_dir
 
 
 @pytest.fixture(scope="module")
