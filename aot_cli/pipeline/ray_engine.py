@@ -58,6 +58,8 @@ CHUNK_MAX = 8
 STOP_WAIT_S = 15.0
 #: Seconds between the driver's checks for signals while it waits on actors.
 POLL_S = 0.25
+#: Seconds an actor waits for its part while another process holds it (a killed run's actor ending).
+PART_WAIT_S = 10.0
 #: Prefix of the actors' index parts (``ray-actor00000``).
 PART_PREFIX = "ray-actor"
 
@@ -180,7 +182,7 @@ class VideoActor:
         self.summary.model_loaded = True
         step = VideoStep.for_part(adapter, settings.cfg, spec.fingerprint, Path(spec.output), spec.part,
                                   settings.flush_every, self.summary, self.events.append)
-        step.open()
+        _open_part(step)
         if spec.decode == "tasks":
             source = TaskDecoder(spec.decode_workers, settings.cfg.decode.timeout, spec.cwd)
         else:
@@ -249,6 +251,22 @@ class VideoActor:
     def stop(self) -> None:
         """End the running chunk after its current group (called while it runs)."""
         self.stop_event.set()
+
+
+def _open_part(step, wait_s: float = PART_WAIT_S) -> None:
+    """Take the step's part; while another process holds it, try again for ``wait_s`` seconds
+    (the actor of a run killed a moment ago may still be ending), then PartInUseError."""
+    from ..cache import PartInUseError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            step.open()
+            return
+        except PartInUseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def enter_directory(cwd: str, output: Path) -> None:
