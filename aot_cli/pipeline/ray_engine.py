@@ -452,7 +452,12 @@ def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
                 private.start()
             except RayStartError as exc:
                 raise RayEngineError(str(exc)) from None
-            ray.init(address="auto", _temp_dir=private.temp_dir, log_to_driver=False, logging_level=logging.ERROR)
+            outer = os.environ.pop("RAY_ADDRESS", None)  # "auto" would prefer it to the private Ray
+            try:
+                ray.init(address="auto", _temp_dir=private.temp_dir, log_to_driver=False, logging_level=logging.ERROR)
+            finally:
+                if outer is not None:
+                    os.environ["RAY_ADDRESS"] = outer
         else:
             try:
                 ray.init(address=engine.ray_address, log_to_driver=False, logging_level=logging.ERROR)
@@ -470,6 +475,44 @@ def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
             sys.stdout = stdout
             if private is not None:
                 private.stop()
+
+
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP while the driver runs: recorded by the handler and raised by
+    :meth:`check` between Ray calls (an exception raised by a handler inside Ray's compiled calls
+    comes out as a SystemError), as KeyboardInterrupt or the command's ``Interrupted``. Once one
+    was raised, later ones are ignored while the run stops (the stop's waits are bounded)."""
+
+    WANTED = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self.raised = False
+        self.previous: Dict[int, object] = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.WANTED:
+                self.previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _restore(self.previous)
+
+    def _record(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def check(self) -> None:
+        if self.received is None or self.raised:
+            return
+        self.raised = True
+        if self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        from .cli_support import Interrupted
+
+        raise Interrupted(self.received)
 
 
 def _signal_handlers() -> Dict[int, object]:
@@ -505,10 +548,11 @@ class _Driver:
 
     def __init__(self, items: List[VideoInput], known: List[Optional[str]], output: Path, fingerprint: str,
                  summary: Summary, emit: Callable[[Event], None], slots: List[_Slot], chunk: int,
-                 failures: Sequence[Tuple[VideoInput, str, str]], note: Callable[[str], None]) -> None:
+                 failures: Sequence[Tuple[VideoInput, str, str]], note: Callable[[str], None],
+                 check_signals: Callable[[], None] = lambda: None) -> None:
         self.items, self.known, self.output, self.fingerprint = items, known, output, fingerprint
         self.summary, self.emit, self.slots, self.chunk = summary, emit, slots, max(1, chunk)
-        self.note = note
+        self.note, self.check_signals = note, check_signals
         self.queue: deque = deque()
         self.solo: Set[int] = set()  # videos handed out again: one per chunk
         self.attempts: Dict[int, int] = {}
@@ -629,6 +673,7 @@ class _Driver:
         return [s for s in self.slots if s.ref is not None]
 
     def _collect(self, timeout: float) -> None:
+        self.check_signals()
         busy = self._busy()
         if not busy:
             return
@@ -649,6 +694,7 @@ class _Driver:
     def run(self, todo: List[int]) -> None:
         self.queue.extend(todo)
         while True:
+            self.check_signals()
             if not any(s.alive for s in self.slots):
                 raise RayEngineError("every Ray actor died; rerun the same command to resume (see docs/cluster.md)")
             self._send()
@@ -715,7 +761,8 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
     engine = settings.engine
     known, todo = list(resume.known), list(resume.todo)
     try:
-        with ray_session(engine, usable_cpus()) as private:
+        with _Signals() as signals, ray_session(engine, usable_cpus()) as private:
+            signals.check()  # a signal while Ray started
             resources = ray.cluster_resources()
             nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
             count, gpus = plan_actors(engine, settings.cfg.model.device, resources, nodes, len(todo))
@@ -740,7 +787,8 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
                                     max_task_retries=0).remote(spec)
                 slots.append(_Slot(slot, actor))
             chunk = max(1, min(CHUNK_MAX, len(todo) // (4 * count)))
-            driver = _Driver(items, known, output, fingerprint, summary, emit, slots, chunk, failures, note)
+            driver = _Driver(items, known, output, fingerprint, summary, emit, slots, chunk, failures, note,
+                             signals.check)
             report_skipped(resume, items, driver.base, emit)
             driver._merge()
             try:
