@@ -23,8 +23,9 @@ Shape (docs/cluster.md says why actors and not Ray Data):
   restarts the actor (:data:`MAX_RESTARTS`), which reopens its part. A video is committed at most
   once: it is handed out again only when the cache shows it was not committed, and only after the
   actor that had it is gone.
-- SIGINT / SIGTERM: actors stop after the group they are running, commit what they finished,
-  and the command exits 130 / 143 as the local engine does.
+- SIGINT / SIGTERM / SIGHUP: recorded while the driver waits on Ray and acted on between calls;
+  actors stop after the group they are running, commit what they finished, and the command exits
+  130 / 143 / 129 as the local engine does.
 """
 from __future__ import annotations
 
