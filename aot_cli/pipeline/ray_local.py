@@ -10,9 +10,9 @@ and one is left a zombie; a SIGKILL of the whole process group does not reach th
 So the command starts a *keeper* (``python -m aot_cli.pipeline.ray_local``) in a session of its
 own (a terminal's Ctrl-C or a SIGKILL sent to the command's process group does not reach it). The
 keeper marks itself a child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``): every process Ray starts
-below it, daemonised or not, stays its descendant. It runs ``ray start --head`` (bound to
-127.0.0.1, ``--temp-dir`` a directory of the run's own, no dashboard UI, no usage reporting) and
-prints ``ready <address>`` on its stdout. Then it waits for its stdin, a pipe from the command, to
+below it, daemonised or not, stays its descendant. It runs ``ray start --head`` (free ports,
+``--temp-dir`` a directory of the run's own, no dashboard UI, no usage reporting; Ray listens on the
+node's address with its default token authentication) and prints ``ready <address>`` on its stdout. Then it waits for its stdin, a pipe from the command, to
 close: the kernel closes it the moment the command exits, however it exits (SIGKILL and an
 out-of-memory kill included); the kernel also sends the keeper SIGTERM when the command dies
 (``PR_SET_PDEATHSIG``). Either way the keeper ends every descendant (SIGTERM, then SIGKILL after
