@@ -191,6 +191,16 @@ def with_options(*groups):
 @click.option("--num-shards", type=int, help="Split the inputs into this many parts (with --shard-id).")
 @click.option("--shard-id", type=int, help="Which part this process takes (0-based).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), help="Who schedules the videos: this process "
+              "(local, the default) or model actors on Ray (needs pip install 'aot-cli[ray]'; docs/cluster.md).")
+@click.option("--ray-address", metavar="ADDR", help="--engine ray: join this running cluster ('auto' or HOST:PORT "
+              "of its head) and leave it running. Default: start a private local Ray for the run, stopped at its end.")
+@click.option("--ray-actors", type=int, help="--engine ray: model actors (each loads the model once). Default: one "
+              "per GPU x --ray-actors-per-gpu, or one per node without GPUs.")
+@click.option("--ray-actors-per-gpu", type=int, help="--engine ray: actors sharing one GPU (default 1).")
+@click.option("--ray-decode", type=click.Choice(["actor", "tasks"]), help="--engine ray: decode inside each actor "
+              "with its own --decode-workers processes (actor, the default), or in Ray CPU tasks that decode at the "
+              "tower's size, --decode-workers of them ahead per actor (tasks).")
 def compress(inputs, output, list_file, manifest, path_column, id_mode, config_file, **flags):
     """Compress videos into a token cache.
 

@@ -4,7 +4,8 @@ run's environment carries a marker (``NAME=VALUE``) that all its processes inher
 from __future__ import annotations
 
 import os
-from typing import List
+import time
+from typing import Callable, List
 
 
 def marked(name: str, value: str) -> List[int]:
@@ -25,3 +26,13 @@ def marked(name: str, value: str) -> List[int]:
         if state not in (b"Z", b"X"):
             found.append(int(entry))
     return found
+
+
+def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll ``check`` (every 50 ms) until it is true; AssertionError naming ``what`` after
+    ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
+        time.sleep(0.05)

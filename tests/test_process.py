@@ -16,16 +16,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Callable, List
+from typing import List
 
 import pytest
 
 from aot_cli.cache import TokenCache
 from checkpoints import build_siglip
 from proctools import marked as find_marked
+from proctools import wait_until
 from videogen import make_video
 
 DRIVER = Path(__file__).resolve().parent / "stage_driver.py"
@@ -49,14 +49,6 @@ def clips(tmp_path_factory) -> Path:
     make_video(root / "a1.mp4", n=8)
     make_video(root / "a2.mp4", n=10)
     return root
-
-
-def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def marked(marker: str) -> List[int]:

@@ -331,15 +331,9 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
         except BaseException:
             sink.abandon()  # nothing was computed: an output this run created is not left behind
             raise
-        work = [items[i] for i in todo]
-        jobs = [DecodeJob(str(items[i].path), cfg.decode, adapter.profile.default_frames, known[i], decode_target(adapter))
-                for i in todo]
-        if gather_frames is None:
-            gather_frames = int(getattr(adapter, "batch_frames", cfg.model.batch_frames))
-        batch_frames = max(1, int(gather_frames))
+        step = VideoStep(adapter, cfg, method, fingerprint, sink, summary, emit, gather_frames)
         with pool:
-            pool.submit(jobs)
-            _drive(work, pool, adapter, cfg, method, fingerprint, sink, summary, emit, batch_frames)
+            step.run([items[i] for i in todo], [known[i] for i in todo], pool)
     finally:
         try:
             pool.close()
@@ -350,6 +344,66 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
             finally:
                 summary.seconds = time.perf_counter() - t_start
     return summary
+
+
+class VideoStep:
+    """The per-video step every engine schedules (the local one in :func:`run_batch`, the Ray
+    one in :mod:`.ray_engine`): videos of one list are decoded by ``pool`` (a
+    :class:`DecodePool` or anything with its ``submit/pending/ready/wait/next``), gathered
+    until ``gather_frames`` frames (None: the adapter's ``batch_frames``), encoded, compressed
+    and handed to ``sink`` (committed on its schedule); one event per video goes to ``emit``.
+    ``method``: the resolved method (:func:`~.run.resolve_method` of ``cfg`` for the adapter's
+    profile)."""
+
+    def __init__(self, adapter, cfg: RunConfig, method: AOTConfig, fingerprint: str, sink: "_Sink",
+                 summary: Summary, emit: Callable[[Event], None], gather_frames: Optional[int] = None) -> None:
+        self.adapter, self.cfg, self.method, self.fingerprint = adapter, cfg, method, fingerprint
+        self.sink, self.summary, self.emit = sink, summary, emit
+        if gather_frames is None:
+            gather_frames = int(getattr(adapter, "batch_frames", cfg.model.batch_frames))
+        self.batch_frames = max(1, int(gather_frames))
+
+    @classmethod
+    def for_part(cls, adapter, cfg: RunConfig, fingerprint: str, output: Path, part: str, flush_every: float,
+                 summary: Summary, emit: Callable[[Event], None], gather_frames: Optional[int] = None) -> "VideoStep":
+        """A step writing into index part ``part`` of the cache directory ``output`` (its writer,
+        and the part's lock, are taken by :meth:`open` or the first video)."""
+        sink = _Sink(output, False, part, cfg.storage.shard_size, flush_every, summary, emit, fingerprint)
+        return cls(adapter, cfg, resolve_method(cfg, adapter.profile), fingerprint, sink, summary, emit,
+                   gather_frames)
+
+    def jobs(self, items: Sequence[VideoInput], known: Sequence[Optional[str]]) -> List[DecodeJob]:
+        """The decode jobs of ``items`` (``known``: the content hash each is cached under, or None)."""
+        profile = self.adapter.profile
+        return [DecodeJob(str(item.path), self.cfg.decode, profile.default_frames, sha, decode_target(self.adapter))
+                for item, sha in zip(items, known)]
+
+    def run(self, items: List[VideoInput], known: Sequence[Optional[str]], pool) -> None:
+        """Decode, encode, compress and hand every one of ``items`` to the sink (or record its
+        failure); returns once each has its outcome (some may still wait for their commit)."""
+        pool.submit(self.jobs(items, known))
+        _drive(items, pool, self.adapter, self.cfg, self.method, self.fingerprint, self.sink, self.summary,
+               self.emit, self.batch_frames)
+
+    def fail(self, item: VideoInput, status: str, error: str, sha: Optional[str] = None) -> None:
+        """Record ``item`` as failed (index row, ``failures.jsonl``, event)."""
+        self.sink.fail(item, status, error, sha)
+
+    def open(self) -> None:
+        """Take the part's writer (and its lock) now: PartInUseError when another writer holds it."""
+        self.sink.open()
+
+    def flush(self) -> None:
+        """Commit what waits (videos whose events are still to come)."""
+        self.sink.flush()
+
+    def tick(self) -> None:
+        """Commit when the oldest waiting video has waited ``flush_every`` seconds."""
+        self.sink.tick()
+
+    def close(self) -> None:
+        """Commit what waits and release the part."""
+        self.sink.close()
 
 
 def _recheck(items: List[VideoInput], todo: List[int], known: List[Optional[str]], output: Path, fingerprint: str,

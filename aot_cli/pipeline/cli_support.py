@@ -166,12 +166,14 @@ def prepare_compress(*, inputs: Sequence[str], output: Optional[str], list_file:
     """All of `aot compress`'s checks, in the order a user fixes them: configuration, ranks,
     inputs, output, model (resolved without loading: the hub is asked at most once, briefly),
     budget. Raises UsageError, InputError or ModelLoadError (one line each); creates nothing."""
-    from .inputs import scan_inputs
+    from .inputs import escape_bytes, scan_inputs, url_refusal, url_scheme
     from .ranks import detect_rank, device_for_rank, take_share
     from .runconfig import config_fingerprint
     from .settings import UsageError, build_settings, check_budget, resolve_model
 
     settings = build_settings(config_file, flags)
+    if output is not None and url_scheme(output):
+        raise UsageError(url_refusal(output, "the output", subject=f"-o {escape_bytes(output)}"))
     try:
         rank = detect_rank(num_shards, shard_id)
     except ValueError as e:
@@ -186,6 +188,12 @@ def prepare_compress(*, inputs: Sequence[str], output: Optional[str], list_file:
     if single and rank.world > 1:
         raise UsageError(f"-o {out}: a .safetensors output holds one video; with {rank.world} parts "
                          f"({rank.source}) give a cache directory")
+    if settings.engine.name == "ray":
+        if single:
+            raise UsageError(f"-o {out}: --engine ray writes a cache directory; give one with -o")
+        if rank.world > 1:
+            raise UsageError(f"--engine ray: the ray engine spreads the videos over its actors itself; run one "
+                             f"command, without a split into {rank.world} parts ({rank.source})")
     check_output(out, single)
     cfg = settings.cfg
     if cfg.model.device == "auto" and rank.local_rank is not None:  # a launcher's rank picks its GPU
@@ -208,9 +216,9 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
     from ..cache.errors import CacheError
     from ..models.errors import ModelLoadError
     from .inputs import InputError
-    from .progress import Reporter, print_error
+    from .progress import Reporter, print_error, printable
     from .resume import Summary, plan_resume, report_skipped
-    from .settings import UsageError, check_budget
+    from .settings import UsageError
 
     jsonl = bool(flags.pop("jsonl", False))
     quiet = bool(flags.pop("quiet", False))
@@ -246,7 +254,20 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
                 reporter.summary(summary, plan.output, plan.rank)
                 return 0
 
-            from ..models import load_model
+            # the ray engine when there is a video to compute (recording only failures needs no
+            # cluster: the local path below writes them)
+            if settings.engine.name == "ray" and resume.todo:
+                from .ray_engine import RayEngineError, run_ray
+
+                one_line_errors.append(RayEngineError)
+                with reporter:
+                    run_ray(plan.items, plan.output, settings, fingerprint=plan.fingerprint,
+                            model_source=plan.model.source, resume=resume, failures=plan.failures,
+                            summary=summary, emit=reporter.event,
+                            note=lambda line: reporter.say(printable(line)))
+                reporter.summary(summary, plan.output, plan.rank)
+                return 1 if summary.failed else 0
+
             from .batch import run_batch
             from .workers import DecodePool, DecodeWorkerError, default_workers, tower_on_cpu
 
@@ -257,10 +278,7 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
             pool = DecodePool(workers, timeout=cfg.decode.timeout)
 
             def load():
-                quiet_transformers()
-                adapter = load_model(cfg.model, plan.model.source)
-                check_budget(settings, adapter.profile, _fixed_grid(adapter))
-                return adapter
+                return load_checked(settings, plan.model.source)
 
             with reporter:
                 run_batch(plan.items, plan.output, cfg, rank=plan.rank, overwrite=overwrite, single_file=plan.single,
@@ -286,6 +304,19 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
                 pool.close()
     reporter.summary(summary, plan.output, plan.rank)
     return 1 if summary.failed else 0
+
+
+def load_checked(settings, source):
+    """Load the model of ``settings`` from its resolved ``source`` (transformers kept quiet) and
+    check the ``--ratio`` against its tower grid (UsageError, ModelLoadError: one line). What
+    every engine calls once per process that runs the tower."""
+    from ..models import load_model
+    from .settings import check_budget
+
+    quiet_transformers()
+    adapter = load_model(settings.cfg.model, source)
+    check_budget(settings, adapter.profile, _fixed_grid(adapter))
+    return adapter
 
 
 def _fixed_grid(adapter) -> Optional[Tuple[int, int]]:

@@ -28,6 +28,7 @@ import csv
 import glob
 import io
 import os
+import re
 import stat
 import sys
 from dataclasses import dataclass, field
@@ -51,9 +52,13 @@ class InputError(ValueError):
 
 @dataclass
 class VideoInput:
+    """One video: its ``path``, ``video_id`` and manifest ``extra`` columns. ``url``: the row as
+    written when a list or manifest named a URL (refused as an unreadable input)."""
+
     path: Path
     video_id: str
     extra: Dict[str, object] = field(default_factory=dict)
+    url: Optional[str] = None
 
 
 @dataclass
@@ -72,6 +77,23 @@ class InputScan:
         self.ignored_count += 1
         if len(self.ignored) < IGNORED_SHOWN:
             self.ignored.append(escape_bytes(name))
+
+
+_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def url_scheme(text: object) -> Optional[str]:
+    """The scheme of ``text`` when it is a URL (``s3://``, ``gs://``, ``https://``, ``file://``,
+    any ``scheme://``), else None. aot reads and writes local (or mounted) paths only."""
+    match = _URL_RE.match(str(text))
+    return match.group(1) if match else None
+
+
+def url_refusal(text: str, what: str, subject: str = "") -> str:
+    """The one-line refusal of URL ``text`` given as ``what`` ("an input", "the output"),
+    starting with ``subject`` (default: the URL itself)."""
+    return (f"{subject or escape_bytes(text)}: a URL ({url_scheme(text)}://) given as {what}; aot reads and writes "
+            "local paths only (mount the bucket or share, or copy the files, and give that path)")
 
 
 def escape_bytes(text: str) -> str:
@@ -201,6 +223,9 @@ def read_manifest(path: Path, path_column: str = "path") -> List[VideoInput]:
             raise InputError(f"{path}:{n}: row has no '{path_column}' (a file path)")
         extra = {k: v for k, v in row.items() if k != path_column and k is not None}
         vid = row.get("id") or row.get("video_id")
+        if url_scheme(value):
+            out.append(VideoInput(Path(value), str(vid) if vid not in (None, "") else value, extra, url=value))
+            continue
         vid = str(vid) if vid not in (None, "") else _id_for(value, base)
         out.append(VideoInput(_at(value, base), vid, extra))
     return out
@@ -245,6 +270,8 @@ def scan_inputs(specs: Sequence[str], list_file: Optional[str] = None, manifest:
     cwd = Path.cwd()
     named: List[VideoInput] = []
     for spec in specs:
+        if url_scheme(spec):
+            raise InputError(url_refusal(spec, "an input"))
         p = Path(spec)
         if p.is_dir():
             _from_directory(p, scan)
@@ -259,15 +286,16 @@ def scan_inputs(specs: Sequence[str], list_file: Optional[str] = None, manifest:
             raise InputError(f"{escape_bytes(spec)}: no such file or directory")
     if list_file is not None:
         base = cwd if list_file == "-" else Path(os.path.abspath(list_file)).parent
-        named.extend(VideoInput(_at(ln, base), _id_for(ln, base)) for ln in _read_lines(list_file))
+        named.extend(VideoInput(Path(ln), ln, url=ln) if url_scheme(ln)
+                     else VideoInput(_at(ln, base), _id_for(ln, base)) for ln in _read_lines(list_file))
     if manifest is not None:
         named.extend(read_manifest(Path(manifest), path_column))
     seen: Dict[str, VideoInput] = {}
     for it in scan.items + named:
-        seen.setdefault(_key(it.path), it)
+        seen.setdefault("url:" + it.url if it.url else _key(it.path), it)
     scan.items = []
     for it in seen.values():
-        problem = _problem(it.path)
+        problem = url_refusal(it.url, "an input") if it.url else _problem(it.path)
         if problem is None:
             scan.items.append(it)
         else:

@@ -102,16 +102,78 @@ class Origin:
         return self.flag or self.key or ""
 
 
+#: Engines of `aot compress` (docs/cluster.md): this process, or actors on a Ray cluster.
+ENGINES = ("local", "ray")
+#: Where the ray engine decodes: inside each model actor (its own decode worker processes), or in
+#: Ray CPU tasks that decode at the tower's size.
+RAY_DECODE = ("actor", "tasks")
+_RAY_FLAGS = ("ray_address", "ray_actors", "ray_actors_per_gpu", "ray_decode")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the run is scheduled (never what it computes: not in the fingerprint). ``name``:
+    "local" or "ray"; ``ray_address``: a running cluster to join ("auto" or HOST:PORT; None: a
+    private local Ray for the run); ``ray_actors``: model actors (None: one per GPU, else one per
+    node); ``ray_actors_per_gpu``: actors sharing one GPU; ``ray_decode``: "actor" or "tasks"."""
+
+    name: str = "local"
+    ray_address: Optional[str] = None
+    ray_actors: Optional[int] = None
+    ray_actors_per_gpu: int = 1
+    ray_decode: str = "actor"
+
+
+def _engine_options(flags: Dict[str, Any]) -> EngineOptions:
+    """The engine flags, checked (UsageError naming the flag)."""
+    name = flags.get("engine") or "local"
+    if name not in ENGINES:
+        raise UsageError(f"--engine: must be one of {', '.join(ENGINES)}, got {name!r}")
+    given = [f for f in _RAY_FLAGS if flags.get(f) is not None]
+    if name != "ray":
+        if given:
+            raise UsageError(f"{dashed(given[0])}: needs --engine ray")
+        return EngineOptions()
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError("--engine ray: Ray is not installed (pip install 'aot-cli[ray]')")
+    address = flags.get("ray_address")
+    if address is not None:
+        address = str(address).strip()
+        match = _HOST_PORT.match(address)
+        if address.startswith("ray://"):
+            raise UsageError(f"--ray-address: {address}: Ray Client (ray://) addresses are not supported; run aot on "
+                             "a node of the cluster (e.g. under `ray job submit`) with --ray-address auto or HOST:PORT")
+        if address != "auto" and not (match and 0 < int(match.group(2)) < 65536):
+            raise UsageError(f"--ray-address: expected 'auto' or HOST:PORT of the cluster's head (as `ray start "
+                             f"--head` prints it), got {address!r}")
+    actors, per_gpu = flags.get("ray_actors"), flags.get("ray_actors_per_gpu")
+    if actors is not None and actors < 1:
+        raise UsageError(f"--ray-actors: must be at least 1, got {actors}")
+    if per_gpu is not None and per_gpu < 1:
+        raise UsageError(f"--ray-actors-per-gpu: must be at least 1, got {per_gpu}")
+    decode = flags.get("ray_decode") or "actor"
+    if decode not in RAY_DECODE:
+        raise UsageError(f"--ray-decode: must be one of {', '.join(RAY_DECODE)}, got {decode!r}")
+    if decode == "tasks" and flags.get("decode_workers") == 0:
+        raise UsageError("--decode-workers: with --ray-decode tasks it counts decode tasks ahead of each actor; "
+                         "give at least 1 (or --ray-decode actor with 0 to decode in the actor's process)")
+    return EngineOptions("ray", address, actors, int(per_gpu or 1), decode)
+
+
 @dataclass
 class RunSettings:
     """What the validation step returns: the run configuration, run options (decode workers:
-    None = automatic; flush interval in seconds) and where each set field came from."""
+    None = automatic; flush interval in seconds; the engine) and where each set field came from."""
 
     cfg: Any  # RunConfig (imported lazily: .run pulls the method and tensors in)
     decode_workers: Optional[int] = None
     flush_every: float = DEFAULT_FLUSH_EVERY
     origins: Dict[Tuple[str, str], Origin] = field(default_factory=dict)
     config_file: Optional[str] = None
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
     def explain(self, section: str, exc: BaseException) -> UsageError:
         return explain(str(exc), section, self.origins, self.config_file)
@@ -410,6 +472,7 @@ def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
         origins[(section, name)] = Origin(flag=dashed(flag))
     _settle_sampling(values["decode"], origins, recorded=config is not None)
     workers, flush_every = _run_options(flags)
+    engine = _engine_options(flags)
 
     def fail(section: str, exc: BaseException) -> UsageError:
         return explain(str(exc), section, origins, config_file)
@@ -468,7 +531,7 @@ def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
                     storage=built["storage"], auto_pooling=auto_pooling, auto_clip_length=auto_clip,
                     auto_keyframe_once=auto_keyframe)
     return RunSettings(cfg=cfg, decode_workers=workers, flush_every=flush_every, origins=origins,
-                       config_file=config_file)
+                       config_file=config_file, engine=engine)
 
 
 # ----------------------------------------------------------------------------- model and budget
