@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from aot_cli.cache import (FORMAT_VERSION, CacheError, CachedVideo, CacheWriter, TokenCache,
+from aot_cli.cache import (FORMAT_VERSION, SINGLE_FORMAT_VERSION, CacheError, CachedVideo, CacheWriter, TokenCache,
                            UnknownTensorError, UnknownVideoError, atomic_write_bytes, write_single)
 from aot_cli.cache import atomic
 from aot_cli.cache.reader import ShardFile
@@ -112,7 +112,8 @@ def test_write_single_is_a_one_video_cache_in_the_shard_format(tmp_path: Path) -
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         assert set(f.keys()) == {f"v0.{n}" for n in tensors}
-    assert meta["aot_format"] == str(FORMAT_VERSION) and meta["aot_kind"] == "single"
+    # a single-video file is still format 1 (its layout did not change): older readers read it
+    assert meta["aot_format"] == str(SINGLE_FORMAT_VERSION) == "1" and meta["aot_kind"] == "single"
     assert json.loads(meta["aot_videos"]) == {"v0": {"id": "dir/clip ü", "meta": make_meta(3)}}
     assert [p.name for p in path.parent.iterdir()] == ["clip.safetensors"]  # no temp left
 
@@ -632,10 +633,10 @@ def test_a_second_writer_on_a_part_in_use_is_refused_naming_the_first(tmp_path: 
 CRASH_BEFORE_APPEND_CHILD = """
 import os, signal, sys, torch
 from aot_cli.cache import CacheWriter
-with CacheWriter(sys.argv[1], part="r0") as writer:
+with CacheWriter(sys.argv[1], part="r0", shard_size=int(sys.argv[2])) as writer:
     writer.add("kept", {"tokens": torch.ones(4, 2)}, {})
     writer.flush()
-    # die between the shard's rename and the append of its index rows
+    # die between the segment's write (a new shard's rename, or an append) and its index rows
     type(writer)._append_index = lambda self, data: os.kill(os.getpid(), signal.SIGKILL)
     writer.add("lost", {"tokens": torch.zeros(4, 2)}, {})
     writer.flush()
@@ -644,7 +645,7 @@ with CacheWriter(sys.argv[1], part="r0") as writer:
 
 def test_an_orphan_shard_left_by_a_kill_is_swept_by_the_next_writer_of_its_part(tmp_path: Path) -> None:
     directory = tmp_path / "c"
-    child = run_child(CRASH_BEFORE_APPEND_CHILD, str(directory))
+    child = run_child(CRASH_BEFORE_APPEND_CHILD, str(directory), "1")  # full at once: the next commit is a new file
     child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL
     cache = TokenCache(directory)
@@ -673,6 +674,27 @@ def test_an_orphan_shard_left_by_a_kill_is_swept_by_the_next_writer_of_its_part(
     cache = TokenCache(directory)
     assert sorted(cache.ids()) == ["kept", "lost"]
     assert torch.equal(cache["lost"].tokens, torch.zeros(4, 2))
+
+
+def test_bytes_appended_but_never_committed_are_cut_off_and_the_shard_goes_on(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    child = run_child(CRASH_BEFORE_APPEND_CHILD, str(directory), str(1 << 30))
+    child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    (shard,) = (directory / "shards").iterdir()  # the second segment went into the same file
+    cache = TokenCache(directory)
+    assert cache.ids() == ["kept"]  # the uncommitted segment is never read
+    committed_end = cache.segment(shard.name, 0).header.end
+    assert shard.stat().st_size > committed_end
+    with CacheWriter(directory, part="r0") as writer:
+        assert shard.stat().st_size == committed_end  # cut back before anything else
+        writer.add("again", {"tokens": torch.full((4, 2), 3.0)}, {})
+    assert list((directory / "shards").iterdir()) == [shard]  # appended, not a new file
+    cache = TokenCache(directory)
+    assert sorted(cache.ids()) == ["again", "kept"]
+    assert cache.lookup("again")["offset"] >= committed_end and cache.lookup("again")["offset"] % 8 == 0
+    assert torch.equal(cache["kept"].tokens, torch.ones(4, 2))
+    assert torch.equal(cache["again"].tokens, torch.full((4, 2), 3.0))
 
 
 def test_the_writer_refuses_links_and_special_files_inside_the_cache(tmp_path: Path) -> None:

@@ -475,6 +475,7 @@ def test_a_damaged_shard_named_by_many_rows_is_read_once(tmp_path, monkeypatch):
     edit_videos(cache / first, lambda table: nested())
     opened = []
     real = ShardFile.open_in_cache.__func__
-    monkeypatch.setattr(ShardFile, "open_in_cache", classmethod(lambda cls, d, n: opened.append(n) or real(cls, d, n)))
+    monkeypatch.setattr(ShardFile, "open_in_cache",
+                        classmethod(lambda cls, d, n, offset=0: opened.append(n) or real(cls, d, n, offset)))
     out = read_everything(cache)
     assert len(out.bad) == 4 and opened == [first.split("/")[1]]
