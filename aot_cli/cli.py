@@ -255,6 +255,30 @@ def inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols
     sys.exit(run_inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px))
 
 
+# ------------------------------------------------------------------------------------- compact
+
+@main.command()
+@click.argument("path", metavar="CACHE", type=click.Path())
+@click.option("--shard-size", help="Fill new shards to about this size (default 1GiB; 500MB, 2GiB, bytes).")
+@click.option("--dry-run", is_flag=True, help="Say what would be freed and rewritten; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def compact(path, shard_size, dry_run, as_json, quiet):
+    """Rewrite a cache directory's videos into full shards and free what no reader uses.
+
+    Frees videos stored again later, shards a killed run left, bytes never committed and old
+    failure rows; every video reads back bit-identical. Safe to interrupt (run it again) and to
+    read the cache meanwhile; refused while a writer (aot compress) holds the cache.
+
+    \b
+    aot compact cache/
+    aot compact cache/ --dry-run
+    """
+    from .cache.cli_support import run_compact
+
+    sys.exit(run_compact(path, shard_size, dry_run, as_json, quiet))
+
+
 # ------------------------------------------------------------------------------------- ask
 
 @main.command()

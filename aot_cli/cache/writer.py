@@ -60,11 +60,13 @@ def read_owner(directory: Path, part: str) -> Optional[Dict[str, Any]]:
 
 
 def describe_owner(owner: Optional[Dict[str, Any]]) -> str:
-    """``"pid 123 on host-a, started 2026-…Z"`` (or "owner unknown")."""
+    """``"pid 123 on host-a, started 2026-…Z"`` (or "owner unknown"), after the command when the
+    owner names one (``"aot compact, pid 123 …"``)."""
     if not owner:
         return "owner unknown"
     pid, host, since = owner.get("pid"), owner.get("host"), owner.get("started_at")
-    return f"pid {pid!r} on {str(host)[:64]!r}, started {str(since)[:40]}"
+    command = f"{str(owner['command'])[:40]}, " if isinstance(owner.get("command"), str) else ""
+    return f"{command}pid {pid!r} on {str(host)[:64]!r}, started {str(since)[:40]}"
 
 
 def make_record(where: Path, video_id: str, tensors: Mapping[str, "torch.Tensor"],
