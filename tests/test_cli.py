@@ -357,7 +357,7 @@ def test_unreachable_hub_is_one_line_within_seconds(tmp_path):
 
 # ------------------------------------------------------------------ reruns, summaries, paths
 
-def test_rerun_with_nothing_to_do_loads_no_model_and_changes_recompute(tiny, tmp_path, monkeypatch):
+def test_rerun_with_nothing_to_do_loads_no_model_and_another_checkpoint_is_refused(tiny, tmp_path, monkeypatch):
     import os
 
     ckpt = tmp_path / "ckpt"
@@ -384,7 +384,8 @@ def test_rerun_with_nothing_to_do_loads_no_model_and_changes_recompute(tiny, tmp
     copy_args = [a if a != str(ckpt) else str(moved) for a in args]
     r = run(copy_args)
     assert r.exit_code == 0 and calls == [] and "nothing to do" in r.stderr
-    # the same checkpoint directory with new weights (same size) is another model: recomputed
+    # the same checkpoint directory with new weights (same size) is another model: not replaced
+    # silently (exit 2, one line, nothing run), recomputed with --overwrite
     from safetensors.torch import load_file, save_file
 
     weights = ckpt / "model.safetensors"
@@ -392,6 +393,10 @@ def test_rerun_with_nothing_to_do_loads_no_model_and_changes_recompute(tiny, tmp
     save_file({k: v + 1e-3 if v.is_floating_point() else v for k, v in state.items()}, weights,
               metadata={"format": "pt"})
     r = run(args)
+    lines = error_lines(r)
+    assert r.exit_code == 2 and calls == [] and len(lines) == 1 and "2 of the 2 videos are cached with" in lines[0]
+    assert "checkpoint" in lines[0] and "--overwrite" in lines[0]
+    r = run(args + ["--overwrite"])
     assert r.exit_code == 0 and calls[0] == "workers" and "load" in calls
     assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["ok", "ok"]
 
@@ -563,6 +568,10 @@ def test_rerun_with_nothing_to_do_and_rejected_flags_import_nothing_heavy(tiny, 
     # a rejected flag: one line, exit 2, before anything heavy is imported
     assert _modules_after(args + ["--ratio", "2"], tmp_path, HEAVY, err) == []
     assert err[-1].strip().count("\n") == 0 and "--ratio" in err[-1]
+    # another setting than the cached video's: refused the same way, before anything heavy
+    assert _modules_after(args + ["--ratio", "0.2"], tmp_path, HEAVY, err) == []
+    assert err[-1].strip().count("\n") == 0 and "--ratio 0.1 -> 0.2" in err[-1]
+    assert sorted(p.name for p in (cache / "shards").iterdir()) == before
 
 
 def test_rerun_with_the_named_offline_model_imports_nothing_heavy(tmp_path):

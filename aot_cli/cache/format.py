@@ -311,6 +311,34 @@ def segment_offsets(fd: int, path: Path, limit: int = 1 << 20) -> Iterator[Tuple
         offset = aligned(header.end)
 
 
+def file_kind(path: Path) -> str:
+    """What the regular file ``path`` is, by its first segment: ``"single"`` or ``"shard"`` (an aot
+    file whose header reads), ``"damaged"`` (an aot file whose header does not read whole but
+    names the aot format), or ``"foreign"`` (anything else: another program's safetensors file
+    such as a model's weights, or not safetensors at all). Never raises for the file's content;
+    OSError when it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            return read_header(fd, path).kind if not _is_foreign(fd, path) else "foreign"
+        except CacheError:
+            size = os.fstat(fd).st_size
+            prefix = os.pread(fd, 8, 0)
+            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+            if not 2 <= length <= MAX_HEADER_BYTES or size < 10:
+                return "foreign"
+            raw = os.pread(fd, min(length, size - 8), 8)
+            return "damaged" if raw.startswith(b"{") and f'"{FORMAT_KEY}"'.encode() in raw else "foreign"
+    finally:
+        os.close(fd)
+
+
+def _is_foreign(fd: int, path: Path) -> bool:
+    """Whether the file's first bytes cannot be an aot file (not a safetensors length prefix)."""
+    prefix = os.pread(fd, 9, 0)
+    return len(prefix) < 9 or prefix[8:9] != b"{"
+
+
 def _mark_bad(header: FileHeader, key: str, problem: str) -> None:
     """Move video ``key`` from ``videos`` to ``bad`` with a message naming file, video and field
     (nothing to do for a key already bad, or tensors of no listed video)."""

@@ -25,6 +25,7 @@ from ..cache import CacheError, CacheWriter, PartInUseError, write_single
 from ..core import AOTConfig, compress
 from .inputs import VideoInput
 from .ranks import RankInfo
+from .changes import run_settings
 from .resume import Event, ResumePlan, Summary, plan_resume, report_skipped
 from .run import RunConfig, VideoResult, build_result, config_fingerprint, resolve_method
 from .settings import DEFAULT_FLUSH_EVERY  # noqa: F401  (re-exported: seconds, see docs/cluster.md)
@@ -264,7 +265,9 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     Videos already cached with the same content hash and configuration fingerprint
     (:func:`~.runconfig.config_fingerprint`; ``fingerprint`` when the caller computed it, else from
     ``cfg`` and the checkpoint, without loading it) are skipped unless ``overwrite``; failed ones
-    are tried again. When every item is cached that way, the files are hashed in this process
+    are tried again; a video cached with another fingerprint stops the run before anything runs
+    (:class:`~.resume.ConfigurationChanged`) unless ``overwrite``. When every item is cached
+    that way, the files are hashed in this process
     and, if none changed, the run ends there: no model is loaded (``adapter`` None) and no worker
     started (:func:`~.resume.plan_resume`; ``resume``: its plan, when the caller made it already,
     with the same ``fingerprint``). Otherwise files are hashed and decoded by ``decode_workers`` processes (None:
@@ -296,9 +299,10 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     sink: Optional[_Sink] = None
     try:
         if resume is None:
+            identity = model_identity(cfg.model, model_source)
             if fingerprint is None:
-                fingerprint = config_fingerprint(cfg, model_identity(cfg.model, model_source))
-            resume = plan_resume(items, output, fingerprint, overwrite)
+                fingerprint = config_fingerprint(cfg, identity)
+            resume = plan_resume(items, output, fingerprint, overwrite, settings=run_settings(cfg, identity))
         elif fingerprint is None:
             raise ValueError("run_batch: a precomputed resume plan needs the fingerprint it was made with")
         known, todo = list(resume.known), list(resume.todo)
@@ -310,7 +314,7 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
             # at once, and what another writer committed before we got the lock is not redone
             sink.open()
             if not overwrite and not single_file:
-                todo = _recheck(items, todo, known, output, fingerprint, summary, emit)
+                todo = _recheck(items, todo, known, output, fingerprint, summary, emit, resume.settings)
         for item, status, error in failures:
             sink.fail(item, status, error, None)
         if not todo:
@@ -346,13 +350,13 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
 
 
 def _recheck(items: List[VideoInput], todo: List[int], known: List[Optional[str]], output: Path, fingerprint: str,
-             summary: Summary, emit: Callable[[Event], None]) -> List[int]:
+             summary: Summary, emit: Callable[[Event], None], settings: Optional[dict] = None) -> List[int]:
     """``todo`` less what the cache holds now, read again once this run holds its part's lock
     (a writer that finished in the meantime): those videos are settled as skipped (or, when some
     of them are not cached, left to the workers with their ``known`` hash, which skip a file that
     still has it)."""
     pending = [items[i] for i in todo]
-    fresh = plan_resume(pending, output, fingerprint)
+    fresh = plan_resume(pending, output, fingerprint, settings=settings)
     for j, i in enumerate(todo):
         if fresh.known[j] is not None:
             known[i] = fresh.known[j]
