@@ -503,6 +503,35 @@ def test_short_videos_share_tower_calls_and_match_single_runs(ckpt, videos, tmp_
         torch.testing.assert_close(other[vid].tokens, cache[vid].tokens, atol=1e-5, rtol=1e-4)
 
 
+def test_progress_counts_finished_videos_and_commits_apart(ckpt, videos, tmp_path):
+    from aot_cli.pipeline.progress import Reporter
+
+    cfg = RunConfig()
+    cfg.decode = DecodeConfig(frames=4)
+    cfg.model = ModelConfig(model=str(ckpt), dtype="fp32", batch_frames=4)
+    items = expand_inputs([str(videos)])[:3]
+    timeline: List[tuple] = []
+    reporter = Reporter(total=3, bar=True)
+
+    def finished(e):
+        reporter.finished(e)
+        timeline.append((e["status"], reporter.progress.tasks[0].completed, reporter.committed))
+
+    def event(e):
+        reporter.event(e)
+        timeline.append((e["status"], reporter.progress.tasks[0].completed, reporter.committed))
+
+    with reporter:
+        run_batch(items, tmp_path / "cache", cfg, decode_workers=0, flush_every=3600, on_event=event,
+                  on_progress=finished)
+        rate = reporter.progress.tasks[0].fields["rate"]
+    # each video counts when it is computed; the one commit at the end is counted apart
+    assert timeline == [("finished", 1, 0), ("finished", 2, 0), ("finished", 3, 0),
+                        ("ok", 3, 1), ("ok", 3, 2), ("ok", 3, 3)]
+    assert "videos/s" in rate and "frames/s" in rate and rate.endswith("3 committed")
+    assert reporter.frames == 12
+
+
 def test_wrong_and_missing_frame_counts_compress_correctly(ckpt, videos, tmp_path):
     out = tmp_path / "cache"
     names = ["lying.avi", "nocount.mkv", "nocount.webm"]

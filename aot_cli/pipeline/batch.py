@@ -37,7 +37,8 @@ class _Sink:
     and emits each video's event once the video is durable."""
 
     def __init__(self, output: Path, single_file: bool, part: str, shard_size: int, flush_every: float,
-                 summary: Summary, emit: Callable[[Event], None], fingerprint: str) -> None:
+                 summary: Summary, emit: Callable[[Event], None], fingerprint: str,
+                 progress: Optional[Callable[[Event], None]] = None) -> None:
         self.output = output
         self.single_file = single_file
         self.part = part
@@ -46,6 +47,7 @@ class _Sink:
         self.summary = summary
         self.emit = emit
         self.fingerprint = fingerprint
+        self.progress = progress or (lambda event: None)
         self.writer: Optional[CacheWriter] = None
         self._waiting: List[Tuple[Event, int, int]] = []  # (event, tokens, frames) not yet committed
         self._oldest: Optional[float] = None
@@ -72,6 +74,8 @@ class _Sink:
         event: Event = {"id": item.video_id, "path": str(item.path), "status": "ok", "tokens": counts["achieved"],
                         "planned": counts["planned"], "frames": counts["frames"], "ratio": round(counts["ratio"], 5),
                         "uncompressed": counts["uncompressed_tokens"], "output": str(self.output)}
+        self.progress({"id": item.video_id, "path": str(item.path), "status": "finished",
+                       "frames": counts["frames"]})
         if self.single_file:
             write_single(self.output, item.video_id, res.tensors, res.meta)
             self.summary.bytes += self.output.stat().st_size
@@ -258,7 +262,8 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
               pool: Optional[DecodePool] = None, summary: Optional[Summary] = None,
               on_event: Optional[Callable[[Event], None]] = None, fingerprint: Optional[str] = None,
               model_source=None, failures: Sequence[Tuple[VideoInput, str, str]] = (),
-              load_adapter: Optional[Callable[[], object]] = None, resume: Optional[ResumePlan] = None) -> Summary:
+              load_adapter: Optional[Callable[[], object]] = None, resume: Optional[ResumePlan] = None,
+              on_progress: Optional[Callable[[Event], None]] = None) -> Summary:
     """Compress ``items`` into ``output`` (a cache directory, or one ``.safetensors`` file when
     ``single_file``) and return the run's :class:`Summary`.
 
@@ -285,8 +290,10 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     caller sees the counts of an interrupted run). ``failures``: inputs found unusable before the
     run, as (input, status, error), recorded like decode failures. ``on_event`` receives one dict
     per video: ``status`` "ok" (once committed), "skipped", or a failure status ("unreadable",
-    "decode_error", "timeout", "crashed", "compress_error") with ``error``. Raises CacheError
-    when the output cannot be written or the existing output cannot be read."""
+    "decode_error", "timeout", "crashed", "compress_error") with ``error``. ``on_progress``
+    receives ``{"id", "path", "status": "finished", "frames"}`` as soon as a video is computed,
+    before it is committed (progress counts finished videos; commits come in batches). Raises
+    CacheError when the output cannot be written or the existing output cannot be read."""
     from ..models import load_model
     from ..models.identity import model_identity
 
@@ -308,7 +315,7 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
         known, todo = list(resume.known), list(resume.todo)
         report_skipped(resume, items, summary, emit)
         sink = _Sink(output, single_file, rank.part, cfg.storage.shard_size,
-                     flush_every, summary, emit, fingerprint)
+                     flush_every, summary, emit, fingerprint, on_progress)
         if todo:
             # the part's writer lock before anything runs: a second writer on this part is refused
             # at once, and what another writer committed before we got the lock is not redone

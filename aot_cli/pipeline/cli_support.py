@@ -288,7 +288,7 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
                 run_batch(plan.items, plan.output, cfg, rank=plan.rank, overwrite=overwrite, single_file=plan.single,
                           pool=pool, flush_every=settings.flush_every, summary=summary, on_event=reporter.event,
                           fingerprint=plan.fingerprint, model_source=plan.model.source, failures=plan.failures,
-                          load_adapter=load, resume=resume)
+                          load_adapter=load, resume=resume, on_progress=reporter.finished)
         except tuple(one_line_errors) as e:
             return err(e)
         except (KeyboardInterrupt, Interrupted) as e:
