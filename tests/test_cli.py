@@ -193,7 +193,11 @@ BAD_INVOCATIONS = [
     (["--num-shards", "0", "--shard-id", "0"], "--num-shards"),
     (["--method", "none", "--ratio", "0.5"], "--method"),
     (["--score-layers", "1,2,3"], "--score-layers"),
-    (["--ratio", "0.0001"], "--ratio"),  # fewer tokens than one per clip on the model's 9x9 grid
+    # fewer tokens than one per clip on the model's 9x9 grid: the error names the ratio that works
+    (["--ratio", "0.0001"], "--ratio: ratio 0.0001 keeps 0.26 of the 32x81 tokens, fewer than one; the smallest "
+                            "ratio that works is 0.00598 (32 frames, 9x9 tower grid)"),
+    (["--ratio", "0.004"], "fewer than the 16 that 8 clips need (each keeps its keyframe's anchor cells twice, at "
+                           "least one); the smallest ratio that works is 0.00598"),
     (["--config", str(HOSTILE / "config_shard_size_negative.json")], "config_shard_size_negative.json"),
     (["--manifest", str(HOSTILE / "manifest_int_row.jsonl")], "manifest_int_row.jsonl:1"),
     (["--list", "/nonexistent/list.txt"], "/nonexistent/list.txt"),
