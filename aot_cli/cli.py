@@ -242,17 +242,20 @@ def bench(inputs, config_file, json_path, workdir, repeat, warmup, quiet, **flag
               help="Write a PNG bar chart of tokens per frame against time (needs matplotlib: pip install 'aot-cli[viz]').")
 @click.option("--source", type=click.Path(dir_okay=False),
               help="--overlay: the source video, when it is no longer where the cache says (its sha256 must match).")
-@click.option("--cols", type=click.IntRange(min=1), default=8, show_default=True, help="--overlay: frames per row.")
-@click.option("--cell-px", type=click.FloatRange(min=1), default=16, show_default=True,
-              help="--overlay: approximate size of an output-grid cell in pixels.")
-def inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px):
+@click.option("--width", type=click.IntRange(min=224), help="--overlay: sheet width in pixels (default 2000, fits a "
+              "screen); wider for more detail.")
+@click.option("--cols", type=click.IntRange(min=1), help="--overlay: frames per row (default: as many as keep the "
+              "grid cells readable, at most 8).")
+@click.option("--cell-px", type=click.FloatRange(min=1), help="--overlay: size of an output-grid cell in pixels; the "
+              "sheet is as wide as that makes it (instead of --width).")
+def inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, width, cols, cell_px):
     """Statistics of a cache: tokens, achieved ratio, per-frame anchors / kept / merged, clips.
 
     Exit status: 0 all listed; 1 listed, but some entries could not be read (reported one per
     line) or index rows / shards were skipped; 2 the cache cannot be read, or no such --video."""
     from .inspect.command import run_inspect
 
-    sys.exit(run_inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px))
+    sys.exit(run_inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px, width))
 
 
 # ------------------------------------------------------------------------------------- compact
