@@ -8,8 +8,6 @@ process or creates a file.
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 import click
@@ -313,62 +311,41 @@ def ask(cache_path, question, video_id, checkpoint, max_new_tokens, device, dtyp
 # ------------------------------------------------------------------------------------- sweep
 
 @main.command()
-@click.argument("video", type=click.Path())
+@click.argument("inputs", nargs=-1)
+@click.option("--list", "list_file", metavar="FILE", help="File with one video path per line ('-' = stdin).")
+@click.option("--manifest", metavar="FILE", help="CSV or JSONL manifest of videos (see compress).")
+@click.option("--path-column", default="path", show_default=True, help="Manifest column holding the video path.")
 @click.option("--ratios", default="0.05,0.1,0.15,0.25", show_default=True, help="Ratios to compress at, comma-separated.")
 @click.option("--reference", "references", default="126:0.3,108:0.1", show_default=True,
               help="Released-code rules to compare, ANCHORS:KEEP_RATIO pairs; anchors count on a 27x27 tower grid and "
                    "are scaled to the model's grid. 'none' to skip.")
 @click.option("--plot", "plot_png", type=click.Path(dir_okay=False),
-              help="Write requested vs achieved retention as a PNG (needs matplotlib: pip install 'aot-cli[viz]').")
+              help="Write requested vs achieved retention and the figures as a PNG (the means, for several videos; "
+                   "needs matplotlib: pip install 'aot-cli[viz]').")
 @click.option("--methods", default="aot", show_default=True,
               help="Methods to compare, comma-separated: aot, quality (the quality preset), random, pool, attention.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the random method (default 0).")
 @click.option("--fidelity/--no-fidelity", default=True, show_default=True,
               help="Coverage, salient coverage and OT error against the uncompressed tokens (docs/method.md §10.2; "
-                   "the OT error needs POT: pip install 'aot-cli[fidelity]').")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+                   "the OT error needs POT: pip install 'aot-cli[fidelity]', else its column is left out).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts: every video's points and the summary.")
 @click.option("--config", "config_file", metavar="FILE", help=CONFIG_HELP)
 @with_options(METHOD_OPTIONS, DECODE_OPTIONS, MODEL_OPTIONS)
-def sweep(video, ratios, references, methods, fidelity, plot_png, as_json, config_file, **flags):
-    """Compress one video with several methods and ratios from a single tower run; print (and plot) the
-    token counts and how faithfully each result stands for the uncompressed tokens.
+def sweep(inputs, list_file, manifest, path_column, ratios, references, methods, fidelity, plot_png, as_json,
+          config_file, **flags):
+    """Compress videos with several methods and ratios from one tower run each; print (and plot) the
+    token counts and how faithfully each result stands for the uncompressed tokens, per video and
+    as the mean over all of them, marking the method that leads each figure at each ratio.
 
     \b
     aot sweep clip.mp4 --model llava-hf/llava-onevision-qwen2-0.5b-ov-hf --ratios 0.05,0.1,0.25 --plot sweep.png
-    aot sweep clip.mp4 --model dinov2-small-offline --methods aot,quality,random,pool,attention --json
+    aot sweep videos/ --model dinov2-small-offline --methods aot,quality,random,pool,attention --json
     """
-    from .core.fidelity import FidelityError, require_pot
-    from .inspect.sweep import parse_methods, parse_ratios, parse_references, print_sweep, run_sweep, sweep_title
-    from .models import ModelLoadError
-    from .pipeline.cli_support import quiet_transformers
-    from .pipeline.settings import build_settings, resolve_model
-    from .video import VideoDecodeError
+    from .inspect.sweep_command import run_sweep_command
 
-    try:
-        ratio_list, rules, names = parse_ratios(ratios), parse_references(references), parse_methods(methods)
-        settings = build_settings(config_file, flags)
-        if not os.path.isfile(video):
-            _fail(f"{video}: no such video file")
-        if fidelity:
-            require_pot()  # before the model is looked up: the error names the extra to install
-        resolve_model(settings)
-        quiet_transformers()
-        report = run_sweep(video, ratio_list, settings.cfg, references=rules, methods=names, fidelity=fidelity)
-    except (ValueError, ModelLoadError, VideoDecodeError, FidelityError) as e:
-        _fail(e)
-    except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        _fail(f"unexpected {type(e).__name__}: {e}")
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        print_sweep(report)
-    if plot_png:
-        from .inspect.pictures import PictureError, plot_ratio_sweep
-
-        try:
-            click.echo(f"wrote {plot_ratio_sweep(report.points, plot_png, title=sweep_title(report))}", err=True)
-        except PictureError as e:
-            _fail(str(e))
+    sys.exit(run_sweep_command(inputs=inputs, list_file=list_file, manifest=manifest, path_column=path_column,
+                               ratios=ratios, references=references, methods=methods, fidelity=fidelity,
+                               plot_png=plot_png, as_json=as_json, config_file=config_file, flags=flags))
 
 
 if __name__ == "__main__":
