@@ -148,6 +148,56 @@ def test_shard_rollover_at_shard_size(tmp_path: Path) -> None:
         assert_same_tensors(cache[f"v{k}"], make_tensors(k, num_tokens=50, dim=16, dtype=torch.float32))
 
 
+def test_frequent_commits_fill_shards_to_the_shard_size(tmp_path: Path) -> None:
+    one = make_tensors(0, num_tokens=50, dim=16, dtype=torch.float32)
+    video_bytes = sum(t.numel() * t.element_size() for t in one.values())
+    with CacheWriter(tmp_path / "c", shard_size=10 * video_bytes) as writer:
+        for k in range(34):
+            writer.add(f"v{k}", make_tensors(k, num_tokens=50, dim=16, dtype=torch.float32), {"k": k})
+            writer.flush()  # a commit per video, as a slow run with --flush-every does
+    assert writer.stats["segments"] == 34 and writer.stats["shards"] == 4
+    shards = sorted((tmp_path / "c" / "shards").iterdir())
+    sizes = [p.stat().st_size for p in shards]
+    assert len(shards) == 4 and all(size >= 10 * video_bytes for size in sizes[:-1])
+    assert all(size < 12 * video_bytes for size in sizes)  # closed at about the shard size
+    cache = TokenCache(tmp_path / "c")
+    rows = cache.entries()
+    assert len({(r["shard"], r["offset"]) for r in rows}) == 34  # one segment per commit
+    assert all(r["offset"] % 8 == 0 for r in rows)
+    for k in range(34):
+        assert_same_tensors(cache[f"v{k}"], make_tensors(k, num_tokens=50, dim=16, dtype=torch.float32))
+    alone = TokenCache(shards[0])  # a shard read on its own: all of its segments
+    assert alone.ids() == [f"v{k}" for k in range(len(alone))] and len(alone) >= 8
+    assert_same_tensors(alone["v3"], make_tensors(3, num_tokens=50, dim=16, dtype=torch.float32))
+
+
+def test_format_1_caches_are_read_and_raised_to_format_2_by_a_writer(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    with CacheWriter(directory, shard_size=1) as writer:
+        for k in range(3):
+            writer.add(f"id{k}", make_tensors(k), {})
+    # what aot wrote before segments: no offsets in the rows, version 1 everywhere
+    part = directory / "index" / "r0.jsonl"
+    rows = [json.loads(line) for line in part.read_text().splitlines()]
+    part.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "offset"}) + "\n" for row in rows))
+    manifest = json.loads((directory / "cache.json").read_text())
+    (directory / "cache.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    cache = TokenCache(directory)
+    assert cache.ids() == ["id0", "id1", "id2"] and cache.lookup("id1").get("offset") is None
+    assert_same_tensors(cache["id1"], make_tensors(1))
+    with CacheWriter(directory) as writer:
+        writer.add("id3", make_tensors(3), {})
+    upgraded = json.loads((directory / "cache.json").read_text())
+    assert upgraded["format_version"] == FORMAT_VERSION == 2 and upgraded["created_at"] == manifest["created_at"]
+    assert sorted(TokenCache(directory).ids()) == ["id0", "id1", "id2", "id3"]
+    # rows with an offset that cannot be a segment's start are skipped, not followed
+    with open(part, "a") as f:
+        for bad in (-8, 3, True, "8"):
+            f.write(json.dumps({**rows[0], "id": f"bad{bad}", "offset": bad}) + "\n")
+    cache = TokenCache(directory)
+    assert cache.skipped_lines == 4 and not [i for i in cache.ids() if i.startswith("bad")]
+
+
 def test_flush_interval_commits_without_waiting_for_shard_size(tmp_path: Path) -> None:
     with CacheWriter(tmp_path / "c", flush_interval=0.05) as writer:
         writer.add("first", make_tensors(1), {})

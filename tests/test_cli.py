@@ -118,8 +118,11 @@ def test_directory_cache_resume_and_inspect_table(tiny, tmp_path):
     r2 = run(args)
     assert r2.exit_code == 0
     assert [json.loads(l)["status"] for l in r2.stdout.splitlines() if l.startswith("{")] == ["skipped"] * len(CLIPS)
-    # a changed method parameter is a different configuration: recomputed, not skipped
+    # a changed method parameter is a different configuration: refused (exit 2, nothing run), then
+    # recomputed with --overwrite
     r3 = run(args + ["--ratio", "0.2"])
+    assert r3.exit_code == 2 and r3.stdout == "" and "--ratio 0.1 -> 0.2" in r3.stderr
+    r3 = run(args + ["--ratio", "0.2", "--overwrite"])
     assert {json.loads(l)["status"] for l in r3.stdout.splitlines() if l.startswith("{")} == {"ok"}
     assert len(TokenCache(cache_dir)) == len(CLIPS)
     table = run(["inspect", str(cache_dir)])
