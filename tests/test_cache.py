@@ -198,11 +198,17 @@ def test_format_1_caches_are_read_and_raised_to_format_2_by_a_writer(tmp_path: P
     assert cache.skipped_lines == 4 and not [i for i in cache.ids() if i.startswith("bad")]
 
 
-def test_flush_interval_commits_without_waiting_for_shard_size(tmp_path: Path) -> None:
+def test_flush_interval_commits_without_waiting_for_shard_size(tmp_path: Path, monkeypatch) -> None:
+    from aot_cli.cache import writer as writer_module
+
+    clock = [1000.0]  # the writer's clock, moved by hand: no sleeping, no dependence on load
+    monkeypatch.setattr(writer_module.time, "monotonic", lambda: clock[0])
     with CacheWriter(tmp_path / "c", flush_interval=0.05) as writer:
         writer.add("first", make_tensors(1), {})
+        clock[0] += 0.049
+        writer.add("first", make_tensors(1), {})  # the same id again, still within the interval
         assert writer.stats["shards"] == 0
-        time.sleep(0.06)
+        clock[0] += 0.002
         writer.add("second", make_tensors(2), {})
         assert writer.stats["shards"] == 1 and writer.stats["buffered_videos"] == 0
         assert TokenCache(tmp_path / "c").ids() == ["first", "second"]  # readable before close
