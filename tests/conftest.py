@@ -36,3 +36,16 @@ def tiny_llava_hf_dir(tmp_path_factory) -> Path:
 def tiny_llava_next_dir(tmp_path_factory) -> Path:
     """The same weights as ``tiny_llava_hf_dir`` in the LLaVA-NeXT (lmms-lab) layout."""
     return checkpoints.build_llava_next(tmp_path_factory.mktemp("tiny-llava-next"))
+
+
+@pytest.fixture
+def nothing_runs(monkeypatch):
+    """Records any model load or decode-worker start (a test that expects none asserts it is empty)."""
+    calls = []
+    import aot_cli.models
+    from aot_cli.pipeline.workers import DecodePool
+
+    real_load, real_start = aot_cli.models.load_model, DecodePool.start
+    monkeypatch.setattr(aot_cli.models, "load_model", lambda *a, **k: calls.append("load_model") or real_load(*a, **k))
+    monkeypatch.setattr(DecodePool, "start", lambda self: calls.append("workers") or real_start(self))
+    return calls

@@ -207,19 +207,6 @@ BAD_INVOCATIONS = [
 ]
 
 
-@pytest.fixture
-def nothing_runs(monkeypatch):
-    """Records any model load or decode-worker start (there must be none)."""
-    calls = []
-    import aot_cli.models
-    from aot_cli.pipeline.workers import DecodePool
-
-    real_load, real_start = aot_cli.models.load_model, DecodePool.start
-    monkeypatch.setattr(aot_cli.models, "load_model", lambda *a, **k: calls.append("load_model") or real_load(*a, **k))
-    monkeypatch.setattr(DecodePool, "start", lambda self: calls.append("workers") or real_start(self))
-    return calls
-
-
 def error_lines(result) -> list:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "Traceback" not in result.stderr and "wrote" not in result.stderr, result.stderr

@@ -23,19 +23,6 @@ def run(args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-@pytest.fixture
-def nothing_runs(monkeypatch):
-    """Records any model load or decode-worker start."""
-    calls = []
-    import aot_cli.models
-    from aot_cli.pipeline.workers import DecodePool
-
-    real_load, real_start = aot_cli.models.load_model, DecodePool.start
-    monkeypatch.setattr(aot_cli.models, "load_model", lambda *a, **k: calls.append("load_model") or real_load(*a, **k))
-    monkeypatch.setattr(DecodePool, "start", lambda self: calls.append("workers") or real_start(self))
-    return calls
-
-
 def files_of(path: Path) -> Dict[str, str]:
     """Every file under ``path`` (or ``path`` itself) and the sha256 of its bytes."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())

@@ -52,8 +52,7 @@ from .errors import CacheError, describe_os_error
 from .format import FileHeader, TensorSource, aligned, encode_segment, tensor_name, utc_now, video_key
 from .fs import open_regular, pread_exact
 from .index import Row
-from .layout import (INDEX, INDEX_SUFFIX, SHARDS, read_manifest, shard_name, shard_part, shard_row_path,
-                     shard_seq)
+from .layout import INDEX, INDEX_SUFFIX, SHARDS, read_manifest, shard_name, shard_part, shard_row_path
 from .reader import TokenCache
 from .writer import PartInUseError, describe_owner, owner_path, read_owner
 

@@ -83,6 +83,20 @@ def resolve_video_id(cache: TokenCache, video_id: Optional[str]) -> str:
     return ids[0]
 
 
+def marked_video(cache, video_id: Optional[str], max_frames: int):
+    """``(cache, video id, video, marks, info)`` of the video a picture shows: ``cache`` a
+    :class:`TokenCache` or its path, ``video_id`` None for the only video of a one-video cache;
+    :func:`frame_marks` (at most ``max_frames``) and :func:`sheet_info`. PictureError when the
+    video records no sampled frames."""
+    cache = cache if isinstance(cache, TokenCache) else TokenCache(cache)
+    vid = resolve_video_id(cache, video_id)
+    video = cache[vid]
+    marks = frame_marks(video, max_frames)
+    if not marks:
+        raise PictureError(f"{video.path}: video {vid!r} records no sampled frames")
+    return cache, vid, video, marks, sheet_info(video, vid, marks)
+
+
 def _damaged(video, field: str, what: str) -> CacheError:
     return CacheError(f"{video.path}: video {video.id!r}: {field} {what}")
 

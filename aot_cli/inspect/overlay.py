@@ -19,7 +19,7 @@ from .drawing import _draw_glyph, _legend_items, _title_lines, _wrap_items, _wra
 from .frames import load_frames
 from .layout import (BORDER, DEFAULT_COLS, GAP, MARGIN, MAX_SHEET_PIXELS, MIN_SHEET_WIDTH, SHEET_WIDTH, Box,
                      SheetLayout, fit_tiles, geometry_note, tile_scale, tower_region)
-from .marks import MAX_OVERLAY_FRAMES, FrameMarks, SheetInfo, frame_marks, preprocessing_of, resolve_video_id, sheet_info
+from .marks import MAX_OVERLAY_FRAMES, FrameMarks, SheetInfo, marked_video, preprocessing_of
 from .output import PictureError, write_png
 from .palette import CAPTION_FONT, CLIP_BANDS, KEYFRAME_COLOR, MUTED_TEXT, SHEET_BG, TEXT_COLOR, TEXT_FONT, TITLE_FONT, load_font
 
@@ -52,13 +52,7 @@ def render_overlay(cache: TokenCache | str | Path, video_id: Optional[str], out_
         raise PictureError(f"{out_png}: cell_px must be positive, got {cell_px}")
     if width is not None and not width >= MIN_SHEET_WIDTH:
         raise PictureError(f"{out_png}: the sheet width must be at least {MIN_SHEET_WIDTH} pixels, got {width}")
-    cache = cache if isinstance(cache, TokenCache) else TokenCache(cache)
-    vid = resolve_video_id(cache, video_id)
-    video = cache[vid]
-    marks = frame_marks(video, MAX_OVERLAY_FRAMES)
-    if not marks:
-        raise PictureError(f"{video.path}: video {vid!r} records no sampled frames")
-    info = sheet_info(video, vid, marks)
+    cache, vid, video, marks, info = marked_video(cache, video_id, MAX_OVERLAY_FRAMES)
     preprocessing = preprocessing_of(video)
     frames, _ = load_frames(video, video_path, count=len(marks))
     if frames.shape[0] != len(marks):

@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from ..cache import TokenCache
-from .marks import MAX_PLOT_FRAMES, frame_marks, resolve_video_id, sheet_info
+from .marks import MAX_PLOT_FRAMES, marked_video
 from .output import PictureError, _write_picture
 from .palette import ANCHOR_COLOR, KEPT_COLOR, KEYFRAME_COLOR, RGB
 
@@ -54,13 +54,7 @@ def plot_tokens_per_frame(cache: TokenCache | str | Path, video_id: Optional[str
     as dotted vertical lines, the mean per frame as a dashed line. Written atomically to
     ``out_png``. Needs only the cache (and matplotlib). Returns the path."""
     require_matplotlib()
-    cache = cache if isinstance(cache, TokenCache) else TokenCache(cache)
-    vid = resolve_video_id(cache, video_id)
-    video = cache[vid]
-    marks = frame_marks(video, MAX_PLOT_FRAMES)
-    if not marks:
-        raise PictureError(f"{video.path}: video {vid!r} records no sampled frames")
-    info = sheet_info(video, vid, marks)
+    cache, vid, video, marks, info = marked_video(cache, video_id, MAX_PLOT_FRAMES)
     times = np.array([m.time_s for m in marks], dtype=np.float64)
     use_time = len(times) > 1 and bool(np.isfinite(times).all()) and bool(np.all(np.diff(times) > 0))
     x = times if use_time else np.arange(len(marks), dtype=np.float64)

@@ -20,14 +20,10 @@ def run_settings(cfg, identity: Dict[str, Any]) -> Settings:
     profile and score layers, the method with the profile's pooling and clip length filled in, the
     stored dtype, and the tower dtype and profile the checkpoint resolves to (``identity``:
     :func:`aot_cli.models.identity.model_identity`)."""
-    import dataclasses
+    from .runconfig import profile_method
 
-    method = cfg.method
     profile = identity.get("profile") or {}
-    if cfg.auto_pooling and "pooling" in profile:
-        method = dataclasses.replace(method, pooling=profile["pooling"])
-    if cfg.auto_clip_length and "clip_length" in profile:
-        method = dataclasses.replace(method, clip_length=profile["clip_length"])
+    method = profile_method(cfg, profile)
     recorded = {"decode": to_dict(cfg.decode), "model": to_dict(cfg.model), "method": to_dict(method),
                 "storage": to_dict(cfg.storage)}
     return _flatten(recorded, identity.get("dtype"), profile.get("name"))
