@@ -341,26 +341,32 @@ def test_resume_skips_cached_retries_failed_and_overwrite_recomputes(ckpt, video
 
 
 def test_sigkill_midway_then_rerun_completes_exactly_once(ckpt, videos, tmp_path):
+    """Killed right after its first commit (held there by the stage driver, so the kill lands
+    midway however loaded the machine is), then run again."""
     out = tmp_path / "cache"
-    args = aot_command(str(videos), "-o", str(out), "--model", str(ckpt), "--jsonl", "--flush-every", "0",
-                       "--shard-size", "1", "--frames", "8", "--dtype", "fp32", "--decode-workers", "1", "-q")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    control = tmp_path / "control"
+    control.mkdir()
+    args = ["compress", str(videos), "-o", str(out), "--model", str(ckpt), "--jsonl", "--flush-every", "0",
+            "--shard-size", "1", "--frames", "8", "--dtype", "fp32", "--decode-workers", "1", "-q"]
+    driver = [sys.executable, str(Path(__file__).resolve().parent / "stage_driver.py"), "committed", str(control),
+              "--", *args]
+    proc = subprocess.Popen(driver, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 120)
-        assert ready, "no video finished within 120 s"
-        first_line = proc.stdout.readline()
+        deadline = time.monotonic() + 300
+        while not (control / "reached").exists():  # held right after its first commit
+            assert proc.poll() is None, "the run ended before it committed"
+            assert time.monotonic() < deadline, "no commit within 300 s"
+            select.select([], [], [], 0.05)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        proc.wait(60)
     finally:
-        proc.stdout.close()
         if proc.poll() is None:
             proc.kill()
-    assert json.loads(first_line)["status"] == "ok"
+            proc.wait()
     killed = TokenCache(out)  # loads right after the kill
-    assert json.loads(first_line)["id"] in killed
     n_killed = len(killed)
-    assert n_killed < len(good_ids(videos))
-    rerun = cli(args[args.index("compress"):])  # the same command, in this process (quicker)
+    assert n_killed == 1 and killed.ids()[0] in good_ids(videos)
+    rerun = cli(args)  # the same command, in this process (quicker)
     assert rerun.exit_code == 0, rerun.stderr[-2000:]
     status = Counter(e["status"] for e in events_of(rerun.stdout))
     assert status["skipped"] == n_killed and status["ok"] == len(good_ids(videos)) - n_killed

@@ -487,7 +487,7 @@ def test_sigkill_at_random_points_leaves_a_loadable_cache(tmp_path: Path) -> Non
         assert torch.equal(video.tokens, torch.full((100, 16), float(value)))
     # a normal run after the crashes resumes the part, clears its temp files, and completes
     child = run_child(CRASH_CHILD, str(directory), "r0", "9", "30")
-    out, err = child.communicate(timeout=60)
+    out, err = child.communicate(timeout=300)
     assert child.returncode == 0 and "finished" in out, err
     assert not [p for p in (directory / "shards").iterdir() if p.name.startswith(".r0-")]
     cache = TokenCache(directory)
@@ -519,7 +519,7 @@ def test_two_processes_write_one_cache_concurrently(tmp_path: Path) -> None:
     for child in children:
         assert child.stdout.readline().strip() == "ready"
     for child in children:
-        out, err = child.communicate("go\n", timeout=60)
+        out, err = child.communicate("go\n", timeout=300)
         assert child.returncode == 0, err
         assert out.strip() == "40"
     cache = TokenCache(directory)
@@ -657,7 +657,7 @@ except PartInUseError as exc:
 
 def _try_open(directory: Path, part: str) -> dict:
     child = run_child(OPENER_CHILD, str(directory), part)
-    out, err = child.communicate(timeout=120)
+    out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
     return json.loads(out)
 
@@ -702,7 +702,7 @@ with CacheWriter(sys.argv[1], part="r0", shard_size=int(sys.argv[2])) as writer:
 def test_an_orphan_shard_left_by_a_kill_is_swept_by_the_next_writer_of_its_part(tmp_path: Path) -> None:
     directory = tmp_path / "c"
     child = run_child(CRASH_BEFORE_APPEND_CHILD, str(directory), "1")  # full at once: the next commit is a new file
-    child.communicate(timeout=120)
+    child.communicate(timeout=300)
     assert child.returncode == -signal.SIGKILL
     cache = TokenCache(directory)
     assert cache.ids() == ["kept"]  # the orphan is invisible to readers
@@ -735,7 +735,7 @@ def test_an_orphan_shard_left_by_a_kill_is_swept_by_the_next_writer_of_its_part(
 def test_bytes_appended_but_never_committed_are_cut_off_and_the_shard_goes_on(tmp_path: Path) -> None:
     directory = tmp_path / "c"
     child = run_child(CRASH_BEFORE_APPEND_CHILD, str(directory), str(1 << 30))
-    child.communicate(timeout=120)
+    child.communicate(timeout=300)
     assert child.returncode == -signal.SIGKILL
     (shard,) = (directory / "shards").iterdir()  # the second segment went into the same file
     cache = TokenCache(directory)

@@ -232,11 +232,11 @@ def test_writers_and_compaction_exclude_each_other(tmp_path: Path) -> None:
             compact(directory, shard_size=12_000)
         assert shard_files(directory) == files  # refused before anything changed
         result = subprocess.run([sys.executable, "-m", "aot_cli.cli", "compact", str(directory)],
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=300)
         assert result.returncode == 2 and result.stderr.count("\n") == 1
         assert result.stderr.startswith("aot: error: ") and "in use by a writer" in result.stderr
     finally:
-        holder.communicate("go\n", timeout=60)
+        holder.communicate("go\n", timeout=300)
     compactor = start_python(PAUSE_CHILD, str(directory))
     try:
         assert compactor.stdout.readline().strip() == "locked"
@@ -244,7 +244,7 @@ def test_writers_and_compaction_exclude_each_other(tmp_path: Path) -> None:
             CacheWriter(directory, part="r0")
         with pytest.raises(PartInUseError, match="another aot compact is running"):
             compact(directory, shard_size=12_000)
-        out, err = compactor.communicate("go\n", timeout=120)
+        out, err = compactor.communicate("go\n", timeout=300)
         assert compactor.returncode == 0 and "done" in out, err
     finally:
         if compactor.poll() is None:
@@ -259,7 +259,7 @@ def test_cli_compact_dry_run_json_and_errors(tmp_path: Path) -> None:
 
     def aot(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "aot_cli.cli", *args], capture_output=True, text=True,
-                              timeout=120)
+                              timeout=300)
 
     dry = aot("compact", str(directory), "--dry-run", "--json")
     assert dry.returncode == 0 and shard_files(directory) == files

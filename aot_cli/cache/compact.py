@@ -87,7 +87,8 @@ class Storage:
     def summary(self) -> str:
         """``"12 shard file(s), 1.2 GB: 1.0 GB live (300 videos), 200.0 MB reclaimable, 5
         superseded row(s)"``."""
-        return (f"{self.shard_files} shard file(s), {human_bytes(self.shard_bytes)}: {human_bytes(self.live_bytes)} live "
+        return (f"{self.shard_files} shard file(s), {human_bytes(self.shard_bytes)}: "
+                f"{human_bytes(self.live_bytes)} live "
                 f"({self.live_videos} videos), {human_bytes(self.reclaimable_bytes)} reclaimable, "
                 f"{self.superseded_rows} superseded row(s)")
 
@@ -368,7 +369,8 @@ class _Locks:
         try:
             self.fd = os.open(index / LOCK_NAME, flags, 0o644)
         except OSError as exc:
-            raise CacheError(f"{index / LOCK_NAME}: cannot open the compaction lock: {describe_os_error(exc)}") from None
+            raise CacheError(f"{index / LOCK_NAME}: cannot open the compaction lock: "
+                             f"{describe_os_error(exc)}") from None
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utc_now(), "command": "aot compact"}
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

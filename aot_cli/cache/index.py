@@ -139,10 +139,12 @@ def iter_lines(fd: int, size: int, path: Path, max_line: int = MAX_ROW_BYTES) ->
 
 
 def read_part(fd: int, path: Path, max_lines: int = MAX_INDEX_LINES,
-              max_skipped: int = MAX_SKIPPED_LINES, part: str = "") -> Tuple[List[Tuple[int, Row]], List[Tuple[int, str]], int]:
+              max_skipped: int = MAX_SKIPPED_LINES,
+              part: str = "") -> Tuple[List[Tuple[int, Row]], List[Tuple[int, str]], int]:
     """The rows of one open index part as (line number, :class:`Row`), (line number, reason) of
     each line skipped (blank lines are neither), and the number of lines. Stops early, after
-    ``max_lines`` lines or ``max_skipped`` skipped ones (the caller refuses such an index)."""
+    ``max_lines`` lines or ``max_skipped`` skipped ones (the caller refuses such an index).
+    ``part``: the part's name, recorded in each row."""
     rows: List[Tuple[int, Row]] = []
     skipped: List[Tuple[int, str]] = []
     number = -1
