@@ -8,8 +8,6 @@ process or creates a file.
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 import click
@@ -256,17 +254,44 @@ def bench(inputs, config_file, json_path, workdir, repeat, warmup, quiet, **flag
               help="Write a PNG bar chart of tokens per frame against time (needs matplotlib: pip install 'aot-cli[viz]').")
 @click.option("--source", type=click.Path(dir_okay=False),
               help="--overlay: the source video, when it is no longer where the cache says (its sha256 must match).")
-@click.option("--cols", type=click.IntRange(min=1), default=8, show_default=True, help="--overlay: frames per row.")
-@click.option("--cell-px", type=click.FloatRange(min=1), default=16, show_default=True,
-              help="--overlay: approximate size of an output-grid cell in pixels.")
-def inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px):
+@click.option("--width", type=click.IntRange(min=224), help="--overlay: sheet width in pixels (default 2000, fits a "
+              "screen); wider for more detail.")
+@click.option("--cols", type=click.IntRange(min=1), help="--overlay: frames per row (default: as many as keep the "
+              "grid cells readable, at most 8).")
+@click.option("--cell-px", type=click.FloatRange(min=1), help="--overlay: size of an output-grid cell in pixels; the "
+              "sheet is as wide as that makes it (instead of --width).")
+def inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, width, cols, cell_px):
     """Statistics of a cache: tokens, achieved ratio, per-frame anchors / kept / merged, clips.
 
     Exit status: 0 all listed; 1 listed, but some entries could not be read (reported one per
     line) or index rows / shards were skipped; 2 the cache cannot be read, or no such --video."""
     from .inspect.command import run_inspect
 
-    sys.exit(run_inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px))
+    sys.exit(run_inspect(path, video_id, as_json, frames, overlay_png, plot_png, source, cols, cell_px, width))
+
+
+# ------------------------------------------------------------------------------------- compact
+
+@main.command()
+@click.argument("path", metavar="CACHE", type=click.Path())
+@click.option("--shard-size", help="Fill new shards to about this size (default 1GiB; 500MB, 2GiB, bytes).")
+@click.option("--dry-run", is_flag=True, help="Say what would be freed and rewritten; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def compact(path, shard_size, dry_run, as_json, quiet):
+    """Rewrite a cache directory's videos into full shards and free what no reader uses.
+
+    Frees videos stored again later, shards a killed run left, bytes never committed and old
+    failure rows; every video reads back bit-identical. Safe to interrupt (run it again) and to
+    read the cache meanwhile; refused while a writer (aot compress) holds the cache.
+
+    \b
+    aot compact cache/
+    aot compact cache/ --dry-run
+    """
+    from .cache.cli_support import run_compact
+
+    sys.exit(run_compact(path, shard_size, dry_run, as_json, quiet))
 
 
 # ------------------------------------------------------------------------------------- ask
@@ -300,62 +325,41 @@ def ask(cache_path, question, video_id, checkpoint, max_new_tokens, device, dtyp
 # ------------------------------------------------------------------------------------- sweep
 
 @main.command()
-@click.argument("video", type=click.Path())
+@click.argument("inputs", nargs=-1)
+@click.option("--list", "list_file", metavar="FILE", help="File with one video path per line ('-' = stdin).")
+@click.option("--manifest", metavar="FILE", help="CSV or JSONL manifest of videos (see compress).")
+@click.option("--path-column", default="path", show_default=True, help="Manifest column holding the video path.")
 @click.option("--ratios", default="0.05,0.1,0.15,0.25", show_default=True, help="Ratios to compress at, comma-separated.")
 @click.option("--reference", "references", default="126:0.3,108:0.1", show_default=True,
               help="Released-code rules to compare, ANCHORS:KEEP_RATIO pairs; anchors count on a 27x27 tower grid and "
                    "are scaled to the model's grid. 'none' to skip.")
 @click.option("--plot", "plot_png", type=click.Path(dir_okay=False),
-              help="Write requested vs achieved retention as a PNG (needs matplotlib: pip install 'aot-cli[viz]').")
+              help="Write requested vs achieved retention and the figures as a PNG (the means, for several videos; "
+                   "needs matplotlib: pip install 'aot-cli[viz]').")
 @click.option("--methods", default="aot", show_default=True,
               help="Methods to compare, comma-separated: aot, quality (the quality preset), random, pool, attention.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the random method (default 0).")
 @click.option("--fidelity/--no-fidelity", default=True, show_default=True,
               help="Coverage, salient coverage and OT error against the uncompressed tokens (docs/method.md §10.2; "
-                   "the OT error needs POT: pip install 'aot-cli[fidelity]').")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+                   "the OT error needs POT: pip install 'aot-cli[fidelity]', else its column is left out).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts: every video's points and the summary.")
 @click.option("--config", "config_file", metavar="FILE", help=CONFIG_HELP)
 @with_options(METHOD_OPTIONS, DECODE_OPTIONS, MODEL_OPTIONS)
-def sweep(video, ratios, references, methods, fidelity, plot_png, as_json, config_file, **flags):
-    """Compress one video with several methods and ratios from a single tower run; print (and plot) the
-    token counts and how faithfully each result stands for the uncompressed tokens.
+def sweep(inputs, list_file, manifest, path_column, ratios, references, methods, fidelity, plot_png, as_json,
+          config_file, **flags):
+    """Compress videos with several methods and ratios from one tower run each; print (and plot) the
+    token counts and how faithfully each result stands for the uncompressed tokens, per video and
+    as the mean over all of them, marking the method that leads each figure at each ratio.
 
     \b
     aot sweep clip.mp4 --model llava-hf/llava-onevision-qwen2-0.5b-ov-hf --ratios 0.05,0.1,0.25 --plot sweep.png
-    aot sweep clip.mp4 --model dinov2-small-offline --methods aot,quality,random,pool,attention --json
+    aot sweep videos/ --model dinov2-small-offline --methods aot,quality,random,pool,attention --json
     """
-    from .core.fidelity import FidelityError, require_pot
-    from .inspect.sweep import parse_methods, parse_ratios, parse_references, print_sweep, run_sweep, sweep_title
-    from .models import ModelLoadError
-    from .pipeline.cli_support import quiet_transformers
-    from .pipeline.settings import build_settings, resolve_model
-    from .video import VideoDecodeError
+    from .inspect.sweep_command import run_sweep_command
 
-    try:
-        ratio_list, rules, names = parse_ratios(ratios), parse_references(references), parse_methods(methods)
-        settings = build_settings(config_file, flags)
-        if not os.path.isfile(video):
-            _fail(f"{video}: no such video file")
-        if fidelity:
-            require_pot()  # before the model is looked up: the error names the extra to install
-        resolve_model(settings)
-        quiet_transformers()
-        report = run_sweep(video, ratio_list, settings.cfg, references=rules, methods=names, fidelity=fidelity)
-    except (ValueError, ModelLoadError, VideoDecodeError, FidelityError) as e:
-        _fail(e)
-    except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        _fail(f"unexpected {type(e).__name__}: {e}")
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        print_sweep(report)
-    if plot_png:
-        from .inspect.pictures import PictureError, plot_ratio_sweep
-
-        try:
-            click.echo(f"wrote {plot_ratio_sweep(report.points, plot_png, title=sweep_title(report))}", err=True)
-        except PictureError as e:
-            _fail(str(e))
+    sys.exit(run_sweep_command(inputs=inputs, list_file=list_file, manifest=manifest, path_column=path_column,
+                               ratios=ratios, references=references, methods=methods, fidelity=fidelity,
+                               plot_png=plot_png, as_json=as_json, config_file=config_file, flags=flags))
 
 
 if __name__ == "__main__":

@@ -77,3 +77,14 @@ def tiny_qwen_dir(request) -> Path:
     """Each tiny Qwen-family checkpoint in turn (``request.param`` is the family name)."""
     name = {"qwen2.5-vl": "tiny_qwen2_5_vl_dir", "qwen3-vl": "tiny_qwen3_vl_dir", "qwen3.5": "tiny_qwen3_5_dir"}
     return request.getfixturevalue(name[request.param])
+@pytest.fixture
+def nothing_runs(monkeypatch):
+    """Records any model load or decode-worker start (a test that expects none asserts it is empty)."""
+    calls = []
+    import aot_cli.models
+    from aot_cli.pipeline.workers import DecodePool
+
+    real_load, real_start = aot_cli.models.load_model, DecodePool.start
+    monkeypatch.setattr(aot_cli.models, "load_model", lambda *a, **k: calls.append("load_model") or real_load(*a, **k))
+    monkeypatch.setattr(DecodePool, "start", lambda self: calls.append("workers") or real_start(self))
+    return calls

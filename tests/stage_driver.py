@@ -4,7 +4,7 @@
 
 STAGE: ``none`` (no hook), ``start`` (before the decode workers start), ``model`` (while the model
 loads, workers starting), ``tower`` (while the tower runs), ``commit`` (while a shard is
-committed). The hook writes ``CONTROL_DIR/reached`` and then holds the run there until the test
+committed), ``committed`` (right after the first commit that held videos is durable). The hook writes ``CONTROL_DIR/reached`` and then holds the run there until the test
 kills it, or raises :class:`InjectedFault` (an exception type the pipeline does not expect) once
 ``CONTROL_DIR/raise`` exists. ``added`` holds nothing: it appends a line to ``CONTROL_DIR/added``
 each time a finished video is handed to the output (buffered, not yet committed). With ``--allow-pipes`` named pipes pass the input scanner (so a decode worker blocks
@@ -76,6 +76,19 @@ def install(stage: str, control: Path) -> None:
             if getattr(self, "_pending", True):  # a commit with something in it
                 hold(stage, control)
             return original(self, *args, **kwargs)
+
+        writer.CacheWriter.flush = flush
+    elif stage == "committed":
+        from aot_cli.cache import writer
+
+        original = writer.CacheWriter.flush
+
+        def flush(self, *args, **kwargs):
+            held = bool(getattr(self, "_pending", None))
+            result = original(self, *args, **kwargs)
+            if held:
+                hold(stage, control)
+            return result
 
         writer.CacheWriter.flush = flush
     elif stage == "added":

@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from aot_cli.cache import (FORMAT_VERSION, CacheError, CachedVideo, CacheWriter, TokenCache,
+from aot_cli.cache import (FORMAT_VERSION, SINGLE_FORMAT_VERSION, CacheError, CachedVideo, CacheWriter, TokenCache,
                            UnknownTensorError, UnknownVideoError, atomic_write_bytes, write_single)
 from aot_cli.cache import atomic
 from aot_cli.cache.reader import ShardFile
@@ -112,7 +112,8 @@ def test_write_single_is_a_one_video_cache_in_the_shard_format(tmp_path: Path) -
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         assert set(f.keys()) == {f"v0.{n}" for n in tensors}
-    assert meta["aot_format"] == str(FORMAT_VERSION) and meta["aot_kind"] == "single"
+    # a single-video file is still format 1 (its layout did not change): older readers read it
+    assert meta["aot_format"] == str(SINGLE_FORMAT_VERSION) == "1" and meta["aot_kind"] == "single"
     assert json.loads(meta["aot_videos"]) == {"v0": {"id": "dir/clip ü", "meta": make_meta(3)}}
     assert [p.name for p in path.parent.iterdir()] == ["clip.safetensors"]  # no temp left
 
@@ -147,11 +148,67 @@ def test_shard_rollover_at_shard_size(tmp_path: Path) -> None:
         assert_same_tensors(cache[f"v{k}"], make_tensors(k, num_tokens=50, dim=16, dtype=torch.float32))
 
 
-def test_flush_interval_commits_without_waiting_for_shard_size(tmp_path: Path) -> None:
+def test_frequent_commits_fill_shards_to_the_shard_size(tmp_path: Path) -> None:
+    one = make_tensors(0, num_tokens=50, dim=16, dtype=torch.float32)
+    video_bytes = sum(t.numel() * t.element_size() for t in one.values())
+    with CacheWriter(tmp_path / "c", shard_size=10 * video_bytes) as writer:
+        for k in range(34):
+            writer.add(f"v{k}", make_tensors(k, num_tokens=50, dim=16, dtype=torch.float32), {"k": k})
+            writer.flush()  # a commit per video, as a slow run with --flush-every does
+    assert writer.stats["segments"] == 34 and writer.stats["shards"] == 4
+    shards = sorted((tmp_path / "c" / "shards").iterdir())
+    sizes = [p.stat().st_size for p in shards]
+    assert len(shards) == 4 and all(size >= 10 * video_bytes for size in sizes[:-1])
+    assert all(size < 12 * video_bytes for size in sizes)  # closed at about the shard size
+    cache = TokenCache(tmp_path / "c")
+    rows = cache.entries()
+    assert len({(r["shard"], r["offset"]) for r in rows}) == 34  # one segment per commit
+    assert all(r["offset"] % 8 == 0 for r in rows)
+    for k in range(34):
+        assert_same_tensors(cache[f"v{k}"], make_tensors(k, num_tokens=50, dim=16, dtype=torch.float32))
+    alone = TokenCache(shards[0])  # a shard read on its own: all of its segments
+    assert alone.ids() == [f"v{k}" for k in range(len(alone))] and len(alone) >= 8
+    assert_same_tensors(alone["v3"], make_tensors(3, num_tokens=50, dim=16, dtype=torch.float32))
+
+
+def test_format_1_caches_are_read_and_raised_to_format_2_by_a_writer(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    with CacheWriter(directory, shard_size=1) as writer:
+        for k in range(3):
+            writer.add(f"id{k}", make_tensors(k), {})
+    # what aot wrote before segments: no offsets in the rows, version 1 everywhere
+    part = directory / "index" / "r0.jsonl"
+    rows = [json.loads(line) for line in part.read_text().splitlines()]
+    part.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "offset"}) + "\n" for row in rows))
+    manifest = json.loads((directory / "cache.json").read_text())
+    (directory / "cache.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    cache = TokenCache(directory)
+    assert cache.ids() == ["id0", "id1", "id2"] and cache.lookup("id1").get("offset") is None
+    assert_same_tensors(cache["id1"], make_tensors(1))
+    with CacheWriter(directory) as writer:
+        writer.add("id3", make_tensors(3), {})
+    upgraded = json.loads((directory / "cache.json").read_text())
+    assert upgraded["format_version"] == FORMAT_VERSION == 2 and upgraded["created_at"] == manifest["created_at"]
+    assert sorted(TokenCache(directory).ids()) == ["id0", "id1", "id2", "id3"]
+    # rows with an offset that cannot be a segment's start are skipped, not followed
+    with open(part, "a") as f:
+        for bad in (-8, 3, True, "8"):
+            f.write(json.dumps({**rows[0], "id": f"bad{bad}", "offset": bad}) + "\n")
+    cache = TokenCache(directory)
+    assert cache.skipped_lines == 4 and not [i for i in cache.ids() if i.startswith("bad")]
+
+
+def test_flush_interval_commits_without_waiting_for_shard_size(tmp_path: Path, monkeypatch) -> None:
+    from aot_cli.cache import writer as writer_module
+
+    clock = [1000.0]  # the writer's clock, moved by hand: no sleeping, no dependence on load
+    monkeypatch.setattr(writer_module.time, "monotonic", lambda: clock[0])
     with CacheWriter(tmp_path / "c", flush_interval=0.05) as writer:
         writer.add("first", make_tensors(1), {})
+        clock[0] += 0.049
+        writer.add("first", make_tensors(1), {})  # the same id again, still within the interval
         assert writer.stats["shards"] == 0
-        time.sleep(0.06)
+        clock[0] += 0.002
         writer.add("second", make_tensors(2), {})
         assert writer.stats["shards"] == 1 and writer.stats["buffered_videos"] == 0
         assert TokenCache(tmp_path / "c").ids() == ["first", "second"]  # readable before close
@@ -430,7 +487,7 @@ def test_sigkill_at_random_points_leaves_a_loadable_cache(tmp_path: Path) -> Non
         assert torch.equal(video.tokens, torch.full((100, 16), float(value)))
     # a normal run after the crashes resumes the part, clears its temp files, and completes
     child = run_child(CRASH_CHILD, str(directory), "r0", "9", "30")
-    out, err = child.communicate(timeout=60)
+    out, err = child.communicate(timeout=300)
     assert child.returncode == 0 and "finished" in out, err
     assert not [p for p in (directory / "shards").iterdir() if p.name.startswith(".r0-")]
     cache = TokenCache(directory)
@@ -462,7 +519,7 @@ def test_two_processes_write_one_cache_concurrently(tmp_path: Path) -> None:
     for child in children:
         assert child.stdout.readline().strip() == "ready"
     for child in children:
-        out, err = child.communicate("go\n", timeout=60)
+        out, err = child.communicate("go\n", timeout=300)
         assert child.returncode == 0, err
         assert out.strip() == "40"
     cache = TokenCache(directory)
@@ -600,7 +657,7 @@ except PartInUseError as exc:
 
 def _try_open(directory: Path, part: str) -> dict:
     child = run_child(OPENER_CHILD, str(directory), part)
-    out, err = child.communicate(timeout=120)
+    out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
     return json.loads(out)
 
@@ -632,10 +689,10 @@ def test_a_second_writer_on_a_part_in_use_is_refused_naming_the_first(tmp_path: 
 CRASH_BEFORE_APPEND_CHILD = """
 import os, signal, sys, torch
 from aot_cli.cache import CacheWriter
-with CacheWriter(sys.argv[1], part="r0") as writer:
+with CacheWriter(sys.argv[1], part="r0", shard_size=int(sys.argv[2])) as writer:
     writer.add("kept", {"tokens": torch.ones(4, 2)}, {})
     writer.flush()
-    # die between the shard's rename and the append of its index rows
+    # die between the segment's write (a new shard's rename, or an append) and its index rows
     type(writer)._append_index = lambda self, data: os.kill(os.getpid(), signal.SIGKILL)
     writer.add("lost", {"tokens": torch.zeros(4, 2)}, {})
     writer.flush()
@@ -644,8 +701,8 @@ with CacheWriter(sys.argv[1], part="r0") as writer:
 
 def test_an_orphan_shard_left_by_a_kill_is_swept_by_the_next_writer_of_its_part(tmp_path: Path) -> None:
     directory = tmp_path / "c"
-    child = run_child(CRASH_BEFORE_APPEND_CHILD, str(directory))
-    child.communicate(timeout=120)
+    child = run_child(CRASH_BEFORE_APPEND_CHILD, str(directory), "1")  # full at once: the next commit is a new file
+    child.communicate(timeout=300)
     assert child.returncode == -signal.SIGKILL
     cache = TokenCache(directory)
     assert cache.ids() == ["kept"]  # the orphan is invisible to readers
@@ -673,6 +730,27 @@ def test_an_orphan_shard_left_by_a_kill_is_swept_by_the_next_writer_of_its_part(
     cache = TokenCache(directory)
     assert sorted(cache.ids()) == ["kept", "lost"]
     assert torch.equal(cache["lost"].tokens, torch.zeros(4, 2))
+
+
+def test_bytes_appended_but_never_committed_are_cut_off_and_the_shard_goes_on(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    child = run_child(CRASH_BEFORE_APPEND_CHILD, str(directory), str(1 << 30))
+    child.communicate(timeout=300)
+    assert child.returncode == -signal.SIGKILL
+    (shard,) = (directory / "shards").iterdir()  # the second segment went into the same file
+    cache = TokenCache(directory)
+    assert cache.ids() == ["kept"]  # the uncommitted segment is never read
+    committed_end = cache.segment(shard.name, 0).header.end
+    assert shard.stat().st_size > committed_end
+    with CacheWriter(directory, part="r0") as writer:
+        assert shard.stat().st_size == committed_end  # cut back before anything else
+        writer.add("again", {"tokens": torch.full((4, 2), 3.0)}, {})
+    assert list((directory / "shards").iterdir()) == [shard]  # appended, not a new file
+    cache = TokenCache(directory)
+    assert sorted(cache.ids()) == ["again", "kept"]
+    assert cache.lookup("again")["offset"] >= committed_end and cache.lookup("again")["offset"] % 8 == 0
+    assert torch.equal(cache["kept"].tokens, torch.ones(4, 2))
+    assert torch.equal(cache["again"].tokens, torch.full((4, 2), 3.0))
 
 
 def test_the_writer_refuses_links_and_special_files_inside_the_cache(tmp_path: Path) -> None:

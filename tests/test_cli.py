@@ -118,8 +118,11 @@ def test_directory_cache_resume_and_inspect_table(tiny, tmp_path):
     r2 = run(args)
     assert r2.exit_code == 0
     assert [json.loads(l)["status"] for l in r2.stdout.splitlines() if l.startswith("{")] == ["skipped"] * len(CLIPS)
-    # a changed method parameter is a different configuration: recomputed, not skipped
+    # a changed method parameter is a different configuration: refused (exit 2, nothing run), then
+    # recomputed with --overwrite
     r3 = run(args + ["--ratio", "0.2"])
+    assert r3.exit_code == 2 and r3.stdout == "" and "--ratio 0.1 -> 0.2" in r3.stderr
+    r3 = run(args + ["--ratio", "0.2", "--overwrite"])
     assert {json.loads(l)["status"] for l in r3.stdout.splitlines() if l.startswith("{")} == {"ok"}
     assert len(TokenCache(cache_dir)) == len(CLIPS)
     table = run(["inspect", str(cache_dir)])
@@ -193,24 +196,15 @@ BAD_INVOCATIONS = [
     (["--num-shards", "0", "--shard-id", "0"], "--num-shards"),
     (["--method", "none", "--ratio", "0.5"], "--method"),
     (["--score-layers", "1,2,3"], "--score-layers"),
-    (["--ratio", "0.0001"], "--ratio"),  # fewer tokens than one per clip on the model's 9x9 grid
+    # fewer tokens than one per clip on the model's 9x9 grid: the error names the ratio that works
+    (["--ratio", "0.0001"], "--ratio: ratio 0.0001 keeps 0.26 of the 32x81 tokens, fewer than one; the smallest "
+                            "ratio that works is 0.00598 (32 frames, 9x9 tower grid)"),
+    (["--ratio", "0.004"], "fewer than the 16 that 8 clips need (each keeps its keyframe's anchor cells twice, at "
+                           "least one); the smallest ratio that works is 0.00598"),
     (["--config", str(HOSTILE / "config_shard_size_negative.json")], "config_shard_size_negative.json"),
     (["--manifest", str(HOSTILE / "manifest_int_row.jsonl")], "manifest_int_row.jsonl:1"),
     (["--list", "/nonexistent/list.txt"], "/nonexistent/list.txt"),
 ]
-
-
-@pytest.fixture
-def nothing_runs(monkeypatch):
-    """Records any model load or decode-worker start (there must be none)."""
-    calls = []
-    import aot_cli.models
-    from aot_cli.pipeline.workers import DecodePool
-
-    real_load, real_start = aot_cli.models.load_model, DecodePool.start
-    monkeypatch.setattr(aot_cli.models, "load_model", lambda *a, **k: calls.append("load_model") or real_load(*a, **k))
-    monkeypatch.setattr(DecodePool, "start", lambda self: calls.append("workers") or real_start(self))
-    return calls
 
 
 def error_lines(result) -> list:
@@ -357,7 +351,7 @@ def test_unreachable_hub_is_one_line_within_seconds(tmp_path):
 
 # ------------------------------------------------------------------ reruns, summaries, paths
 
-def test_rerun_with_nothing_to_do_loads_no_model_and_changes_recompute(tiny, tmp_path, monkeypatch):
+def test_rerun_with_nothing_to_do_loads_no_model_and_another_checkpoint_is_refused(tiny, tmp_path, monkeypatch):
     import os
 
     ckpt = tmp_path / "ckpt"
@@ -384,7 +378,8 @@ def test_rerun_with_nothing_to_do_loads_no_model_and_changes_recompute(tiny, tmp
     copy_args = [a if a != str(ckpt) else str(moved) for a in args]
     r = run(copy_args)
     assert r.exit_code == 0 and calls == [] and "nothing to do" in r.stderr
-    # the same checkpoint directory with new weights (same size) is another model: recomputed
+    # the same checkpoint directory with new weights (same size) is another model: not replaced
+    # silently (exit 2, one line, nothing run), recomputed with --overwrite
     from safetensors.torch import load_file, save_file
 
     weights = ckpt / "model.safetensors"
@@ -392,6 +387,10 @@ def test_rerun_with_nothing_to_do_loads_no_model_and_changes_recompute(tiny, tmp
     save_file({k: v + 1e-3 if v.is_floating_point() else v for k, v in state.items()}, weights,
               metadata={"format": "pt"})
     r = run(args)
+    lines = error_lines(r)
+    assert r.exit_code == 2 and calls == [] and len(lines) == 1 and "2 of the 2 videos are cached with" in lines[0]
+    assert "checkpoint" in lines[0] and "--overwrite" in lines[0]
+    r = run(args + ["--overwrite"])
     assert r.exit_code == 0 and calls[0] == "workers" and "load" in calls
     assert [json.loads(line)["status"] for line in r.stdout.splitlines()] == ["ok", "ok"]
 
@@ -563,6 +562,10 @@ def test_rerun_with_nothing_to_do_and_rejected_flags_import_nothing_heavy(tiny, 
     # a rejected flag: one line, exit 2, before anything heavy is imported
     assert _modules_after(args + ["--ratio", "2"], tmp_path, HEAVY, err) == []
     assert err[-1].strip().count("\n") == 0 and "--ratio" in err[-1]
+    # another setting than the cached video's: refused the same way, before anything heavy
+    assert _modules_after(args + ["--ratio", "0.2"], tmp_path, HEAVY, err) == []
+    assert err[-1].strip().count("\n") == 0 and "--ratio 0.1 -> 0.2" in err[-1]
+    assert sorted(p.name for p in (cache / "shards").iterdir()) == before
 
 
 def test_rerun_with_the_named_offline_model_imports_nothing_heavy(tmp_path):

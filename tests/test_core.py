@@ -246,8 +246,12 @@ def test_exact_budget_options():
 
 
 def test_infeasible_budget_is_a_clear_error():
-    with pytest.raises(BudgetError, match="clips"):
-        plan_budget(0.001, 32, (27, 27), "bilinear", segments=fixed_segments(32, 4))
+    with pytest.raises(BudgetError, match="clips need .* the smallest ratio that works is 0.00248") as info:
+        plan_budget(0.0001, 32, (27, 27), "bilinear", segments=fixed_segments(32, 4))
+    smallest = info.value.smallest_ratio  # 16 tokens (8 clips, keyframes twice) of 32 x 196
+    assert plan_budget(smallest, 32, (27, 27), "bilinear", segments=fixed_segments(32, 4)).target == 16
+    with pytest.raises(BudgetError):
+        plan_budget(smallest - 0.00001, 32, (27, 27), "bilinear", segments=fixed_segments(32, 4))
     with pytest.raises(BudgetError, match="ratio"):
         plan_budget(0.0, 32, (27, 27))
 

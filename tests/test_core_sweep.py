@@ -83,7 +83,7 @@ def test_cli_sweep_methods_table_json_and_plot(tiny_llava_hf_dir, tmp_path):
             "--ratios", "0.2,0.4", "--methods", "aot,quality,random,pool,attention", "--seed", "4"]
     r = CliRunner().invoke(main, args + ["--json", "--plot", str(tmp_path / "sweep.png")])
     assert r.exit_code == 0, r.output
-    data = json.loads(r.stdout)
+    (data,) = json.loads(r.stdout)["videos"]
     assert data["seed"] == 4 and {p["method"] for p in data["points"]} == set(SWEEP_METHODS)
     assert all(p[k] is not None for p in data["points"] for k in FIGURES)
     image = Image.open(tmp_path / "sweep.png")
@@ -93,19 +93,62 @@ def test_cli_sweep_methods_table_json_and_plot(tiny_llava_hf_dir, tmp_path):
     for word in ("coverage", "salient", "OT error", "quality", "attention", "random seed 4"):
         assert word in table.stdout
     off = CliRunner().invoke(main, args[:-4] + ["--no-fidelity", "--json"])
-    assert off.exit_code == 0 and all(p["coverage"] is None for p in json.loads(off.stdout)["points"])
+    assert off.exit_code == 0 and all(p["coverage"] is None for p in json.loads(off.stdout)["videos"][0]["points"])
 
 
-def test_cli_sweep_bad_methods_and_missing_pot_fail_in_one_line(tiny_llava_hf_dir, monkeypatch):
+def test_cli_sweep_bad_methods_fail_in_one_line(tiny_llava_hf_dir):
     r = CliRunner().invoke(main, ["sweep", str(CLIP), "--model", str(tiny_llava_hf_dir), "--methods", "aot,best"])
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and "--methods" in r.stderr
     with pytest.raises(ValueError):
         parse_methods("")
+    r = CliRunner().invoke(main, ["sweep", str(SAMPLES / "nothing-here"), "--model", str(tiny_llava_hf_dir)])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and "nothing-here" in r.stderr
+
+
+def test_cli_sweep_of_a_directory_summarises_and_marks_the_leaders(tiny_llava_hf_dir, tmp_path, monkeypatch):
+    import shutil
+
+    data = tmp_path / "videos"
+    data.mkdir()
+    for name in ("carphone_pristine.mp4", "realshort.mp4"):
+        shutil.copy(SAMPLES / name, data / name)
+    (data / "broken.mp4").write_bytes(b"not a video")
+    args = ["sweep", str(data), "--model", str(tiny_llava_hf_dir), "--frames", "8", "--dtype", "fp32",
+            "--ratios", "0.2,0.4", "--methods", "aot,quality,pool", "--reference", "126:0.3"]
+    r = CliRunner().invoke(main, args + ["--json", "--plot", str(tmp_path / "mean.png")])
+    assert r.exit_code == 1, r.output  # one video could not be read; the others are swept
+    report = json.loads(r.stdout)
+    assert sorted(Path(v["video"]).name for v in report["videos"]) == ["carphone_pristine.mp4", "realshort.mp4"]
+    assert [f["video"] for f in report["failed"]] == ["broken.mp4"] and report["ot_error"] is True
+    assert Image.open(tmp_path / "mean.png").format == "PNG"
+    rows = {(row["method"], row["setting"]): row for row in report["summary"]}
+    assert len(rows) == 3 * 2 + 1 and all(row["videos"] == 2 for row in rows.values())
+    for (method, setting), row in rows.items():  # the means of the per-video points
+        points = [p for v in report["videos"] for p in v["points"]
+                  if p["method"] == method and (p["label"] == setting or f"reference {p['label']}" == setting
+                                                or setting.startswith("reference"))]
+        points = [p for p in points if (p["rule"] == "ratio") == (row["rule"] == "ratio")]
+        for key in FIGURES:
+            assert row[key] == pytest.approx(sum(p[key] for p in points) / len(points), abs=1e-9)
+    for ratio in ("ratio 0.2", "ratio 0.4"):  # each figure led by the best method at that ratio
+        group = [rows[(m, ratio)] for m in ("aot", "quality", "pool")]
+        for key, higher in (("coverage", True), ("salient_coverage", True), ("ot_error", False)):
+            best = (max if higher else min)(row[key] for row in group)
+            assert [row[key] == best for row in group] == [key in row["leads"] for row in group]
+    assert rows[("aot", "reference V=126, keep 0.3")]["leads"] == []  # another budget: never compared
+    table = CliRunner().invoke(main, args)
+    assert table.exit_code == 1
+    for text in ("mean over 2 videos", "carphone_pristine.mp4", "realshort.mp4", "failed: broken.mp4", "*"):
+        assert text in table.stdout
+    # without POT the sweep still runs: one note, the OT column left out
     import sys
+
     monkeypatch.setitem(sys.modules, "ot", None)
-    r = CliRunner().invoke(main, ["sweep", str(CLIP), "--model", "/nonexistent/model", "--ratios", "0.2"])
-    # POT is checked before the model is loaded: the error names the extra, not the model
-    assert r.exit_code == 2 and "aot-cli[fidelity]" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = CliRunner().invoke(main, args[:1] + [str(data / "realshort.mp4")] + args[2:])
+    assert r.exit_code == 0, r.output
+    notes = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(notes) == 1 and "aot-cli[fidelity]" in notes[0] and "OT error" not in r.stdout
+    assert "coverage" in r.stdout
 
 
 @pytest.mark.parametrize("flags,method,preset,seed", [

@@ -16,8 +16,11 @@ from aot_cli.cache import TokenCache, write_single
 from aot_cli.config import DecodeConfig, ModelConfig
 from aot_cli.core import AOTConfig
 from aot_cli.inspect import pictures
-from aot_cli.inspect.pictures import (KEPT_COLOR, KEYFRAME_COLOR, PictureError, cell_box, dim_mask, frame_marks,
-                                      plot_ratio_sweep, plot_tokens_per_frame, render_overlay, tower_region)
+from aot_cli.inspect.drawing import dim_mask
+from aot_cli.inspect.layout import SHEET_WIDTH, cell_box, tower_region
+from aot_cli.inspect.palette import ANCHOR_COLOR, KEPT_COLOR, KEYFRAME_COLOR
+from aot_cli.inspect.pictures import (PictureError, frame_marks, plot_ratio_sweep, plot_tokens_per_frame,
+                                      render_overlay)
 from aot_cli.inspect.sweep import (parse_ratios, parse_references, reference_points, run_sweep, scaled_anchors,
                                    sweep_ratios)
 from aot_cli.models import load_model
@@ -95,6 +98,36 @@ def test_overlay_layout_keyframe_border_and_kept_outlines(cached, tmp_path):
         assert _colour_near(tile, cell_box(cell, (5, 5), (0, 0, x1 - x0, y1 - y0)), KEPT_COLOR)
     empty = [c for c in range(25) if c not in frame.kept]
     assert not _colour_near(tile, cell_box(empty[0], (5, 5), (0, 0, x1 - x0, y1 - y0)), KEPT_COLOR, band=1)
+
+
+def test_the_sheet_fits_a_screen_by_default_and_grows_on_request(cached, tmp_path):
+    _, cache_file = cached
+    default = render_overlay(cache_file, None, tmp_path / "default.png")
+    assert SHEET_WIDTH - 8 <= default.size[0] <= SHEET_WIDTH == 2000
+    assert default.size[1] <= 1500  # 8 frames: one or two rows, nothing to scroll
+    tile = default.picture_boxes[0][2] - default.picture_boxes[0][0]
+    assert tile / 5 >= 10  # an output-grid cell (5x5 here) is still at least 10 pixels
+    wide = render_overlay(cache_file, None, tmp_path / "wide.png", width=4000)
+    assert 4000 - 8 <= wide.size[0] <= 4000 and wide.cols == default.cols
+    assert wide.picture_boxes[0][2] - wide.picture_boxes[0][0] > 1.8 * tile
+    by_cell = render_overlay(cache_file, None, tmp_path / "cells.png", cell_px=40, cols=2)
+    x0, y0, x1, y1 = by_cell.picture_boxes[0]
+    assert by_cell.cols == 2 and abs(((x1 - x0) * (y1 - y0) / 25) ** 0.5 - 40) < 2  # cells of about 40 px
+    with pytest.raises(PictureError, match="width must be at least"):
+        render_overlay(cache_file, None, tmp_path / "narrow.png", width=10)
+
+
+def test_columns_follow_the_grid_so_cells_stay_readable():
+    from aot_cli.inspect.layout import MIN_CELL_PX, fit_tiles
+
+    # 32 frames of 16:9 video, a centre crop (DINOv2: 16x16 grid on the middle square)
+    crop = (280.0, 0.0, 1000.0, 720.0)
+    cols, scale = fit_tiles(1280, crop, (16, 16), 32)
+    assert cols < 8 and 720 * scale / 16 >= MIN_CELL_PX
+    assert 2 * 12 + cols * 1280 * scale + (cols - 1) * 16 <= 2001
+    # a small grid keeps eight columns; fewer frames, fewer columns
+    assert fit_tiles(640, (0.0, 0.0, 640.0, 272.0), (5, 5), 32)[0] == 8
+    assert fit_tiles(640, (0.0, 0.0, 640.0, 272.0), (5, 5), 3)[0] == 3
 
 
 def test_frame_marks_agree_with_the_cache(cached):
@@ -202,7 +235,7 @@ def test_tokens_per_frame_plot(cached, tmp_path):
     assert image.format == "PNG" and image.size[0] > 500 and image.size[1] > 300
     # the three kinds' colours appear as bars
     px = np.asarray(image.convert("RGB")).reshape(-1, 3)
-    for colour in (KEYFRAME_COLOR, KEPT_COLOR, pictures.ANCHOR_COLOR):
+    for colour in (KEYFRAME_COLOR, KEPT_COLOR, ANCHOR_COLOR):
         assert (px == np.array(colour)).all(axis=1).sum() > 100
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".aot-tmp")]
 

@@ -7,19 +7,22 @@ tensors as numpy arrays needs no torch, so anything that reads a cache needs not
 Layout of a cache directory::
 
     <cache>/
-      cache.json                     manifest {"kind": "aot-token-cache", "format_version": 1,
-                                     "created_at"}; created atomically once, never rewritten
+      cache.json                     manifest {"kind": "aot-token-cache", "format_version": 2,
+                                     "created_at"}; created atomically once; a writer raises an
+                                     older cache's version (atomic replace, ``upgraded_at``)
       shards/<part>-<seq>-<uuid8>.safetensors
-                                     many videos per file; the video stored under key ``v{k}``
-                                     (k numbers the videos in that file) has tensors
-                                     ``v{k}.tokens``, ``v{k}.frame``, …; the ``__metadata__``
-                                     holds ``aot_format``, ``aot_kind`` ("shard"),
-                                     ``aot_created_at`` and ``aot_videos``:
+                                     many videos per file, in segments appended one per commit
+                                     (:mod:`.format`); the video stored under key ``v{k}`` of a
+                                     segment (k numbers the videos in that segment) has tensors
+                                     ``v{k}.tokens``, ``v{k}.frame``, …; each segment's
+                                     ``__metadata__`` holds ``aot_format``, ``aot_kind``
+                                     ("shard"), ``aot_created_at`` and ``aot_videos``:
                                      JSON {"v0": {"id": ..., "meta": {...}}, ...}
       index/<part>.jsonl             one JSON line per committed video:
                                      {"id", "status": "ok", "shard": "shards/<file>", "key": "v3",
-                                     "num_tokens", "sha256", "config_fingerprint", "meta",
-                                     "committed_at"}; and one per failure:
+                                     "offset" (where its segment starts), "num_tokens", "sha256",
+                                     "config_fingerprint", "meta", "committed_at"}; and one per
+                                     failure:
                                      {"id", "status" (not "ok"), "error", "path", "sha256",
                                      "config_fingerprint", "meta", "committed_at"}
       failures.jsonl                 the failure rows again, as one log shared by all writers
@@ -30,14 +33,20 @@ describes itself in ``index/.<part>.owner`` and appends only there, so concurren
 touch each other's files; a second writer on a part in use is refused (:class:`PartInUseError`,
 naming the holder). Readers merge all parts.
 
-Commit protocol (per shard, so per video): the shard is written under a temporary name
-(``.<shard>.<uuid8>.aot-tmp``) in ``shards/``, fsynced, renamed to its final name, the directory
-fsynced; only then are the shard's rows appended to the index part in one write, and fsynced. A
-video is in the cache iff an ok row names it and that row's shard file exists. Readers never list
-``shards/``, so temporary files and shards whose rows were never written (a crash between rename
-and append) are invisible; the next writer of the same part removes both. A torn last index line is skipped (a writer reopening the part first
-ends it with a newline). When an id has several ok rows (stored again), the latest by
-``committed_at`` wins (ties: part name, then line order).
+Commit protocol (per commit, so per video): the buffered videos become one segment. The writer
+appends it to its current shard (at the next multiple of 8 bytes after the committed end) and
+fsyncs the file, or, when there is none or it has reached the shard size, writes a new shard under
+a temporary name (``.<shard>.<uuid8>.aot-tmp``) in ``shards/``, fsyncs it, renames it to its final
+name and fsyncs the directory; only then are the segment's rows appended to the index part in one
+write, and fsynced. Bytes are never changed once a row names them. A video is in the cache iff an
+ok row names it and that row's shard file exists. Readers never list ``shards/`` and read only
+the byte ranges rows name, so temporary files, shards whose rows were never written (a crash
+between rename and append) and bytes appended but never committed are invisible; the next writer
+of the same part removes all three (it cuts its last shard back to the committed end and goes on
+appending to it). A torn last index line is skipped (a writer reopening the part first ends it
+with a newline). When an id has several ok rows (stored again), the latest by ``committed_at``
+wins (ties: part name, then line order). ``aot compact`` (:mod:`.compact`) rewrites what is read
+into full shards and drops the rest.
 
 A single-video output (:func:`write_single`) is one safetensors file in the same format
 (``aot_kind`` "single", key ``v0``); :class:`TokenCache` reads it as a one-video cache, and also
@@ -51,11 +60,11 @@ path; loading never runs code (safetensors only, no pickle).
 """
 from .atomic import atomic_write_bytes
 from .errors import CacheError, UnknownTensorError, UnknownVideoError
-from .format import FORMAT_VERSION
+from .format import FORMAT_VERSION, SINGLE_FORMAT_VERSION
 from .reader import CachedVideo, TokenCache
 from .writer import CacheWriter, PartInUseError, write_single
 
 __all__ = [
     "CacheWriter", "write_single", "TokenCache", "CachedVideo", "CacheError", "UnknownVideoError",
-    "UnknownTensorError", "PartInUseError", "FORMAT_VERSION", "atomic_write_bytes",
+    "UnknownTensorError", "PartInUseError", "FORMAT_VERSION", "SINGLE_FORMAT_VERSION", "atomic_write_bytes",
 ]

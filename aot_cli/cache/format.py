@@ -1,17 +1,26 @@
-"""The on-disk format of one aot safetensors file (a cache shard or a single-video output).
+"""The on-disk format of aot safetensors files: cache shards and single-video outputs.
 
-A standard safetensors file: 8-byte little-endian header length, a JSON header, then the raw tensor
-bytes. Tensors of the video stored under key ``v{k}`` are named ``v{k}.<name>`` (``v0.tokens``,
-``v0.frame``…); ``k`` numbers the videos inside the file, so video ids (which may contain '/', '.'
-or any unicode) never appear in tensor names. The header's ``__metadata__`` (string → string) holds:
+A **segment** is a standard safetensors blob: 8-byte little-endian header length, a JSON header,
+then the raw tensor bytes. Tensors of the video stored under key ``v{k}`` are named
+``v{k}.<name>`` (``v0.tokens``, ``v0.frame``…); ``k`` numbers the videos inside the segment, so
+video ids (which may contain '/', '.' or any unicode) never appear in tensor names. The header's
+``__metadata__`` (string → string) holds:
 
-- ``aot_format``      the format version (``"1"``)
+- ``aot_format``      the format version: ``"1"`` for a single-video file, ``"2"`` for a shard
 - ``aot_kind``        ``"shard"`` (part of a cache directory) or ``"single"`` (one video, one file)
-- ``aot_created_at``  ISO-8601 UTC time the file was written
+- ``aot_created_at``  ISO-8601 UTC time the segment was written
 - ``aot_videos``      JSON object ``{"v0": {"id": <video id>, "meta": {...}}, ...}``
 
-Files are written by this module's own encoder so a shard streams straight from the tensors to the
-file (no second in-memory copy); they are read back with the ``safetensors`` library.
+A single-video file is exactly one segment (a plain safetensors file). A **shard** is one or more
+segments one after the other, each starting at a multiple of 8 bytes (zero bytes pad the space
+between them): a writer appends one segment per commit, so a long run's shard grows towards the
+shard size instead of each commit starting a new file. A shard of one segment (every shard
+``aot compact`` writes) is a plain safetensors file; one of several is read segment by segment
+(:func:`read_header` at each segment's offset, which index rows record; :func:`segment_offsets`
+walks a lone file).
+
+Files are written by this module's own encoder so a segment streams straight from its tensors (or
+from another file's bytes, when a cache is compacted) to the file, with no second in-memory copy.
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import safejson
 from .errors import CacheError
@@ -31,7 +40,12 @@ from .fs import pread_exact
 if TYPE_CHECKING:  # torch is imported only where tensors are written or asked for
     import torch
 
-FORMAT_VERSION = 1
+#: Newest format this code reads and writes: 2 = shards of appended segments, index rows with the
+#: segment ``offset`` (version 1: one segment per shard file). Single-video files are still written
+#: as version 1 (their format did not change), so older readers keep reading them.
+FORMAT_VERSION = 2
+SINGLE_FORMAT_VERSION = 1
+SEGMENT_ALIGN = 8
 FORMAT_KEY = "aot_format"
 KIND_KEY = "aot_kind"
 CREATED_KEY = "aot_created_at"
@@ -131,36 +145,63 @@ class VideoRecord:
             + sum(96 + len(n) + 12 * t.dim() for n, t in self.tensors.items())
 
 
-def encode(videos: Sequence[VideoRecord], kind: str) -> Iterator[memoryview]:
-    """The pieces of a safetensors file holding ``videos`` under keys ``v0, v1, …``: the length
-    prefix and header first, then each tensor's bytes. Tensors are laid out widest element first, so
-    every tensor starts at an offset aligned to its element size."""
-    order: List[Tuple[str, "torch.Tensor"]] = []
-    listing: Dict[str, dict] = {}
-    for k, record in enumerate(videos):
-        key = video_key(k)
-        listing[key] = {"id": record.video_id, "meta": record.meta}
-        order.extend((tensor_name(key, n), t) for n, t in record.tensors.items())
-    layout = sorted(order, key=lambda item: -item[1].element_size())  # stable within a width
+class TensorSource(NamedTuple):
+    """One tensor to write: its stored name (``v3.tokens``), dtype code, shape, size in bytes and
+    a function that returns its bytes (called once, when the encoder reaches it)."""
+
+    name: str
+    dtype: str
+    shape: Tuple[int, ...]
+    nbytes: int
+    data: Callable[[], Any]
+
+
+def encode_segment(listing: Dict[str, dict], tensors: Sequence[TensorSource], kind: str,
+                   version: Optional[int] = None) -> Iterator[Any]:
+    """The pieces of one segment: the length prefix and header first, then each tensor's bytes
+    (asked of its :class:`TensorSource` only when it is written). ``listing``: key →
+    ``{"id", "meta"}`` (the ``aot_videos`` table). Tensors are laid out widest element first, so
+    every tensor starts at an offset aligned to its element size; the header lists them in the
+    order given. ``version``: the ``aot_format`` written (default: 1 for ``single``, else
+    :data:`FORMAT_VERSION`)."""
+    if version is None:
+        version = SINGLE_FORMAT_VERSION if kind == "single" else FORMAT_VERSION
+    layout = sorted(tensors, key=lambda t: -DTYPES[t.dtype].itemsize)  # stable within a width
     offsets: Dict[str, List[int]] = {}
     offset = 0
-    for name, t in layout:
-        size = t.numel() * t.element_size()
-        offsets[name] = [offset, offset + size]
-        offset += size
-    header: Dict[str, object] = {  # listed in the caller's order; the bytes follow ``layout``
-        name: {"dtype": dtype_code(t.dtype), "shape": list(t.shape), "data_offsets": offsets[name]}
-        for name, t in order}
+    for t in layout:
+        offsets[t.name] = [offset, offset + t.nbytes]
+        offset += t.nbytes
+    header: Dict[str, object] = {
+        t.name: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": offsets[t.name]} for t in tensors}
     header["__metadata__"] = {
-        FORMAT_KEY: str(FORMAT_VERSION), KIND_KEY: kind, CREATED_KEY: utc_now(),
+        FORMAT_KEY: str(version), KIND_KEY: kind, CREATED_KEY: utc_now(),
         VIDEOS_KEY: json.dumps(listing, ensure_ascii=False, allow_nan=False, separators=(",", ":")),
     }
     raw = json.dumps(header, separators=(",", ":")).encode("ascii")
     raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
     yield memoryview(len(raw).to_bytes(8, "little") + raw)
-    for _, t in layout:
-        yield tensor_bytes(t)
+    for t in layout:
+        yield t.data()
 
+
+def encode(videos: Sequence[VideoRecord], kind: str) -> Iterator[Any]:
+    """The pieces of one segment holding ``videos`` under keys ``v0, v1, …`` (see
+    :func:`encode_segment`)."""
+    tensors: List[TensorSource] = []
+    listing: Dict[str, dict] = {}
+    for k, record in enumerate(videos):
+        key = video_key(k)
+        listing[key] = {"id": record.video_id, "meta": record.meta}
+        for n, t in record.tensors.items():
+            tensors.append(TensorSource(tensor_name(key, n), dtype_code(t.dtype), tuple(t.shape),
+                                        t.numel() * t.element_size(), lambda t=t: tensor_bytes(t)))
+    return encode_segment(listing, tensors, kind)
+
+
+def aligned(offset: int) -> int:
+    """``offset`` rounded up to the next multiple of :data:`SEGMENT_ALIGN`."""
+    return offset + (-offset % SEGMENT_ALIGN)
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -177,12 +218,13 @@ class TensorEntry(NamedTuple):
 
 @dataclass
 class FileHeader:
-    """What the header of an aot safetensors file says, checked.
+    """What the header of one segment of an aot safetensors file says, checked.
 
     ``videos``: key → {"id": str, "meta": dict} for every well-formed video; ``bad``: key →
     (id or None, one-line message) for entries that cannot be read (wrong types, malformed or
     inconsistent tensor entries); ``tensors``: stored tensor name → :class:`TensorEntry` of the
-    well-formed videos; ``data_start``: file offset of the data section; ``size``: header bytes."""
+    well-formed videos; ``data_start``: file offset of the data section; ``size``: header bytes;
+    ``offset``/``end``: where the segment starts and ends in its file (see the module docstring)."""
 
     path: Path
     kind: str
@@ -192,45 +234,52 @@ class FileHeader:
     bad: Dict[str, Tuple[Optional[str], str]] = field(default_factory=dict)
     data_start: int = 8
     size: int = 0
+    offset: int = 0  # where the segment starts in its file
+    end: int = 0  # file offset just after the segment's last tensor byte
     by_key: Dict[str, List[str]] = field(default_factory=dict)  # key → tensor names, in header order
+    where: str = ""  # how messages name the segment: the path, plus "(segment at byte N)" after the first
 
     def names_of(self, key: str) -> List[str]:
         """The tensor names (without the ``v{k}.`` prefix) stored for video ``key``."""
         return list(self.by_key.get(key, ()))
 
 
-def read_header(fd: int, path: Path) -> FileHeader:
-    """Read and check the header of the open regular file ``fd`` (named ``path`` in messages).
+def read_header(fd: int, path: Path, offset: int = 0) -> FileHeader:
+    """Read and check the header of the segment at byte ``offset`` of the open regular file ``fd``
+    (named ``path`` in messages; a segment after the first is named "``path`` (segment at byte
+    N)").
 
     Raises :class:`CacheError` (one line, naming the path) for a file that is not safetensors, a
     safetensors file that is not an aot cache, a header that is too large, nested too deeply,
     holds non-finite numbers or is not JSON, a truncated file, or a format version newer than this
     code. Problems of one video (its meta or id of the wrong type, a malformed or inconsistent
     tensor entry, a standard tensor of the wrong dtype or shape) do not fail the file: they are
-    listed in ``FileHeader.bad``."""
-    size = os.fstat(fd).st_size
-    prefix = bytes(pread_exact(fd, 8, 0, path, "header", allow_short=True))
+    listed in ``FileHeader.bad``. Bytes after the segment's data (later segments) are not read."""
+    where = path if not offset else f"{path} (segment at byte {offset})"
+    size = os.fstat(fd).st_size - offset
+    prefix = bytes(pread_exact(fd, 8, offset, where, "header", allow_short=True)) if size > 0 else b""
     length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
     if len(prefix) < 8 or not 2 <= length <= MAX_HEADER_BYTES:
-        raise CacheError(f"{path}: not a safetensors file")
+        raise CacheError(f"{where}: not a safetensors file")
     if 8 + length > size:
-        raise CacheError(f"{path}: damaged or truncated safetensors file "
+        raise CacheError(f"{where}: damaged or truncated safetensors file "
                          f"(header needs {length} bytes, file ends after {max(0, size - 8)})")
-    raw = pread_exact(fd, length, 8, path, "header")
+    raw = pread_exact(fd, length, offset + 8, where, "header")
     if not raw.startswith(b"{"):
-        raise CacheError(f"{path}: not a safetensors file")
-    header = safejson.load_or_fail(raw, path, "damaged safetensors file: the header")
+        raise CacheError(f"{where}: not a safetensors file")
+    header = safejson.load_or_fail(raw, where, "damaged safetensors file: the header")
     if not isinstance(header, dict):
-        raise CacheError(f"{path}: not a safetensors file")
+        raise CacheError(f"{where}: not a safetensors file")
     metadata = header.pop("__metadata__", None)
     data_size = size - 8 - length
-    entries, broken = _tensor_entries(path, header)
+    entries, broken = _tensor_entries(where, header)
     end = max((e.end for e in entries.values()), default=0)
     if end > data_size:
-        raise CacheError(f"{path}: truncated safetensors file (tensors need {end} bytes of data, "
+        raise CacheError(f"{where}: truncated safetensors file (tensors need {end} bytes of data, "
                          f"the file holds {data_size})")
-    result = _parse_aot_metadata(path, metadata, entries)
-    result.data_start, result.size = 8 + length, length
+    result = _parse_aot_metadata(where, metadata, entries, path)
+    result.data_start, result.size = offset + 8 + length, length
+    result.offset, result.end = offset, offset + 8 + length + end
     for key, problem in broken.items():
         _mark_bad(result, key, problem)
     for key in list(result.videos):
@@ -238,6 +287,56 @@ def read_header(fd: int, path: Path) -> FileHeader:
         if problem:
             _mark_bad(result, key, problem)
     return result
+
+
+def segment_offsets(fd: int, path: Path, limit: int = 1 << 20) -> Iterator[Tuple[int, Optional[FileHeader], str]]:
+    """Walk the segments of a lone shard file: ``(offset, header, "")`` for each segment, in file
+    order, each starting at the aligned end of the one before. A tail that is not a whole segment
+    (bytes a writer appended but never committed, then was killed) ends the walk with ``(offset,
+    None, reason)``; the first segment's errors are raised (CacheError), as for one file. At most
+    ``limit`` segments."""
+    size = os.fstat(fd).st_size
+    offset = 0
+    for _ in range(limit):
+        if offset >= size:
+            return
+        try:
+            header = read_header(fd, path, offset)
+        except CacheError as exc:
+            if offset == 0:
+                raise
+            yield offset, None, str(exc)
+            return
+        yield offset, header, ""
+        offset = aligned(header.end)
+
+
+def file_kind(path: Path) -> str:
+    """What the regular file ``path`` is, by its first segment: ``"single"`` or ``"shard"`` (an aot
+    file whose header reads), ``"damaged"`` (an aot file whose header does not read whole but
+    names the aot format), or ``"foreign"`` (anything else: another program's safetensors file
+    such as a model's weights, or not safetensors at all). Never raises for the file's content;
+    OSError when it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            return read_header(fd, path).kind if not _is_foreign(fd, path) else "foreign"
+        except CacheError:
+            size = os.fstat(fd).st_size
+            prefix = os.pread(fd, 8, 0)
+            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+            if not 2 <= length <= MAX_HEADER_BYTES or size < 10:
+                return "foreign"
+            raw = os.pread(fd, min(length, size - 8), 8)
+            return "damaged" if raw.startswith(b"{") and f'"{FORMAT_KEY}"'.encode() in raw else "foreign"
+    finally:
+        os.close(fd)
+
+
+def _is_foreign(fd: int, path: Path) -> bool:
+    """Whether the file's first bytes cannot be an aot file (not a safetensors length prefix)."""
+    prefix = os.pread(fd, 9, 0)
+    return len(prefix) < 9 or prefix[8:9] != b"{"
 
 
 def _mark_bad(header: FileHeader, key: str, problem: str) -> None:
@@ -248,7 +347,7 @@ def _mark_bad(header: FileHeader, key: str, problem: str) -> None:
         return
     for name in header.by_key.pop(key, ()):
         del header.tensors[tensor_name(key, name)]
-    header.bad[key] = (video["id"], f"{header.path}: video {video['id']!r} ({key}): {problem}")
+    header.bad[key] = (video["id"], f"{header.where}: video {video['id']!r} ({key}): {problem}")
 
 
 def _tensor_entries(path: Path, header: Dict[str, Any]) -> Tuple[Dict[str, TensorEntry], Dict[str, str]]:
@@ -297,32 +396,33 @@ def parse_version(value: object) -> Optional[int]:
     return None
 
 
-def _parse_aot_metadata(path: Path, metadata: object, tensors: Dict[str, TensorEntry]) -> FileHeader:
+def _parse_aot_metadata(where: Any, metadata: object, tensors: Dict[str, TensorEntry], path: Path) -> FileHeader:
+    """The checked ``__metadata__`` of a segment of the file ``path`` (named ``where`` in messages)."""
     if not isinstance(metadata, dict) or FORMAT_KEY not in metadata:
-        raise CacheError(f"{path}: not an aot token cache (safetensors file without "
+        raise CacheError(f"{where}: not an aot token cache (safetensors file without "
                          f"'{FORMAT_KEY}' metadata)")
     version = parse_version(metadata[FORMAT_KEY])
     if version is None:
-        raise CacheError(f"{path}: damaged aot metadata ({FORMAT_KEY}={str(metadata[FORMAT_KEY])[:40]!r} "
+        raise CacheError(f"{where}: damaged aot metadata ({FORMAT_KEY}={str(metadata[FORMAT_KEY])[:40]!r} "
                          "is not a positive integer)")
-    check_version(path, version)
+    check_version(where, version)
     listing = metadata.get(VIDEOS_KEY)
     if not isinstance(listing, str):
-        raise CacheError(f"{path}: damaged aot metadata ('{VIDEOS_KEY}' is missing or not a string)")
-    videos = safejson.load_or_fail(listing, path, f"damaged aot metadata: '{VIDEOS_KEY}'")
+        raise CacheError(f"{where}: damaged aot metadata ('{VIDEOS_KEY}' is missing or not a string)")
+    videos = safejson.load_or_fail(listing, where, f"damaged aot metadata: '{VIDEOS_KEY}'")
     if not isinstance(videos, dict):
-        raise CacheError(f"{path}: damaged aot metadata ('{VIDEOS_KEY}' is a {type(videos).__name__}, "
+        raise CacheError(f"{where}: damaged aot metadata ('{VIDEOS_KEY}' is a {type(videos).__name__}, "
                          "not an object)")
     kind, created = metadata.get(KIND_KEY, "shard"), metadata.get(CREATED_KEY, "")
-    header = FileHeader(path=path, kind=kind if isinstance(kind, str) else "shard",
+    header = FileHeader(path=path, where=str(where), kind=kind if isinstance(kind, str) else "shard",
                         created_at=created if isinstance(created, str) else "", videos={}, tensors={})
     for key, video in videos.items():
         vid = video.get("id") if isinstance(video, dict) else None
         vid = vid if isinstance(vid, str) and vid else None
         problem = _video_problem(key, video)
         if problem:
-            header.bad[key] = (vid, f"{path}: video {vid!r} ({key}): {problem}" if vid is not None
-                               else f"{path}: video table entry {key!r}: {problem}")
+            header.bad[key] = (vid, f"{where}: video {vid!r} ({key}): {problem}" if vid is not None
+                               else f"{where}: video table entry {key!r}: {problem}")
             continue
         meta = video.get("meta")
         header.videos[key] = {"id": vid, "meta": {} if meta is None else meta}

@@ -12,10 +12,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import safejson
-from .format import MAX_META_BYTES
+from .format import MAX_META_BYTES, SEGMENT_ALIGN
 from .fs import pread_exact
 from .layout import shard_file_name
 
@@ -25,22 +26,42 @@ MAX_INDEX_LINES = 4_000_000  # lines of all parts together (blank ones included)
 MAX_SKIPPED_LINES = 100_000  # lines that are not rows; a real cache has a handful (torn appends)
 _CHUNK = 8 << 20
 _KEY_RE = re.compile(r"^v[0-9]{1,9}$")
+MAX_OFFSET = 1 << 60
 
 
 class Row:
     """One checked index row: ``id``, ``status``, ``committed_at``, and for ok rows ``shard``
-    (the file name inside ``shards/``) and ``key``. :meth:`data` gives the whole row as a dict."""
+    (the file name inside ``shards/``), ``key`` and ``offset`` (where the video's segment starts
+    in the shard; 0 when the row has none, as rows of format 1 do). ``part`` and ``line``: the
+    index part and line (from 0) it was read from. :meth:`data` gives the whole row as a dict."""
 
-    __slots__ = ("id", "status", "committed_at", "shard", "key", "_raw", "_data")
+    __slots__ = ("id", "status", "committed_at", "shard", "key", "offset", "part", "line", "_raw", "_data")
 
-    def __init__(self, data: Dict[str, Any], raw: Optional[bytes] = None, shard: Optional[str] = None) -> None:
+    def __init__(self, data: Dict[str, Any], raw: Optional[bytes] = None, shard: Optional[str] = None,
+                 part: str = "", line: int = 0) -> None:
         self.id: str = data["id"]
         self.status: str = data["status"]
         self.committed_at: str = data.get("committed_at", "")
         self.shard = shard
         self.key: Optional[str] = data.get("key")
+        offset = data.get("offset", 0)
+        self.offset: int = offset if isinstance(offset, int) and not isinstance(offset, bool) else 0
+        self.part = part
+        self.line = line
         self._raw = raw
         self._data = None if raw is not None else data
+
+    @property
+    def segment(self) -> Tuple[Optional[str], int]:
+        """``(shard file name, offset)``: the segment holding an ok row's video."""
+        return self.shard, self.offset
+
+    @property
+    def raw(self) -> bytes:
+        """The row as stored (one JSON line without its newline)."""
+        if self._raw is not None:
+            return self._raw
+        return json.dumps(self._data, ensure_ascii=False).encode("utf-8")
 
     @property
     def ok(self) -> bool:
@@ -57,7 +78,8 @@ def parse_row(line: bytes) -> Row:
     """The row on one index line; ValueError (one line, the reason) when it is not a well-formed
     row: not JSON within the limits of :mod:`.safejson`, not an object, ``id``/``status``/
     ``committed_at`` not non-empty strings, or an ok row whose ``shard`` is not
-    ``shards/<name>.safetensors`` or whose ``key`` is not ``v<number>``. These are the fields the
+    ``shards/<name>.safetensors``, whose ``key`` is not ``v<number>`` or whose ``offset`` (when
+    present) is not a non-negative multiple of 8. These are the fields the
     reader relies on; the others (``sha256``, ``meta``…) are handed to callers as stored, and
     callers check what they use (resuming compares ``sha256`` only when it is a string)."""
     if len(line) > MAX_ROW_BYTES:
@@ -76,6 +98,10 @@ def parse_row(line: bytes) -> Row:
             raise ValueError("'shard' is not of the form shards/<name>.safetensors")
         if not isinstance(data.get("key"), str) or not _KEY_RE.match(data["key"]):
             raise ValueError("'key' is not of the form v<number>")
+        offset = data.get("offset", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET \
+                or offset % SEGMENT_ALIGN:
+            raise ValueError(f"'offset' is not a multiple of {SEGMENT_ALIGN} in 0..{MAX_OFFSET}")
     return Row(data, raw=bytes(line), shard=shard)
 
 
@@ -113,10 +139,12 @@ def iter_lines(fd: int, size: int, path: Path, max_line: int = MAX_ROW_BYTES) ->
 
 
 def read_part(fd: int, path: Path, max_lines: int = MAX_INDEX_LINES,
-              max_skipped: int = MAX_SKIPPED_LINES) -> Tuple[List[Tuple[int, Row]], List[Tuple[int, str]], int]:
+              max_skipped: int = MAX_SKIPPED_LINES,
+              part: str = "") -> Tuple[List[Tuple[int, Row]], List[Tuple[int, str]], int]:
     """The rows of one open index part as (line number, :class:`Row`), (line number, reason) of
     each line skipped (blank lines are neither), and the number of lines. Stops early, after
-    ``max_lines`` lines or ``max_skipped`` skipped ones (the caller refuses such an index)."""
+    ``max_lines`` lines or ``max_skipped`` skipped ones (the caller refuses such an index).
+    ``part``: the part's name, recorded in each row."""
     rows: List[Tuple[int, Row]] = []
     skipped: List[Tuple[int, str]] = []
     number = -1
@@ -129,7 +157,64 @@ def read_part(fd: int, path: Path, max_lines: int = MAX_INDEX_LINES,
         if not line.strip():
             continue
         try:
-            rows.append((number, parse_row(line)))
+            row = parse_row(line)
         except ValueError as exc:
             skipped.append((number, " ".join(str(exc).split())[:160]))
+            continue
+        row.part, row.line = part, number
+        rows.append((number, row))
     return rows, skipped, number + 1
+
+
+@dataclass
+class MergedIndex:
+    """What the rows of a cache say, merged as every reader merges them (README "Cache format").
+
+    Rows are taken in commit order (``committed_at``, then part name, then line). Per id, the last
+    ok row whose shard is usable wins (``ok``); a failure row counts as the id's latest attempt,
+    and ``failed`` holds the ids whose latest attempt failed (an id can be in both: cached, then
+    failed). ``missing``: per id, the ok rows after its last usable one that name a shard that is
+    not there (reported, never read)."""
+
+    rows: List[Row]
+    ok: Dict[str, Row] = field(default_factory=dict)
+    failed: Dict[str, Row] = field(default_factory=dict)
+    missing: Dict[str, List[Row]] = field(default_factory=dict)
+
+    @property
+    def missing_shards(self) -> List[str]:
+        return sorted({f"shards/{row.shard}" for rows in self.missing.values() for row in rows})
+
+    def kept(self) -> List[Row]:
+        """The rows that carry everything a reader uses, in commit order: each id's winning ok
+        row, its latest failure when that came after, and the rows naming missing shards that
+        are still reported. Every other row is superseded."""
+        keep = {id(row) for row in self.ok.values()} | {id(row) for row in self.failed.values()}
+        keep |= {id(row) for rows in self.missing.values() for row in rows}
+        return [row for row in self.rows if id(row) in keep]
+
+
+def merge_rows(rows: List[Row], usable: Callable[[str], str]) -> MergedIndex:
+    """Merge ``rows`` (already in commit order) as described in :class:`MergedIndex`.
+    ``usable(shard)``: "ok", "missing" or "refused" (a link or special file: never read, not
+    reported missing)."""
+    merged = MergedIndex(rows=rows)
+    failed: Dict[str, Row] = {}
+    latest_failed: Dict[str, bool] = {}
+    for row in rows:
+        if row.ok:
+            state = usable(row.shard)
+            if state != "ok":
+                if state == "missing":
+                    merged.missing.setdefault(row.id, []).append(row)
+                continue
+            merged.missing.pop(row.id, None)
+            merged.ok.pop(row.id, None)
+            merged.ok[row.id] = row
+            latest_failed[row.id] = False
+        else:
+            failed.pop(row.id, None)
+            failed[row.id] = row
+            latest_failed[row.id] = True
+    merged.failed = {vid: row for vid, row in failed.items() if latest_failed[vid]}
+    return merged

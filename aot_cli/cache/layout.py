@@ -23,7 +23,7 @@ INDEX_SUFFIX = ".jsonl"
 MANIFEST_KIND = "aot-token-cache"
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is about 100 bytes
 _PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_SHARD_RE = re.compile(r"^(.+)-\d{5,}-[0-9a-f]{8}\.safetensors$")
+_SHARD_RE = re.compile(r"^(.+)-(\d{5,})-[0-9a-f]{8}\.safetensors$")
 
 
 def check_part(part: str) -> str:
@@ -45,6 +45,12 @@ def shard_part(name: str) -> Optional[str]:
         name = name[1:].rsplit(".", 2)[0]
     match = _SHARD_RE.match(name)
     return match.group(1) if match else None
+
+
+def shard_seq(name: str) -> int:
+    """The sequence number in a shard file name (-1 when ``name`` is not one)."""
+    match = _SHARD_RE.match(name)
+    return int(match.group(2)) if match else -1
 
 
 def shard_row_path(shard_name: str) -> str:
@@ -81,9 +87,10 @@ def meta_field(meta: Dict[str, Any], name: str) -> Any:
 
 
 def ok_row(video_id: str, shard: str, key: str, tokens_shape: Optional[Sequence[int]],
-           meta: Dict[str, Any], committed_at: str) -> Dict[str, Any]:
-    """The index row of a cached video (``num_tokens`` is the first dimension of ``tokens``)."""
-    return {"id": video_id, "status": "ok", "shard": shard, "key": key,
+           meta: Dict[str, Any], committed_at: str, offset: int = 0) -> Dict[str, Any]:
+    """The index row of a cached video (``num_tokens`` is the first dimension of ``tokens``;
+    ``offset``: where its segment starts in the shard)."""
+    return {"id": video_id, "status": "ok", "shard": shard, "key": key, "offset": int(offset),
             "num_tokens": int(tokens_shape[0]) if tokens_shape else None,
             "sha256": meta_field(meta, "sha256"),
             "config_fingerprint": meta_field(meta, "config_fingerprint"),
@@ -130,6 +137,21 @@ def ensure_manifest(directory: Path) -> Dict[str, Any]:
     if create_once(directory / MANIFEST, data):
         return manifest
     return read_manifest(directory)
+
+
+def upgrade_manifest(directory: Path, manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """Raise an older cache's ``cache.json`` to :data:`FORMAT_VERSION` (atomically replaced;
+    ``created_at`` kept, ``upgraded_at`` added), so that readers too old for what a writer is
+    about to add refuse the cache in one line instead of misreading it. Returns the manifest in
+    force. Raises OSError on I/O failure."""
+    version = parse_version(manifest.get("format_version"))
+    if version is not None and version >= FORMAT_VERSION:
+        return manifest
+    from .atomic import commit_pieces
+
+    upgraded = {**manifest, "format_version": FORMAT_VERSION, "upgraded_at": utc_now()}
+    commit_pieces(directory / MANIFEST, [(json.dumps(upgraded, indent=2) + "\n").encode("utf-8")])
+    return upgraded
 
 
 def allowed_in_new_cache(name: str) -> bool:

@@ -23,9 +23,9 @@ import numpy as np
 
 from .atomic import is_temp_name
 from .errors import CacheError, UnknownTensorError, UnknownVideoError, describe_os_error
-from .format import DTYPES, FileHeader, read_header, tensor_name
+from .format import DTYPES, FileHeader, read_header, segment_offsets, tensor_name
 from .fs import NotRegularError, describe_mode, list_names, open_dir, open_regular, open_regular_path, pread_exact
-from .index import MAX_INDEX_BYTES, MAX_INDEX_LINES, MAX_SKIPPED_LINES, Row, read_part
+from .index import MAX_INDEX_BYTES, MAX_INDEX_LINES, MAX_SKIPPED_LINES, MergedIndex, Row, merge_rows, read_part
 from .layout import INDEX, INDEX_SUFFIX, SHARDS, ok_row, read_manifest
 
 if TYPE_CHECKING:
@@ -34,31 +34,39 @@ if TYPE_CHECKING:
 _OPEN_SHARDS = 16  # shard files kept open by one TokenCache
 _OPEN_HEADER_BYTES = 256 << 20  # and at most this many bytes of their headers
 _KEPT_REASONS = 20  # skipped-row reasons kept for reports (all are counted)
+_RELIST_TRIES = 4  # index listings tried while parts vanish underneath (a compaction in progress)
 IndexRow = Dict[str, Any]
 
 
 class ShardFile:
-    """One opened aot safetensors file: its descriptor and checked header. Opening reads only the
-    header; tensor bytes are read (``pread``) when a tensor is asked for."""
+    """One segment of an opened aot safetensors file: the file's descriptor and the segment's
+    checked header (``offset``: where the segment starts; 0 for a single-video file and the first
+    segment of a shard). Opening reads only the header; tensor bytes are read (``pread``) when a
+    tensor is asked for."""
 
-    def __init__(self, fd: int, path: Path) -> None:
+    def __init__(self, fd: int, path: Path, offset: int = 0) -> None:
         self._fd = fd
         self.path = path
         try:
-            self.header: FileHeader = read_header(fd, path)
+            self.header: FileHeader = read_header(fd, path, offset)
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def open_in_cache(cls, directory: Path, name: str) -> "ShardFile":
-        """``directory/shards/name``, opened without following links (see :mod:`.fs`)."""
-        return cls(open_regular(directory, [SHARDS, name]), directory / SHARDS / name)
+    def open_in_cache(cls, directory: Path, name: str, offset: int = 0) -> "ShardFile":
+        """The segment at ``offset`` of ``directory/shards/name``, opened without following links
+        (see :mod:`.fs`)."""
+        return cls(open_regular(directory, [SHARDS, name]), directory / SHARDS / name, offset)
 
     @classmethod
-    def open_file(cls, path: Path) -> "ShardFile":
+    def open_file(cls, path: Path, offset: int = 0) -> "ShardFile":
         """A file named by the caller (a link to a regular file is fine)."""
-        return cls(open_regular_path(path), path)
+        return cls(open_regular_path(path), path, offset)
+
+    def reopen(self, offset: int) -> "ShardFile":
+        """The segment at ``offset`` of the same open file (its own descriptor)."""
+        return ShardFile(os.dup(self._fd), self.path, offset)
 
     def read(self, key: str, name: str) -> Tuple[bytearray, Any]:
         """The raw bytes of tensor ``name`` of video ``key`` and its entry; CacheError when the
@@ -274,16 +282,20 @@ class TokenCache:
         self.skipped_rows: List[str] = []
         self.missing_shards: List[str] = []
         self.ignored: List[str] = []
-        self._shards: "OrderedDict[Optional[str], ShardFile]" = OrderedDict()
-        self._broken: Dict[Optional[str], str] = {}  # shards that could not be opened, until refresh()
+        self.skipped_by_part: Dict[str, List[int]] = {}
+        self._shards: "OrderedDict[Tuple[Optional[str], int], ShardFile]" = OrderedDict()
+        self._broken: Dict[Tuple[Optional[str], int], str] = {}  # segments that could not be opened, until refresh()
         self._ok: Dict[str, Row] = {}
         self._failed: Dict[str, Row] = {}
+        self._merged = MergedIndex(rows=[])
+        self._refreshed_for: Optional[str] = None
         self.refresh()
 
     # -- loading ------------------------------------------------------------------------------
     def refresh(self) -> None:
         """(Re)read the manifest and index, picking up videos committed since."""
         self.skipped_lines, self.skipped_rows, self.missing_shards, self.ignored = 0, [], [], []
+        self.skipped_by_part = {}
         self._broken.clear()
         if self.is_directory:
             self.manifest = read_manifest(self.path)
@@ -293,56 +305,63 @@ class TokenCache:
             self._load_file()
 
     def _load_file(self) -> None:
-        header = self._shard(None).header
+        """A lone file: every video of every segment (a later segment's copy of an id wins); a
+        tail that is not a whole segment (never committed) is noted in ``ignored``."""
         self._ok, self._failed = {}, {}
-        keys = sorted(set(header.videos) | set(header.bad), key=_key_number)
-        for key in keys:
-            if key in header.videos:
-                vid, meta = header.videos[key]["id"], header.videos[key]["meta"]
-            else:
-                vid, message = header.bad[key]
-                if vid is None:
-                    self.ignored.append(message)
-                    continue
-                meta = {}
-            entry = header.tensors.get(tensor_name(key, "tokens"))
-            data = ok_row(vid, self.path.name, key, entry.shape if entry else None, meta, header.created_at)
-            self._ok.pop(vid, None)
-            self._ok[vid] = Row(data)
+        fd = open_regular_path(self.path)
+        try:
+            segments = list(segment_offsets(fd, self.path))
+        finally:
+            os.close(fd)
+        for offset, header, problem in segments:
+            if header is None:
+                self.ignored.append(f"{problem}; the bytes from {offset} on are not a whole segment (not read)")
+                continue
+            keys = sorted(set(header.videos) | set(header.bad), key=_key_number)
+            for key in keys:
+                if key in header.videos:
+                    vid, meta = header.videos[key]["id"], header.videos[key]["meta"]
+                else:
+                    vid, message = header.bad[key]
+                    if vid is None:
+                        self.ignored.append(message)
+                        continue
+                    meta = {}
+                entry = header.tensors.get(tensor_name(key, "tokens"))
+                data = ok_row(vid, self.path.name, key, entry.shape if entry else None, meta, header.created_at,
+                              offset=offset)
+                self._ok.pop(vid, None)
+                self._ok[vid] = Row(data)
+        self._merged = MergedIndex(rows=list(self._ok.values()), ok=dict(self._ok))
 
     def _load_index(self) -> None:
-        """Merge every ``index/*.jsonl`` part: rows in commit order (``committed_at``, then part,
-        then line); per id the last ok row whose shard file exists wins; a failure row counts as
-        the id's latest attempt. Lines that are not well-formed rows are skipped and counted. A
-        missing shard is reported unless every row naming it was superseded by a later ok row of
-        the same id (a video computed again after its shard was lost)."""
+        """Merge every ``index/*.jsonl`` part (:func:`~.index.merge_rows`): rows in commit order
+        (``committed_at``, then part, then line); per id the last ok row whose shard file exists
+        wins; a failure row counts as the id's latest attempt. Lines that are not well-formed rows
+        are skipped and counted. A missing shard is reported unless every row naming it was
+        superseded by a later ok row of the same id (a video computed again after its shard was
+        lost)."""
         rows = self._read_rows()
         usable = self._usable_shards({row.shard for row in rows if row.ok})
-        ok: Dict[str, Row] = {}
-        failed: Dict[str, Row] = {}
-        latest_failed: Dict[str, bool] = {}
-        missing: Dict[str, set] = {}  # id -> missing shards named by its rows after its last usable one
-        for row in rows:
-            if row.ok:
-                state = usable[row.shard]
-                if state != "ok":
-                    if state == "missing":
-                        missing.setdefault(row.id, set()).add(f"{SHARDS}/{row.shard}")
-                    continue
-                missing.pop(row.id, None)
-                ok.pop(row.id, None)
-                ok[row.id] = row
-                latest_failed[row.id] = False
-            else:
-                failed.pop(row.id, None)
-                failed[row.id] = row
-                latest_failed[row.id] = True
-        self._ok = ok
-        self._failed = {vid: row for vid, row in failed.items() if latest_failed[vid]}
-        self.missing_shards = sorted(set().union(*missing.values()))
+        merged = merge_rows(rows, usable.__getitem__)
+        self._merged = merged
+        self._ok = merged.ok
+        self._failed = merged.failed
+        self.missing_shards = merged.missing_shards
 
     def _read_rows(self) -> List[Row]:
-        """Well-formed rows of every index part, in commit order; counts and notes the rest."""
+        """Well-formed rows of every index part, in commit order; counts and notes the rest. A
+        part that vanishes between listing and reading (``aot compact`` replaced it, after writing
+        its successor) makes the listing start again, so no row is missed."""
+        for _ in range(_RELIST_TRIES - 1):
+            try:
+                return self._read_listed_rows(vanished_ok=False)
+            except _PartVanished:
+                self.skipped_lines, self.skipped_rows, self.ignored = 0, [], []
+                self.skipped_by_part = {}
+        return self._read_listed_rows(vanished_ok=True)
+
+    def _read_listed_rows(self, vanished_ok: bool) -> List[Row]:
         keyed: List[Tuple[Tuple[str, str, int], Row]] = []
         total = total_lines = 0
         for name in list_names(self.path, [INDEX]):
@@ -351,7 +370,9 @@ class TokenCache:
             try:
                 fd = open_regular(self.path, [INDEX, name])
             except FileNotFoundError:
-                continue  # removed meanwhile
+                if vanished_ok:
+                    continue  # removed meanwhile
+                raise _PartVanished(name) from None
             except NotRegularError as exc:
                 self.ignored.append(f"{exc}; not read")
                 continue
@@ -361,11 +382,14 @@ class TokenCache:
                     raise CacheError(f"{self.path / INDEX}: the index parts hold more than "
                                      f"{self.max_index_bytes} bytes (the limit of this reader; "
                                      "TokenCache(max_index_bytes=...) raises it)")
-                rows, skipped, lines = read_part(fd, self.path / INDEX / name)
+                part = name[: -len(INDEX_SUFFIX)]
+                rows, skipped, lines = read_part(fd, self.path / INDEX / name, part=part)
             finally:
                 os.close(fd)
             keyed.extend(((row.committed_at, name, number), row) for number, row in rows)
             self.skipped_lines += len(skipped)
+            if skipped:
+                self.skipped_by_part[part] = [number for number, _ in skipped]
             total_lines += lines
             if total_lines > MAX_INDEX_LINES or self.skipped_lines > MAX_SKIPPED_LINES:
                 raise CacheError(f"{self.path / INDEX}: the index parts hold more than {MAX_INDEX_LINES} lines "
@@ -405,27 +429,33 @@ class TokenCache:
             os.close(fd)
         return states
 
-    def _shard(self, name: Optional[str]) -> ShardFile:
-        """The opened shard ``name`` (None: the single file), kept in a small least-recently-used
-        set bounded by count and header bytes."""
-        shard = self._shards.pop(name, None)
+    def segment(self, name: Optional[str], offset: int = 0) -> ShardFile:
+        """The opened segment at ``offset`` of shard ``name`` (None: the lone file), kept in a
+        small least-recently-used set bounded by count and header bytes. CacheError when it cannot
+        be opened (remembered until :meth:`refresh`)."""
+        slot = (name, offset)
+        shard = self._shards.pop(slot, None)
         if shard is None:
-            if name in self._broken:  # many rows may name one damaged shard: read it once
-                raise CacheError(self._broken[name])
+            if slot in self._broken:  # many rows may name one damaged segment: read it once
+                raise CacheError(self._broken[slot])
             try:
-                shard = ShardFile.open_file(self.path) if name is None else ShardFile.open_in_cache(self.path, name)
+                shard = ShardFile.open_file(self.path, offset) if name is None \
+                    else ShardFile.open_in_cache(self.path, name, offset)
             except CacheError as exc:
-                self._broken[name] = str(exc)
+                if not isinstance(exc, FileNotFoundError):
+                    self._broken[slot] = str(exc)
                 raise
-        self._shards[name] = shard
+        self._shards[slot] = shard
         while len(self._shards) > 1 and (len(self._shards) > _OPEN_SHARDS or sum(
                 s.header.size for s in self._shards.values()) > _OPEN_HEADER_BYTES):
             self._shards.popitem(last=False)
         return shard
 
     def _drop(self, name: Optional[str]) -> None:
-        self._shards.pop(name, None)
-        self._broken.pop(name, None)
+        for slot in [slot for slot in self._shards if slot[0] == name]:
+            self._shards.pop(slot, None)
+        for slot in [slot for slot in self._broken if slot[0] == name]:
+            self._broken.pop(slot, None)
 
     # -- mapping API --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -455,7 +485,18 @@ class TokenCache:
         if row is None:
             raise UnknownVideoError(self._unknown_message(video_id))
         try:
-            shard = self._shard(row.shard if self.is_directory else None)
+            shard = self.segment(row.shard if self.is_directory else None, row.offset)
+        except FileNotFoundError as exc:
+            if not self.is_directory or self._refreshed_for == video_id:
+                raise CacheError(f"{exc} (reading video {video_id!r})") from None
+            # the shard is gone since the index was read (``aot compact`` rewrote it): read the
+            # index again, once, and follow the video to where it is now
+            self._refreshed_for = video_id
+            try:
+                self.refresh()
+                return self[video_id]
+            finally:
+                self._refreshed_for = None
         except CacheError as exc:
             raise CacheError(f"{exc} (reading video {video_id!r})") from None
         header = shard.header
@@ -463,7 +504,7 @@ class TokenCache:
             raise CacheError(header.bad[row.key][1])
         stored = header.videos.get(row.key)
         if stored is None or stored["id"] != video_id:
-            raise CacheError(f"{shard.path}: index row of {video_id!r} points to {row.key!r}, which "
+            raise CacheError(f"{header.where}: index row of {video_id!r} points to {row.key!r}, which "
                              f"holds {stored['id'] if stored else None!r}")
         return CachedVideo(shard, row.key, row.data())
 
@@ -495,6 +536,11 @@ class TokenCache:
         row = self._ok.get(video_id) or self._failed.get(video_id)
         return row.data() if row is not None else None
 
+    def merged_index(self) -> MergedIndex:
+        """Every well-formed row as read, merged (:class:`~.index.MergedIndex`): which row of each
+        id is read, which are superseded. Used by ``aot compact`` and the storage report."""
+        return self._merged
+
     def problems(self) -> List[str]:
         """One line per thing the cache holds that could not be used (skipped index rows, missing
         shards, ignored files), for reports; empty for a clean cache."""
@@ -521,6 +567,10 @@ class TokenCache:
     def __repr__(self) -> str:
         kind = "directory" if self.is_directory else "file"
         return f"TokenCache({str(self.path)!r}, {kind}, videos={len(self)}, failures={len(self._failed)})"
+
+
+class _PartVanished(Exception):
+    """An index part listed a moment ago is gone (internal: the listing is read again)."""
 
 
 def _key_number(key: str) -> Tuple[int, str]:

@@ -9,19 +9,19 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from . import safejson
 from .atomic import (append_durably, append_shared, commit_pieces, fsync_directory, is_temp_name,
-                     remove_quietly)
+                     remove_quietly, write_all)
 from .errors import CacheError, describe_os_error
-from .format import (HEADER_BUDGET, MAX_META_BYTES, TensorEntry, VideoRecord, check_standard_tensors,
-                     dtype_code, encode, utc_now, video_key)
+from .format import (HEADER_BUDGET, MAX_META_BYTES, TensorEntry, VideoRecord, aligned, check_standard_tensors,
+                     dtype_code, encode, read_header, utc_now, video_key)
 from .fs import open_dir, open_regular, pread_exact, read_bounded
 from .index import MAX_INDEX_BYTES, MAX_ROW_BYTES, read_part
 from .layout import (FAILURES, INDEX, INDEX_SUFFIX, MANIFEST, SHARDS, allowed_in_new_cache,
                      check_part, ensure_manifest, failure_row, ok_row, read_manifest, shard_name,
-                     shard_part, shard_row_path)
+                     shard_part, shard_row_path, shard_seq, upgrade_manifest)
 
 if TYPE_CHECKING:
     import torch
@@ -60,11 +60,13 @@ def read_owner(directory: Path, part: str) -> Optional[Dict[str, Any]]:
 
 
 def describe_owner(owner: Optional[Dict[str, Any]]) -> str:
-    """``"pid 123 on host-a, started 2026-…Z"`` (or "owner unknown")."""
+    """``"pid 123 on host-a, started 2026-…Z"`` (or "owner unknown"), after the command when the
+    owner names one (``"aot compact, pid 123 …"``)."""
     if not owner:
         return "owner unknown"
     pid, host, since = owner.get("pid"), owner.get("host"), owner.get("started_at")
-    return f"pid {pid!r} on {str(host)[:64]!r}, started {str(since)[:40]}"
+    command = f"{str(owner['command'])[:40]}, " if isinstance(owner.get("command"), str) else ""
+    return f"{command}pid {pid!r} on {str(host)[:64]!r}, started {str(since)[:40]}"
 
 
 def make_record(where: Path, video_id: str, tensors: Mapping[str, "torch.Tensor"],
@@ -146,6 +148,12 @@ def write_single(path: PathLike, video_id: str, tensors: Mapping[str, "torch.Ten
 class CacheWriter:
     """Writes videos into a cache directory, ``shard_size`` bytes per shard.
 
+    Each commit (:meth:`flush`) appends one segment to the writer's current shard, until the shard
+    reaches ``shard_size``; the next commit starts a new shard file. A writer that reopens its part
+    goes on appending to the part's last shard (cut back first to its committed end: bytes a
+    killed writer appended without committing them are dropped). So shards grow to about
+    ``shard_size`` however often videos are committed.
+
     ``part`` names this writer's index file (``index/<part>.jsonl``) and prefixes its shards. A
     writer holds an exclusive lock on its part (``flock`` on the index file, released when the
     writer closes or its process dies, even by SIGKILL) and describes itself in
@@ -178,7 +186,9 @@ class CacheWriter:
         self._pending_header = 0
         self._first_pending_at: Optional[float] = None
         self._last_commit = ""
-        self._stats = {"shards": 0, "videos": 0, "failures": 0, "bytes": 0}
+        self._stats = {"shards": 0, "segments": 0, "videos": 0, "failures": 0, "bytes": 0}
+        self._current: Optional[str] = None  # the shard this writer appends to
+        self._current_size = 0  # its committed size in bytes
         self.swept: List[str] = []  # orphan shards of this part removed when it was opened
         self._index_fd = -1
         self._made_directory = False  # this writer created the directory itself
@@ -204,7 +214,7 @@ class CacheWriter:
             except FileExistsError:
                 pass
             if os.path.lexists(d / MANIFEST):
-                read_manifest(d)
+                upgrade_manifest(d, read_manifest(d))
             else:
                 foreign = sorted(n for n in os.listdir(d) if not allowed_in_new_cache(n))
                 if foreign:
@@ -256,48 +266,86 @@ class CacheWriter:
 
     def _clean_leftovers(self) -> int:
         """Remove what a dead writer of this part left (only it can have, and we hold its lock
-        now): temporary shard files, and orphan shards (named by no line of the part's index:
-        the writer died between renaming the shard and appending its rows). Returns how many shards
-        the part already had (the next shard's sequence number)."""
-        count = 0
-        candidates: List[str] = []
+        now): temporary shard files, orphan shards (named by no line of the part's index: the
+        writer died between renaming the shard and appending its rows) and bytes appended to the
+        part's last shard but never committed (cut off; appending goes on there). Returns the next
+        shard's sequence number."""
+        names: List[str] = []
         for name in os.listdir(self._shards_dir):
             if shard_part(name) != self.part:
                 continue
             if is_temp_name(name):
                 remove_quietly(self._shards_dir / name)
                 continue
-            count += 1
-            candidates.append(name)
-        for name in self._orphans(candidates):
+            names.append(name)
+        rows, text = self._part_rows()
+        for name in self._orphans(names, rows, text):
             remove_quietly(self._shards_dir / name)
             self.swept.append(name)
         if self.swept:
             fsync_directory(self._shards_dir)
-        return count
+        self._resume_last_shard(rows, text)
+        return max((shard_seq(n) for n in names), default=-1) + 1
 
-    def _orphans(self, names: List[str]) -> List[str]:
+    def _part_rows(self) -> Tuple[Optional[list], bytes]:
+        """This part's rows and its raw bytes; (None, b"") when the index cannot be read whole."""
+        size = os.fstat(self._index_fd).st_size
+        if size > MAX_INDEX_BYTES:
+            return None, b""
+        rows, _, _ = read_part(self._index_fd, self._index_path)
+        text = bytes(pread_exact(self._index_fd, size, 0, self._index_path, "index part", allow_short=True))
+        return [row for _, row in rows], text
+
+    def _orphans(self, names: List[str], rows: Optional[list], text: bytes) -> List[str]:
         """Which of ``names`` (this part's shard files) no line of this part's index mentions:
         not an ok row, not even a damaged line. Nothing when the index cannot be read whole."""
-        size = os.fstat(self._index_fd).st_size
-        if not names or size > MAX_INDEX_BYTES:
+        if not names or rows is None:
             return []
-        rows, _, _ = read_part(self._index_fd, self._index_path)
-        named: Set[str] = {row.shard for _, row in rows if row.ok}
-        left = [n for n in names if n not in named]
-        if not left:
-            return []
-        text = bytes(pread_exact(self._index_fd, size, 0, self._index_path, "index part", allow_short=True))
-        return [n for n in left if n.encode("utf-8") not in text
+        named: Set[str] = {row.shard for row in rows if row.ok}
+        return [n for n in names if n not in named and n.encode("utf-8") not in text
                 and stat.S_ISREG(os.lstat(self._shards_dir / n).st_mode)]
+
+    def _resume_last_shard(self, rows: Optional[list], text: bytes) -> None:
+        """Go on appending to this part's last shard (the highest sequence number its ok rows
+        name) when it is below the shard size: cut off what follows its last committed segment.
+        Left alone (a new shard is started) when anything about it is uncertain: a damaged index
+        line naming it, a segment that does not read, a file that is not what the rows say."""
+        named = {row.shard for row in rows or () if row.ok}
+        if not named:
+            return
+        last = max(named, key=lambda n: (shard_seq(n), n))
+        if shard_part(last) != self.part:
+            return
+        ends = [row.offset for row in rows if row.ok and row.shard == last]
+        mentions = text.count(last.encode("utf-8"))
+        if mentions != sum(1 for row in rows if row.ok and row.shard == last):
+            return  # a line that is not a row mentions it: keep every byte
+        try:
+            fd = os.open(self._shards_dir / last, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return
+            end = read_header(fd, self._shards_dir / last, max(ends)).end
+            if end >= self.shard_size:
+                return
+            if os.fstat(fd).st_size > end:
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+        except (CacheError, OSError):
+            return
+        finally:
+            os.close(fd)
+        self._current, self._current_size = last, end
 
     # -- public API ---------------------------------------------------------------------------
     def add(self, video_id: str, tensors: Mapping[str, "torch.Tensor"], meta: Mapping[str, Any]) -> None:
         """Buffer one video (the tensors are kept by reference: do not modify them afterwards).
         A video id added again before the buffer is committed replaces the buffered one; one added
         again later is stored again and the newer row wins on read. Commits a shard once the
-        buffered bytes reach ``shard_size`` (or the shard's header would grow too large for
-        safetensors) or ``flush_interval`` has passed."""
+        buffered bytes would fill the current shard to ``shard_size`` (or the segment's header
+        would grow too large for safetensors) or ``flush_interval`` has passed."""
         self._check_open()
         record = make_record(self.directory, video_id, tensors, meta)
         previous = self._pending.pop(video_id, None)
@@ -309,7 +357,7 @@ class CacheWriter:
         self._pending_header += record.header_bytes
         if self._first_pending_at is None:
             self._first_pending_at = time.monotonic()
-        if (self._pending_bytes >= self.shard_size or self._pending_header >= HEADER_BUDGET
+        if (self._open_size() + self._pending_bytes >= self.shard_size or self._pending_header >= HEADER_BUDGET
                 or self._interval_passed()):
             self.flush()
 
@@ -335,30 +383,42 @@ class CacheWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Commit the buffered videos as one shard now: write the shard under a temporary name,
-        fsync, rename, fsync the directory, then append its rows to the index part and fsync. On
-        failure (disk full, no permission) raise CacheError; committed data stays valid, nothing
-        half-written stays behind, and the videos stay buffered (a later flush retries them)."""
+        """Commit the buffered videos as one segment now: append it to the current shard and fsync
+        (or write a new shard under a temporary name, fsync, rename, fsync the directory), then
+        append its rows to the index part and fsync. On failure (disk full, no permission) raise
+        CacheError; committed data stays valid, nothing half-written stays behind (a new shard is
+        removed, an appended segment cut off again), and the videos stay buffered (a later flush
+        retries them)."""
         self._check_open()
         if not self._pending:
             return
         records = list(self._pending.values())
-        name = shard_name(self.part, self._seq)
-        final = self._shards_dir / name
-        size = self._write_shard(final, records)
+        appending = self._open_size() > 0
+        if appending:
+            name, offset = self._current, aligned(self._current_size)
+            end = self._append_segment(name, records)
+        else:
+            name, offset = shard_name(self.part, self._seq), 0
+            end = self._write_shard(self._shards_dir / name, records)
         committed_at = self._commit_time()
         rows = [ok_row(r.video_id, shard_row_path(name), video_key(k), _tokens_shape(r), r.meta,
-                       committed_at) for k, r in enumerate(records)]
+                       committed_at, offset=offset) for k, r in enumerate(records)]
         try:
             self._append_index("".join(json.dumps(row, ensure_ascii=False) + "\n"
                                        for row in rows).encode("utf-8"))
         except CacheError:
-            remove_quietly(final)
+            if appending:
+                self._cut_back(name)
+            else:
+                remove_quietly(self._shards_dir / name)
             raise
-        self._seq += 1
-        self._stats["shards"] += 1
+        if not appending:
+            self._seq += 1
+            self._stats["shards"] += 1
+        self._stats["bytes"] += end - (self._current_size if appending else 0)
+        self._current, self._current_size = name, end
+        self._stats["segments"] += 1
         self._stats["videos"] += len(records)
-        self._stats["bytes"] += size
         self._pending.clear()
         self._pending_bytes = 0
         self._pending_header = 0
@@ -402,8 +462,9 @@ class CacheWriter:
 
     @property
     def stats(self) -> Dict[str, int]:
-        """``shards``, ``videos``, ``failures`` and ``bytes`` (shard bytes) committed by this
-        writer, plus ``buffered_videos`` and ``buffered_bytes`` not yet committed."""
+        """``shards`` (files started), ``segments`` (commits of videos), ``videos``, ``failures``
+        and ``bytes`` (shard bytes) committed by this writer, plus ``buffered_videos`` and
+        ``buffered_bytes`` not yet committed."""
         return {**self._stats, "buffered_videos": len(self._pending),
                 "buffered_bytes": self._pending_bytes}
 
@@ -448,6 +509,10 @@ class CacheWriter:
         self._last_commit = max(utc_now(), self._last_commit)
         return self._last_commit
 
+    def _open_size(self) -> int:
+        """Committed bytes of the shard the next commit appends to (0: it starts a new one)."""
+        return self._current_size if self._current is not None and self._current_size < self.shard_size else 0
+
     def _write_shard(self, final: Path, records: List[VideoRecord]) -> int:
         """Write ``records`` to ``final`` atomically; its size in bytes. CacheError on I/O failure."""
         try:
@@ -456,6 +521,48 @@ class CacheWriter:
         except OSError as exc:
             raise CacheError(f"{self._shards_dir}: cannot write shard {final.name}: "
                              f"{describe_os_error(exc)}") from exc
+
+    def _append_segment(self, name: str, records: List[VideoRecord]) -> int:
+        """Append ``records`` as one segment to shard ``name`` (zero bytes first, up to the next
+        multiple of 8) and fsync; the shard's new size. On failure the shard is cut back to its
+        committed size and CacheError raised."""
+        path = self._shards_dir / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            raise CacheError(f"{self._shards_dir}: cannot append to shard {name}: {describe_os_error(exc)}") from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size < self._current_size:
+                raise CacheError(f"{path}: changed by another process while this writer held its part")
+            os.ftruncate(fd, self._current_size)
+            os.lseek(fd, self._current_size, os.SEEK_SET)
+            write_all(fd, bytes(aligned(self._current_size) - self._current_size))
+            for piece in encode(records, kind="shard"):
+                write_all(fd, piece)
+            os.fsync(fd)
+            return os.lseek(fd, 0, os.SEEK_CUR)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, self._current_size)
+            except OSError:
+                pass
+            raise CacheError(f"{self._shards_dir}: cannot append to shard {name}: "
+                             f"{describe_os_error(exc)}") from exc
+        finally:
+            os.close(fd)
+
+    def _cut_back(self, name: str) -> None:
+        """Drop what was appended to shard ``name`` after its committed size (a commit that failed)."""
+        try:
+            fd = os.open(self._shards_dir / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            os.ftruncate(fd, self._current_size)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def _append_index(self, data: bytes) -> None:
         try:

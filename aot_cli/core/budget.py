@@ -44,7 +44,13 @@ def pooled_grid(grid: Sequence[int], stride: int = 2, mode: str = "bilinear") ->
 
 
 class BudgetError(ValueError):
-    """The requested ratio cannot be met exactly with this geometry."""
+    """The requested ratio cannot be met exactly with this geometry. ``smallest_ratio``: the
+    smallest ratio that can (rounded up to three significant digits, so that the printed value
+    works as given), or None when it is not known."""
+
+    def __init__(self, message: str, smallest_ratio: Optional[float] = None) -> None:
+        super().__init__(message)
+        self.smallest_ratio = smallest_ratio
 
 
 @dataclass
@@ -77,6 +83,41 @@ def target_tokens(ratio: float, num_frames: int, tokens_per_frame: int) -> int:
     return int(math.floor(ratio * num_frames * tokens_per_frame + 0.5))
 
 
+def _feasible(target: int, num_frames: int, cells: int, clips: int, e: int, inter: bool) -> bool:
+    """Whether ``target`` tokens can be kept exactly (the conditions :func:`plan_budget` checks)."""
+    if target < 1 or target > num_frames * cells:
+        return False
+    if not inter:
+        return True
+    nonkey = num_frames - clips
+    return target >= e * clips and math.ceil(target / (e * clips + nonkey)) <= min(target // (e * clips), cells)
+
+
+def _ratio_for(target: int, num_frames: int, cells: int) -> float:
+    """The smallest ratio, at three significant digits, whose :func:`target_tokens` is at least
+    ``target``."""
+    exact = (target - 0.5) / (num_frames * cells)
+    step = 10.0 ** (math.floor(math.log10(exact)) - 2)
+    ratio = round(math.ceil(exact / step - 1e-9) * step, 12)
+    while target_tokens(ratio, num_frames, cells) < target:
+        ratio = round(ratio + step, 12)
+    return min(ratio, 1.0)
+
+
+def smallest_ratio(num_frames: int, cells: int, clips: int = 1, *, inter: bool = True, emit_keyframe: bool = True,
+                   at_least: int = 1) -> Optional[float]:
+    """The smallest ratio that keeps a count :func:`plan_budget` can meet exactly for ``num_frames``
+    frames of ``cells`` tokens in ``clips`` clips, and at least ``at_least`` tokens; None when
+    there is none. Printed with three significant digits and rounded up, so it works as given."""
+    e = 2 if emit_keyframe else 1
+    for target in range(max(1, at_least), num_frames * cells + 1):
+        if _feasible(target, num_frames, cells, clips, e, inter):
+            ratio = _ratio_for(target, num_frames, cells)
+            if _feasible(target_tokens(ratio, num_frames, cells), num_frames, cells, clips, e, inter):
+                return ratio
+    return None
+
+
 def _spread(total: int, slots: int) -> List[int]:
     """``total`` split over ``slots`` as evenly as possible, extras spaced out (Bresenham)."""
     return [((j + 1) * total) // slots - (j * total) // slots for j in range(slots)]
@@ -106,25 +147,31 @@ def plan_budget(
     segs = [(int(s), int(l)) for s, l in (segments or [(0, num_frames)])]
     if sum(l for _, l in segs) != num_frames:
         raise BudgetError(f"segments cover {sum(l for _, l in segs)} frames, expected {num_frames}")
+    C = len(segs)
+    e = 2 if emit_keyframe else 1
     if target < 1:
-        raise BudgetError(f"ratio {ratio} keeps {ratio * num_frames * cells:.2f} tokens of {num_frames}x{cells}: fewer than one")
+        least = smallest_ratio(num_frames, cells, C, inter=inter, emit_keyframe=emit_keyframe)
+        raise BudgetError(f"ratio {ratio} keeps {ratio * num_frames * cells:.2f} of the {num_frames}x{cells} tokens, "
+                          f"fewer than one; the smallest ratio that works is {least:g}", least)
 
     keep_counts = [0] * num_frames
     if not inter:
         pooled = _spread(target, num_frames)
     else:
-        C = len(segs)
-        e = 2 if emit_keyframe else 1
         nonkey = num_frames - C
         lo = math.ceil(target / (e * C + nonkey))
         hi = min(target // (e * C), cells)
         if target < e * C or lo > hi:
-            need = f"each of the {C} clips needs {e} token(s) per anchor cell" if target < e * C else "no per-frame anchor count fits"
-            raise BudgetError(
-                f"ratio {ratio} keeps {target} tokens, which cannot be met exactly: {need} "
-                f"(feasible targets need {e * C} <= target and a P with target/{e * C + nonkey} <= P <= target/{e * C}); "
-                "use a larger ratio or longer clips"
-            )
+            least = smallest_ratio(num_frames, cells, C, emit_keyframe=emit_keyframe)
+            if target < e * C:
+                why = (f"fewer than the {e * C} that {C} clips need (each keeps its keyframe's anchor cells "
+                       f"{'once' if e == 1 else 'twice'}, at least one); the smallest ratio that works is {least:g}")
+            else:
+                larger = smallest_ratio(num_frames, cells, C, emit_keyframe=emit_keyframe, at_least=target + 1)
+                least = larger if larger is not None else least
+                why = (f"which no whole number of anchor cells per frame gives exactly; the next ratio that works is "
+                       f"{least:g}")
+            raise BudgetError(f"ratio {ratio} keeps {target} of the {num_frames}x{cells} tokens, {why}", least)
         P = min(max(round(target / (e * C + keep_fraction * nonkey)), lo), hi)
         R = target - e * C * P
         nonkey_frames = [s + t for s, l in segs for t in range(1, l)]

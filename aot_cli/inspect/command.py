@@ -31,7 +31,7 @@ def _say(kind: str, message: str) -> None:
 
 def run_inspect(path: str, video_id: Optional[str] = None, as_json: bool = False, frames: Optional[bool] = None,
                 overlay_png: Optional[str] = None, plot_png: Optional[str] = None, source: Optional[str] = None,
-                cols: int = 8, cell_px: float = 16) -> int:
+                cols: Optional[int] = None, cell_px: Optional[float] = None, width: Optional[int] = None) -> int:
     """Run `aot inspect` and return its exit status (see the module docstring)."""
     from ..cache import CacheError, TokenCache
     from .render import print_stats
@@ -80,7 +80,7 @@ def run_inspect(path: str, video_id: Optional[str] = None, as_json: bool = False
         print_stats(stats, per_frame=frames if frames is not None else video_id is not None)
     summary = problem_summary(stats)
     if overlay_png or plot_png:
-        code = _pictures(cache, video_id, overlay_png, plot_png, source, cols, cell_px)
+        code = _pictures(cache, video_id, overlay_png, plot_png, source, cols, cell_px, width)
         if code:
             return code
     if summary:
@@ -90,14 +90,15 @@ def run_inspect(path: str, video_id: Optional[str] = None, as_json: bool = False
     return 0
 
 
-def _pictures(cache, video_id, overlay_png, plot_png, source, cols, cell_px) -> int:
+def _pictures(cache, video_id, overlay_png, plot_png, source, cols, cell_px, width) -> int:
     from ..cache import CacheError
     from .pictures import PictureError, plot_tokens_per_frame, render_overlay
     from .render import printable
 
     try:
         if overlay_png:
-            res = render_overlay(cache, video_id, overlay_png, video_path=source, cols=cols, cell_px=cell_px)
+            res = render_overlay(cache, video_id, overlay_png, video_path=source, cols=cols, cell_px=cell_px,
+                                 width=width)
             print(f"wrote {printable(res.path)} ({res.size[0]}x{res.size[1]} px, {len(res.picture_boxes)} frames)",
                   file=sys.stderr)
         if plot_png:

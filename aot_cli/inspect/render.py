@@ -76,6 +76,7 @@ def print_stats(stats: dict, per_frame: bool = False, console: Console = None) -
         for f in stats["failures"]:
             ft.add_row(_cell(f["id"]), _cell(f["status"]), _cell(f["error"]))
         console.print(ft)
+    print_storage(stats, console)
     print_unreadable(stats, console)
 
 
@@ -104,6 +105,16 @@ def colour_text(colour: dict) -> str:
         return "-"
     used = f"{colour.get('used_matrix')}/{colour.get('used_range')}" if colour.get("used_matrix") else "rgb"
     return f"{colour['matrix']}/{colour.get('range')} -> {used}"
+def print_storage(stats: dict, console: Console) -> None:
+    """One line: the cache's shard files and bytes, how much is live and how much ``aot compact``
+    would free (a cache directory only)."""
+    from ..cache.compact import Storage
+
+    if not stats.get("storage"):
+        return
+    storage = Storage(**stats["storage"])
+    hint = f" (aot compact {stats['path']} frees it)" if storage.reclaimable_bytes > 0 else ""
+    console.print(Text(printable(f"storage: {storage.summary()}{hint}")), soft_wrap=True)
 
 
 def print_unreadable(stats: dict, console: Console) -> None:

@@ -89,7 +89,9 @@ def cache_stats(cache: TokenCache, video: Optional[str] = None) -> dict:
     (``{"id", "error"}`` for each listed video whose entry is damaged: one line each; the others
     are still listed), ``skipped_rows`` (index lines that are not well-formed rows) with
     ``skipped_row_reasons`` (the first ones), ``missing_shards``, ``ignored`` (files inside the
-    cache that were not used: links, FIFOs…) and ``totals``."""
+    cache that were not used: links, FIFOs…), ``totals`` and, for a whole cache directory,
+    ``storage``: shard files and bytes, live and reclaimable bytes, superseded rows
+    (:class:`aot_cli.cache.compact.Storage`; ``aot compact`` frees the reclaimable bytes)."""
     ids = [video] if video is not None else cache.ids()
     videos, unreadable = [], []
     for vid in ids:
@@ -100,12 +102,17 @@ def cache_stats(cache: TokenCache, video: Optional[str] = None) -> dict:
     fails = [] if video is not None else [
         {"id": r.get("id"), "status": r.get("status"), "error": r.get("error"), "path": r.get("path")}
         for r in cache.failures()]
-    return {"path": str(cache.path), "videos": videos, "failures": fails, "unreadable": unreadable,
-            "skipped_rows": cache.skipped_lines, "skipped_row_reasons": list(cache.skipped_rows),
-            "missing_shards": list(cache.missing_shards), "ignored": list(cache.ignored),
-            "totals": {"videos": len(videos), "tokens": sum(v["tokens"] for v in videos),
-                       "uncompressed": sum(v["uncompressed"] or 0 for v in videos), "failed": len(fails),
-                       "unreadable": len(unreadable)}}
+    stats = {"path": str(cache.path), "videos": videos, "failures": fails, "unreadable": unreadable,
+             "skipped_rows": cache.skipped_lines, "skipped_row_reasons": list(cache.skipped_rows),
+             "missing_shards": list(cache.missing_shards), "ignored": list(cache.ignored),
+             "totals": {"videos": len(videos), "tokens": sum(v["tokens"] for v in videos),
+                        "uncompressed": sum(v["uncompressed"] or 0 for v in videos), "failed": len(fails),
+                        "unreadable": len(unreadable)}}
+    if video is None and cache.is_directory:
+        from ..cache.compact import cache_storage
+
+        stats["storage"] = cache_storage(cache).to_dict()
+    return stats
 
 
 def problem_summary(stats: dict) -> Optional[str]:

@@ -89,7 +89,8 @@ class SweepPoint:
 class SweepReport:
     """A sweep of one video: geometry, the points, and where the time went (seconds). ``methods``:
     the methods compared; ``seed``: the seed of ``random``; ``fidelity``: whether the points carry
-    fidelity figures; ``config``: the method configuration the sweep started from."""
+    fidelity figures; ``ot_error``: whether those include the OT error (POT installed);
+    ``config``: the method configuration the sweep started from."""
 
     video: str
     frames: int
@@ -103,6 +104,7 @@ class SweepReport:
     seed: int = 0
     fidelity: bool = False
     config: Optional[dict] = None
+    ot_error: bool = False
 
     @property
     def uncompressed(self) -> int:
@@ -113,7 +115,8 @@ class SweepReport:
         return {"video": self.video, "frames": self.frames, "tower_grid": list(self.tower_grid),
                 "grid": list(self.grid), "tokens_per_frame": self.tokens_per_frame,
                 "uncompressed": self.uncompressed, "model": self.model,
-                "methods": list(self.methods), "seed": self.seed, "fidelity": self.fidelity, "config": self.config,
+                "methods": list(self.methods), "seed": self.seed, "fidelity": self.fidelity,
+                "ot_error": self.ot_error, "config": self.config,
                 "points": [p.to_dict() for p in self.points], "timings_s": dict(self.timings_s)}
 
 
@@ -183,15 +186,18 @@ def scaled_anchors(anchors: int, cells: int, reference_cells: int = REFERENCE_CE
 
 
 class _Fidelity:
-    """The uncompressed tokens and salience of one video, for fidelity figures of many points."""
+    """The uncompressed tokens and salience of one video, for fidelity figures of many points
+    (``ot``: the OT error too, which needs POT)."""
 
-    def __init__(self, tokens: torch.Tensor, deep: Optional[torch.Tensor], grid: Sequence[int], config: AOTConfig):
+    def __init__(self, tokens: torch.Tensor, deep: Optional[torch.Tensor], grid: Sequence[int], config: AOTConfig,
+                 ot: bool = True):
         self.full = full_tokens(tokens, grid, config.pooling, config.stride)
         self.salience = full_scores(deep, grid, config.pooling, config.stride) if deep is not None else None
+        self.ot = ot
 
     def fill(self, kept: torch.Tensor, point: SweepPoint) -> None:
         start = time.perf_counter()
-        fig = fidelity_of(self.full, kept, self.salience)
+        fig = fidelity_of(self.full, kept, self.salience, ot=self.ot)
         point.coverage, point.salient_coverage, point.ot_error = fig.coverage, fig.salient_coverage, fig.ot_error
         point.fidelity_seconds = round(time.perf_counter() - start, 4)
 
@@ -221,16 +227,16 @@ def _compress_point(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Ten
 
 def sweep_ratios(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Tensor, grid: Sequence[int],
                  config: AOTConfig, ratios: Sequence[float], methods: Sequence[str] = ("aot",), *,
-                 fidelity: bool = False) -> List[SweepPoint]:
+                 fidelity: bool = False, ot: bool = True) -> List[SweepPoint]:
     """Compress one video's tower output with each method at each ratio (exact budgets).
 
     ``tokens [F, N, D]``, ``shallow``/``deep [F, N]``, ``grid (H, W)`` as for
     :func:`aot_cli.core.compress`; ``config`` gives every other setting (see :func:`method_config`).
     Returns one :class:`SweepPoint` per method and ratio, method by method; a setting that cannot be
-    met gets ``error`` instead of counts. ``fidelity``: also compute coverage, salient coverage and
-    OT error (needs POT for the OT error).
+    met gets ``error`` instead of counts. ``fidelity``: also compute coverage, salient coverage and,
+    with ``ot``, the OT error (needs POT).
     """
-    fid = _Fidelity(tokens, deep, grid, config) if fidelity else None
+    fid = _Fidelity(tokens, deep, grid, config, ot) if fidelity else None
     points = []
     for method in methods:
         for r in ratios:
@@ -242,13 +248,14 @@ def sweep_ratios(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Tensor
 
 def reference_points(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Tensor, grid: Sequence[int],
                      config: AOTConfig, rules: Sequence[Tuple[int, float]] = REFERENCE_RULES,
-                     reference_cells: int = REFERENCE_CELLS, *, fidelity: bool = False) -> List[SweepPoint]:
+                     reference_cells: int = REFERENCE_CELLS, *, fidelity: bool = False,
+                     ot: bool = True) -> List[SweepPoint]:
     """Compress with the released code's rules: ``(V, keep_ratio)`` pairs whose V is given for a
     ``reference_cells`` tower grid (27x27) and scaled to this grid by :func:`scaled_anchors`
     (unchanged on a 27x27 tower). The count is data-dependent; ``achieved_ratio`` says what it was.
-    ``fidelity`` as for :func:`sweep_ratios`."""
+    ``fidelity`` and ``ot`` as for :func:`sweep_ratios`."""
     cells = int(grid[0]) * int(grid[1])
-    fid = _Fidelity(tokens, deep, grid, config) if fidelity else None
+    fid = _Fidelity(tokens, deep, grid, config, ot) if fidelity else None
     points = []
     for anchors, keep in rules:
         v = scaled_anchors(int(anchors), cells, reference_cells)
@@ -262,13 +269,14 @@ def reference_points(tokens: torch.Tensor, shallow: torch.Tensor, deep: torch.Te
 
 def run_sweep(video: str | Path, ratios: Sequence[float], cfg=None, *,
               references: Sequence[Tuple[int, float]] = REFERENCE_RULES, adapter=None,
-              methods: Sequence[str] = ("aot",), fidelity: bool = True) -> SweepReport:
+              methods: Sequence[str] = ("aot",), fidelity: bool = True, ot: bool = True) -> SweepReport:
     """Decode ``video`` and run the tower once (settings from ``cfg``, an
     :class:`aot_cli.pipeline.run.RunConfig`), then :func:`sweep_ratios` for every method and
     :func:`reference_points` on that output. ``adapter``: an already loaded model (else
-    ``load_model(cfg.model)``). ``fidelity``: coverage, salient coverage and OT error for every
-    point; POT must be installed (checked before anything is loaded). Raises the decoder's /
-    loader's one-line errors, and :class:`aot_cli.core.fidelity.FidelityError` without POT."""
+    ``load_model(cfg.model)``). ``fidelity``: coverage, salient coverage and (with ``ot``) the OT
+    error for every point; the OT error needs POT (checked before anything is loaded). Raises the
+    decoder's / loader's one-line errors, and :class:`aot_cli.core.fidelity.FidelityError` when
+    ``ot`` is asked for without POT."""
     from ..core.fidelity import require_pot
     from ..models import load_model
     from ..pipeline.run import RunConfig, resolve_method
@@ -279,7 +287,7 @@ def run_sweep(video: str | Path, ratios: Sequence[float], cfg=None, *,
     methods = tuple(methods)
     for m in methods:
         method_config(cfg.method, m, 0.1)  # unknown names fail before any work
-    if fidelity:
+    if fidelity and ot:
         require_pot()
     timings = {}
     t0 = time.perf_counter()
@@ -294,8 +302,8 @@ def run_sweep(video: str | Path, ratios: Sequence[float], cfg=None, *,
                                num_anchors=None, keep_ratio=None)
     method = resolve_method(dataclasses.replace(cfg, method=base), adapter.profile)
     grid = tuple(int(x) for x in out.grid)
-    points = sweep_ratios(out.tokens, out.shallow, out.deep, grid, method, ratios, methods, fidelity=fidelity)
-    points += reference_points(out.tokens, out.shallow, out.deep, grid, method, references, fidelity=fidelity)
+    points = sweep_ratios(out.tokens, out.shallow, out.deep, grid, method, ratios, methods, fidelity=fidelity, ot=ot)
+    points += reference_points(out.tokens, out.shallow, out.deep, grid, method, references, fidelity=fidelity, ot=ot)
     t4 = time.perf_counter()
     timings.update(load=t1 - t0, decode=t2 - t1, tower=t3 - t2, method=t4 - t3)
     if fidelity:
@@ -304,7 +312,8 @@ def run_sweep(video: str | Path, ratios: Sequence[float], cfg=None, *,
     return SweepReport(video=str(video), frames=int(out.tokens.shape[0]), tower_grid=grid, grid=out_grid,
                        tokens_per_frame=out_grid[0] * out_grid[1], model=adapter.describe().get("model"),
                        points=points, timings_s={k: round(v, 4) for k, v in timings.items()},
-                       methods=methods, seed=int(method.seed), fidelity=bool(fidelity), config=method.to_dict())
+                       methods=methods, seed=int(method.seed), fidelity=bool(fidelity), config=method.to_dict(),
+                       ot_error=bool(fidelity and ot))
 
 
 def _output_grid(grid: Tuple[int, int], method: AOTConfig) -> Tuple[int, int]:
@@ -326,37 +335,7 @@ def sweep_title(report: SweepReport) -> str:
 
 
 def print_sweep(report: SweepReport, console=None) -> None:
-    """The sweep as a rich table, one row per point: method, setting, V asked, anchors chosen per
-    frame, planned and achieved token counts, achieved ratio and, when computed, coverage, salient
-    coverage and OT error; settings that cannot be met are listed below it."""
-    from rich.console import Console
-    from rich.table import Table
+    """One video's sweep as a table (see :func:`aot_cli.inspect.sweep_report.print_sweep`)."""
+    from .sweep_report import print_sweep as print_one
 
-    if console is None:
-        console = Console()
-        if not console.is_terminal and console.width < 132:
-            console = Console(width=132)  # piped output: room for every column
-    seed = f"; random seed {report.seed}" if "random" in report.methods else ""
-    table = Table(title=f"{Path(report.video).name}: {report.frames} frames x {report.tokens_per_frame} tokens = "
-                        f"{report.uncompressed} uncompressed{seed}")
-    columns = ["method", "setting", "V", "anchors", "planned", "achieved", "ratio"]
-    if report.fidelity:
-        columns += ["coverage", "salient", "OT error"]
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("method", "setting") else "right")
-
-    def num(v, fmt="{}"):
-        return fmt.format(v) if v is not None else "-"
-
-    for p in report.points:
-        if p.error is not None:
-            continue
-        row = [p.method, p.label if p.rule == "ratio" else f"reference {p.label}",
-               num(p.num_anchors), num(p.anchors_per_frame), num(p.planned), str(p.achieved), f"{p.achieved_ratio:.4f}"]
-        if report.fidelity:
-            row += [num(p.coverage, "{:.4f}"), num(p.salient_coverage, "{:.4f}"), num(p.ot_error, "{:.4f}")]
-        table.add_row(*row)
-    console.print(table)
-    for p in report.points:
-        if p.error is not None:
-            console.print(f"{p.method} {p.label}: not met: {p.error}", highlight=False)
+    print_one(report, console)

@@ -25,6 +25,7 @@ from ..cache import CacheError, CacheWriter, PartInUseError, write_single
 from ..core import AOTConfig
 from .inputs import VideoInput
 from .ranks import RankInfo
+from .changes import run_settings
 from .resume import Event, ResumePlan, Summary, plan_resume, report_skipped
 from .run import RunConfig, VideoResult, build_result, config_fingerprint, method_with_side, resolve_method
 from .settings import DEFAULT_FLUSH_EVERY  # noqa: F401  (re-exported: seconds, see docs/cluster.md)
@@ -36,7 +37,8 @@ class _Sink:
     and emits each video's event once the video is durable."""
 
     def __init__(self, output: Path, single_file: bool, part: str, shard_size: int, flush_every: float,
-                 summary: Summary, emit: Callable[[Event], None], fingerprint: str) -> None:
+                 summary: Summary, emit: Callable[[Event], None], fingerprint: str,
+                 progress: Optional[Callable[[Event], None]] = None) -> None:
         self.output = output
         self.single_file = single_file
         self.part = part
@@ -45,6 +47,7 @@ class _Sink:
         self.summary = summary
         self.emit = emit
         self.fingerprint = fingerprint
+        self.progress = progress or (lambda event: None)
         self.writer: Optional[CacheWriter] = None
         self._waiting: List[Tuple[Event, int, int]] = []  # (event, tokens, frames) not yet committed
         self._oldest: Optional[float] = None
@@ -71,6 +74,8 @@ class _Sink:
         event: Event = {"id": item.video_id, "path": str(item.path), "status": "ok", "tokens": counts["achieved"],
                         "planned": counts["planned"], "frames": counts["frames"], "ratio": round(counts["ratio"], 5),
                         "uncompressed": counts["uncompressed_tokens"], "output": str(self.output)}
+        self.progress({"id": item.video_id, "path": str(item.path), "status": "finished",
+                       "frames": counts["frames"]})
         if self.single_file:
             write_single(self.output, item.video_id, res.tensors, res.meta)
             self.summary.bytes += self.output.stat().st_size
@@ -261,14 +266,17 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
               pool: Optional[DecodePool] = None, summary: Optional[Summary] = None,
               on_event: Optional[Callable[[Event], None]] = None, fingerprint: Optional[str] = None,
               model_source=None, failures: Sequence[Tuple[VideoInput, str, str]] = (),
-              load_adapter: Optional[Callable[[], object]] = None, resume: Optional[ResumePlan] = None) -> Summary:
+              load_adapter: Optional[Callable[[], object]] = None, resume: Optional[ResumePlan] = None,
+              on_progress: Optional[Callable[[Event], None]] = None) -> Summary:
     """Compress ``items`` into ``output`` (a cache directory, or one ``.safetensors`` file when
     ``single_file``) and return the run's :class:`Summary`.
 
     Videos already cached with the same content hash and configuration fingerprint
     (:func:`~.runconfig.config_fingerprint`; ``fingerprint`` when the caller computed it, else from
     ``cfg`` and the checkpoint, without loading it) are skipped unless ``overwrite``; failed ones
-    are tried again. When every item is cached that way, the files are hashed in this process
+    are tried again; a video cached with another fingerprint stops the run before anything runs
+    (:class:`~.resume.ConfigurationChanged`) unless ``overwrite``. When every item is cached
+    that way, the files are hashed in this process
     and, if none changed, the run ends there: no model is loaded (``adapter`` None) and no worker
     started (:func:`~.resume.plan_resume`; ``resume``: its plan, when the caller made it already,
     with the same ``fingerprint``). Otherwise files are hashed and decoded by ``decode_workers`` processes (None:
@@ -286,8 +294,10 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     caller sees the counts of an interrupted run). ``failures``: inputs found unusable before the
     run, as (input, status, error), recorded like decode failures. ``on_event`` receives one dict
     per video: ``status`` "ok" (once committed), "skipped", or a failure status ("unreadable",
-    "decode_error", "timeout", "crashed", "compress_error") with ``error``. Raises CacheError
-    when the output cannot be written or the existing output cannot be read."""
+    "decode_error", "timeout", "crashed", "compress_error") with ``error``. ``on_progress``
+    receives ``{"id", "path", "status": "finished", "frames"}`` as soon as a video is computed,
+    before it is committed (progress counts finished videos; commits come in batches). Raises
+    CacheError when the output cannot be written or the existing output cannot be read."""
     from ..models import load_model
     from ..models.identity import model_identity
 
@@ -303,21 +313,22 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     sink: Optional[_Sink] = None
     try:
         if resume is None:
+            identity = model_identity(cfg.model, model_source)
             if fingerprint is None:
-                fingerprint = config_fingerprint(cfg, model_identity(cfg.model, model_source))
-            resume = plan_resume(items, output, fingerprint, overwrite)
+                fingerprint = config_fingerprint(cfg, identity)
+            resume = plan_resume(items, output, fingerprint, overwrite, settings=run_settings(cfg, identity))
         elif fingerprint is None:
             raise ValueError("run_batch: a precomputed resume plan needs the fingerprint it was made with")
         known, todo = list(resume.known), list(resume.todo)
         report_skipped(resume, items, summary, emit)
         sink = _Sink(output, single_file, rank.part, cfg.storage.shard_size,
-                     flush_every, summary, emit, fingerprint)
+                     flush_every, summary, emit, fingerprint, on_progress)
         if todo:
             # the part's writer lock before anything runs: a second writer on this part is refused
             # at once, and what another writer committed before we got the lock is not redone
             sink.open()
             if not overwrite and not single_file:
-                todo = _recheck(items, todo, known, output, fingerprint, summary, emit)
+                todo = _recheck(items, todo, known, output, fingerprint, summary, emit, resume.settings)
         for item, status, error in failures:
             sink.fail(item, status, error, None)
         if not todo:
@@ -407,13 +418,13 @@ class VideoStep:
 
 
 def _recheck(items: List[VideoInput], todo: List[int], known: List[Optional[str]], output: Path, fingerprint: str,
-             summary: Summary, emit: Callable[[Event], None]) -> List[int]:
+             summary: Summary, emit: Callable[[Event], None], settings: Optional[dict] = None) -> List[int]:
     """``todo`` less what the cache holds now, read again once this run holds its part's lock
     (a writer that finished in the meantime): those videos are settled as skipped (or, when some
     of them are not cached, left to the workers with their ``known`` hash, which skip a file that
     still has it)."""
     pending = [items[i] for i in todo]
-    fresh = plan_resume(pending, output, fingerprint)
+    fresh = plan_resume(pending, output, fingerprint, settings=settings)
     for j, i in enumerate(todo):
         if fresh.known[j] is not None:
             known[i] = fresh.known[j]

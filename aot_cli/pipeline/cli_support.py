@@ -78,9 +78,10 @@ def default_output(items, output: Optional[str]) -> tuple:
 
 def check_output(out: Path, single: bool) -> None:
     """Refuse an output that cannot be used, before anything runs: a file where a cache
-    directory should be (or the reverse), a directory that is neither empty nor a cache, a new
-    output whose parent is a file or not writable. UsageError naming ``-o``. (An existing output
-    is not required to be writable: a rerun may have nothing to write.)"""
+    directory should be (or the reverse), an existing file that aot did not write (never replaced,
+    not even with ``--overwrite``) or a cache's shard, a directory that is neither empty nor a
+    cache, a new output whose parent is a file or not writable. UsageError naming ``-o``. (An
+    existing output is not required to be writable: a rerun may have nothing to write.)"""
     from ..cache.layout import MANIFEST, allowed_in_new_cache
     from .settings import UsageError
 
@@ -91,6 +92,7 @@ def check_output(out: Path, single: bool) -> None:
         if single:
             if not out.is_file():
                 raise UsageError(f"{what}: exists and is not a file; a .safetensors output is one file")
+            _check_own_file(out, what)
             return  # an earlier output: a rerun may have nothing to write (the writer reports write errors)
         if not out.is_dir():
             raise UsageError(f"{what}: exists and is not a cache directory (give a new or existing cache "
@@ -109,6 +111,24 @@ def check_output(out: Path, single: bool) -> None:
         raise UsageError(f"{what}: cannot be created: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{what}: cannot be created: {parent} is not writable")
+
+
+def _check_own_file(out: Path, what: str) -> None:
+    """Refuse to write over a file aot did not write (a model's weights as ``-o model.safetensors``:
+    never replaced, whatever the flags) or over a shard inside a cache directory."""
+    from ..cache.format import file_kind
+    from .settings import UsageError
+
+    try:
+        kind = file_kind(out)
+    except OSError as e:
+        raise UsageError(f"{what}: cannot read it ({e.strerror or e})") from None
+    if kind == "foreign":
+        raise UsageError(f"{what}: exists and is not an aot output (a safetensors file without aot metadata, or not "
+                         "safetensors at all); aot never replaces a file it did not write: choose another -o or move "
+                         "the file away")
+    if kind == "shard":
+        raise UsageError(f"{what}: is a shard inside an aot cache directory; give the cache directory as -o")
 
 
 class Interrupted(Exception):
@@ -217,6 +237,7 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
     from ..models.errors import ModelLoadError
     from .inputs import InputError
     from .progress import Reporter, print_error, printable
+    from .changes import run_settings
     from .resume import Summary, plan_resume, report_skipped
     from .settings import UsageError
 
@@ -246,7 +267,8 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
             settings, cfg = plan.settings, plan.settings.cfg
             summary.ignored, summary.ignored_count = plan.scan.ignored, plan.scan.ignored_count
             reporter = Reporter(total=len(plan.items) + len(plan.failures), jsonl=jsonl, quiet=quiet)
-            resume = plan_resume(plan.items, plan.output, plan.fingerprint, overwrite)
+            resume = plan_resume(plan.items, plan.output, plan.fingerprint, overwrite,
+                                 settings=run_settings(cfg, plan.model.identity))
             if plan.items and not resume.todo and not plan.failures:
                 with reporter:  # nothing to do: every video is cached with this content and configuration
                     report_skipped(resume, plan.items, summary, reporter.event)
@@ -284,7 +306,7 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
                 run_batch(plan.items, plan.output, cfg, rank=plan.rank, overwrite=overwrite, single_file=plan.single,
                           pool=pool, flush_every=settings.flush_every, summary=summary, on_event=reporter.event,
                           fingerprint=plan.fingerprint, model_source=plan.model.source, failures=plan.failures,
-                          load_adapter=load, resume=resume)
+                          load_adapter=load, resume=resume, on_progress=reporter.finished)
         except tuple(one_line_errors) as e:
             return err(e)
         except (KeyboardInterrupt, Interrupted) as e:

@@ -44,19 +44,28 @@ def print_error(message: object) -> None:
 class Reporter:
     """Receives one event per video (see :func:`aot_cli.pipeline.batch.run_batch`). ``jsonl``:
     write each event as one JSON line on stdout (flushed at once). ``quiet``: nothing on stderr.
-    Use as a context manager around the run (starts and stops the bar)."""
+    ``bar``: show the progress bar (default: when stderr is a terminal). Use as a context manager
+    around the run (starts and stops the bar).
 
-    def __init__(self, total: int, jsonl: bool = False, quiet: bool = False):
+    The bar counts finished videos: a video counts once it is computed (:meth:`finished`, before
+    it is committed), skipped or failed; its speed is in videos/s and frames/s. Commits happen
+    every ``--flush-every`` seconds, so they are shown apart ("N committed")."""
+
+    def __init__(self, total: int, jsonl: bool = False, quiet: bool = False, bar: Optional[bool] = None):
         self.total = total
         self.jsonl = jsonl
         self.quiet = quiet
+        self.bar = (not quiet and sys.stderr.isatty()) if bar is None else bar
         self.console = Console(stderr=True, soft_wrap=True)  # one line per message, never wrapped
         self.progress: Optional[Progress] = None
         self.task = None
         self.last_ok: Optional[dict] = None
+        self.counted: set = set()  # ids already counted as finished
+        self.committed = 0
+        self.frames = 0
 
     def __enter__(self):
-        if not self.quiet and sys.stderr.isatty():
+        if self.bar:
             self.progress = Progress(TextColumn("[bold]compress"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                                      TimeRemainingColumn(), console=self.console, transient=True)
@@ -74,21 +83,40 @@ class Reporter:
         if not self.quiet:
             self.console.print(text, highlight=False, markup=False)
 
+    def finished(self, e: dict) -> None:
+        """A video is computed (``e``: its ``id`` and ``frames``); it is committed later."""
+        self._count(e)
+
     def event(self, e: dict) -> None:
         status = e.get("status")
         if status == "ok":
             self.last_ok = e
+            self.committed += 1
         if self.jsonl:
             sys.stdout.write(json.dumps(e) + "\n")  # JSON escapes control characters itself
             sys.stdout.flush()
         if status not in ("ok", "skipped") and not self.quiet:
             self.console.print(f"[red]failed[/red] ({escape(printable(status))}) {escape(printable(e.get('error')))}",
                                highlight=False, markup=True)
-        if self.progress is not None:
+        self._count(e)
+
+    def _count(self, e: dict) -> None:
+        """Advance the bar once per video, whichever of its events comes first."""
+        key = (e.get("id"), e.get("path"))
+        first = key not in self.counted
+        if first:
+            self.counted.add(key)
+            if e.get("status") != "skipped":
+                self.frames += int(e.get("frames") or 0)
+        if self.progress is None:
+            return
+        if first:
             self.progress.advance(self.task)
-            t = self.progress.tasks[0]
-            if t.elapsed:
-                self.progress.update(self.task, rate=f"{t.completed / t.elapsed:.2f} videos/s")
+        t = self.progress.tasks[0]
+        if t.elapsed:
+            done = t.completed
+            self.progress.update(self.task, rate=f"{done / t.elapsed:.2f} videos/s, {self.frames / t.elapsed:.1f} "
+                                                 f"frames/s, {self.committed} committed")
 
     def summary(self, s, out, rank) -> None:
         """What happened, in one line: "wrote OUT: ..." only when videos were written; otherwise

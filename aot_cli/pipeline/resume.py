@@ -1,6 +1,15 @@
 """What a run can skip, decided before any model or worker starts: which videos are already in
 the output with the same content hash and configuration fingerprint. A rerun whose every video
 is cached that way and unchanged ends here (the CLI imports neither torch nor PyAV for it).
+
+A rerun never replaces videos cached with other settings by itself: when any video of the run is
+cached with another configuration fingerprint, :func:`plan_resume` raises
+:class:`ConfigurationChanged` (one line: how many, which settings differ, and the two ways on,
+``--overwrite`` or another ``-o``) before anything runs, whatever engine runs the videos. A video
+whose file changed (same id, another content hash) with the same settings is not such a case: its
+file is what the id names, so it is computed again and its new entry replaces the old one (the old
+bytes become reclaimable by ``aot compact``).
+
 Also the run's counts (:class:`Summary`), which the progress output reports."""
 from __future__ import annotations
 
@@ -18,6 +27,16 @@ from ..video.digest import file_sha256 as hash_file  # noqa: F401  (the pipeline
 from .inputs import VideoInput
 
 Event = Dict[str, object]
+
+
+class ConfigurationChanged(CacheError):
+    """Videos of this run are in the output already, cached with other settings; nothing ran.
+    ``ids``: those videos; ``differences``: the settings that differ, in flag terms."""
+
+    def __init__(self, message: str, ids: Sequence[str], differences: Sequence[str]) -> None:
+        super().__init__(message)
+        self.ids = list(ids)
+        self.differences = list(differences)
 
 
 @dataclass
@@ -121,12 +140,14 @@ class ResumePlan:
     """``known[i]``: the content hash item ``i`` is cached under with this fingerprint (the
     decode workers skip a file that still hashes to it), None when it must be computed;
     ``todo``: indices to compute; ``skipped``: indices already cached and unchanged (hashed
-    here); ``check_seconds``: time spent hashing for that check."""
+    here); ``check_seconds``: time spent hashing for that check; ``settings``: the run's
+    settings (:func:`~.changes.run_settings`) it was planned with, if given."""
 
     known: List[Optional[str]]
     todo: List[int]
     skipped: List[int]
     check_seconds: float = 0.0
+    settings: Optional[Dict] = None  # the run's settings it was made with (to name differences again)
 
 
 def report_skipped(plan: ResumePlan, items: Sequence[VideoInput], summary: Summary,
@@ -140,21 +161,30 @@ def report_skipped(plan: ResumePlan, items: Sequence[VideoInput], summary: Summa
         emit({"id": items[i].video_id, "path": str(items[i].path), "status": "skipped"})
 
 
-def plan_resume(items: Sequence[VideoInput], output: Path, fingerprint: str, overwrite: bool = False) -> ResumePlan:
+def plan_resume(items: Sequence[VideoInput], output: Path, fingerprint: str, overwrite: bool = False, *,
+                settings: Optional[Dict] = None) -> ResumePlan:
     """What of ``items`` the output at ``output`` already holds with configuration
     ``fingerprint``. When every item is cached that way (a rerun), the files are hashed here and
     the unchanged ones are settled as skipped; otherwise nothing is hashed here (the decode
-    workers compare each file's hash with ``known``). ``overwrite``: ignore the output's content.
-    Raises CacheError (one line) when the existing output cannot be read."""
+    workers compare each file's hash with ``known``). ``overwrite``: ignore the output's content
+    (every video is computed again and replaces its entry).
+
+    Raises :class:`ConfigurationChanged` when, without ``overwrite``, any item is cached with
+    another fingerprint; ``settings``: this run's :func:`~.changes.run_settings`, to name the
+    settings that differ (without it the message says only that they do). Raises CacheError (one
+    line) when the existing output cannot be read."""
     existing = None if overwrite else existing_cache(output)
     try:
+        stale = _cached_elsewise(existing, items, fingerprint)
+        if stale:
+            raise _changed(stale, len(items), output, settings)
         rows = [cached_row(existing, item.video_id, fingerprint) for item in items]
     finally:
         if existing is not None:
             existing.close()
     known = [row.get("sha256") if row is not None and isinstance(row.get("sha256"), str) else None for row in rows]
     if not items or any(sha is None for sha in known):
-        return ResumePlan(known=known, todo=list(range(len(items))), skipped=[])
+        return ResumePlan(known=known, todo=list(range(len(items))), skipped=[], settings=settings)
     todo, skipped = [], []
     t0 = time.perf_counter()
     for i, item in enumerate(items):
@@ -163,4 +193,34 @@ def plan_resume(items: Sequence[VideoInput], output: Path, fingerprint: str, ove
         else:
             known[i] = None
             todo.append(i)
-    return ResumePlan(known=known, todo=todo, skipped=skipped, check_seconds=time.perf_counter() - t0)
+    return ResumePlan(known=known, todo=todo, skipped=skipped, check_seconds=time.perf_counter() - t0,
+                      settings=settings)
+
+
+def _cached_elsewise(existing: Optional[TokenCache], items: Sequence[VideoInput], fingerprint: str) -> List[dict]:
+    """The rows of ``items`` cached with a configuration fingerprint other than ``fingerprint``."""
+    if existing is None:
+        return []
+    stale = []
+    for item in items:
+        row = existing.lookup(item.video_id)
+        if row is not None and row.get("status") == "ok" and row.get("config_fingerprint") != fingerprint:
+            stale.append(row)
+    return stale
+
+
+def _changed(stale: List[dict], total: int, output: Path, settings: Optional[Dict]) -> ConfigurationChanged:
+    """The one-line refusal of a run whose settings differ from those ``stale`` were cached with."""
+    from .changes import cached_settings, differences, summarize
+
+    if settings is None:
+        what = "other settings (their configuration fingerprint differs)"
+        found: List[str] = []
+    else:
+        found = [d for row in stale for d in differences(cached_settings(row.get("meta")), settings)]
+        what = f"other settings: {summarize([found])}"
+    count = f"{len(stale)} of the {total} videos" if total > 1 else "the video"
+    verb = "is" if len(stale) == 1 else "are"
+    message = (f"{output}: {count} {verb} cached with {what}; nothing was run. Rerun with --overwrite to replace "
+               "them, or write to another -o")
+    return ConfigurationChanged(message, [str(row.get("id")) for row in stale], list(dict.fromkeys(found)))

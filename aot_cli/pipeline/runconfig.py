@@ -49,6 +49,21 @@ def _reference_chain(method: AOTConfig) -> bool:
     return method.method == "aot" and method.preset == "reference"
 
 
+def profile_method(cfg: RunConfig, profile: dict) -> AOTConfig:
+    """``cfg.method`` with what ``profile`` (a model identity's ``{"name", "pooling",
+    "clip_length", "keyframe_once", ...}``) decides filled in where the user left it to the profile:
+    pooling, clip length, and (reference chain only) whether a keyframe is emitted once. No
+    validation (see :func:`resolve_method` for a loaded profile)."""
+    method = cfg.method
+    if cfg.auto_pooling and "pooling" in profile:
+        method = dataclasses.replace(method, pooling=profile["pooling"])
+    if cfg.auto_clip_length and "clip_length" in profile:
+        method = dataclasses.replace(method, clip_length=profile["clip_length"])
+    if cfg.auto_keyframe_once and profile.get("keyframe_once") and _reference_chain(method):
+        method = dataclasses.replace(method, keyframe_once=True)
+    return method
+
+
 #: Version of what :func:`config_fingerprint` covers; a change recomputes every cached video once.
 #: 4: frames decoded with the stream's colour tags and at display aspect (issue 18).
 FINGERPRINT_FORMAT = 4
@@ -62,14 +77,7 @@ def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
     that leaves them to the profile), and ``model_identity`` instead of the ``--model`` path or id
     (:func:`aot_cli.models.loader.model_identity`: what the checkpoint is, the resolved tower
     dtype and the profile). 16 lowercase hex digits."""
-    method = cfg.method
-    profile = model_identity.get("profile") or {}
-    if cfg.auto_pooling and "pooling" in profile:
-        method = dataclasses.replace(method, pooling=profile["pooling"])
-    if cfg.auto_clip_length and "clip_length" in profile:
-        method = dataclasses.replace(method, clip_length=profile["clip_length"])
-    if cfg.auto_keyframe_once and profile.get("keyframe_once") and _reference_chain(method):
-        method = dataclasses.replace(method, keyframe_once=True)
+    method = profile_method(cfg, model_identity.get("profile") or {})
     # where the checkpoint lies and how it was named do not matter, what it is does (identity)
     # nor how the dtype was asked for (auto or by name): the identity holds the resolved one
     model = {k: v for k, v in to_dict(cfg.model).items()
