@@ -38,11 +38,13 @@ def kept_count(ratio: float, t: int, cells: int) -> int:
 def qwen_entry(model, family: str, out: Path, *, grid=(4, 4, 6), ratio: float = 1.0,
                kept: Optional[Sequence[int]] = None, frames: Optional[int] = None, fps: float = 12.5,
                total_frames: int = 100, seed: int = 0, video_id: str = "clip.mp4",
-               drop: Sequence[str] = (), meta_edit=None) -> QwenEntry:
+               drop: Sequence[str] = (), meta_edit=None, writer=None) -> QwenEntry:
     """Write a one-video cache file ``out`` for ``model`` of ``family``: ``grid`` (t, h, w) in
     patches, the cells ``kept`` (default: ``kept_count(ratio)`` cells drawn at random, sorted) kept,
     ``frames`` sampled frames (default 2t; 2t - 1 exercises the odd-count rule) spread over
-    ``total_frames`` at ``fps``. ``drop`` leaves tensors out; ``meta_edit(meta)`` edits the meta."""
+    ``total_frames`` at ``fps``. ``drop`` leaves tensors out; ``meta_edit(meta)`` edits the meta.
+    With ``writer`` (an open ``CacheWriter``) the video is added to that cache instead (``out`` is
+    ignored and the entry's ``video`` is None)."""
     t, h, w = grid
     vision = model.config.vision_config
     merge, tps, patch = vision.spatial_merge_size, vision.temporal_patch_size, vision.patch_size
@@ -86,7 +88,11 @@ def qwen_entry(model, family: str, out: Path, *, grid=(4, 4, 6), ratio: float = 
     }
     if meta_edit is not None:
         meta_edit(meta)
-    write_single(out, video_id, tensors, meta)
-    cache = TokenCache(out)
-    return QwenEntry(video=cache[video_id], pixels=pixels, grid=grid_t, features=features, kept=kept,
+    if writer is not None:
+        writer.add(video_id, tensors, meta)
+        video = None
+    else:
+        write_single(out, video_id, tensors, meta)
+        video = TokenCache(out)[video_id]
+    return QwenEntry(video=video, pixels=pixels, grid=grid_t, features=features, kept=kept,
                      frame_indices=frame_indices, fps=fps, total_frames=total_frames)

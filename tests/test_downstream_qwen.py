@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from aot_cli.cache import TokenCache
 from aot_cli.downstream import DownstreamError
 from aot_cli.downstream.qwen import (QWEN_TENSORS, collate_qwen_inputs, extend_qwen_inputs, patch_timestamps,
                                      qwen_inputs, qwen_text_inputs)
@@ -237,3 +238,35 @@ def test_caches_that_do_not_fit_are_refused_in_one_line(setup, llms):
     with pytest.raises(DownstreamError, match="video placeholders|video pads") as err:
         qwen_inputs(model, tokenizer, "<|video_pad|> and <|video_pad|>", good)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("setup", ["qwen3-vl"], indirect=True)
+def test_dataset_serves_qwen_videos_and_collates_their_tensors(setup):
+    from torch.utils.data import DataLoader
+
+    from aot_cli.cache import CacheWriter
+    from aot_cli.downstream import CacheDataset, collate_videos
+
+    family, model, tokenizer, tmp = setup
+    with CacheWriter(tmp / "cache") as writer:
+        for seed, grid, ratio in ((1, (2, 4, 6), 0.5), (2, (4, 4, 4), 0.3)):
+            qwen_entry(model, family, None, grid=grid, ratio=ratio, seed=seed, video_id=f"v{seed}.mp4", writer=writer)
+    names = QWEN_TENSORS + ("deepstack",)
+    ds = CacheDataset(tmp / "cache", names=names)
+    batch = next(iter(DataLoader(ds, batch_size=2, collate_fn=collate_videos)))
+    lengths = batch["lengths"].tolist()
+    assert lengths == [6, 5]  # floor(0.5 * 12 + 0.5), floor(0.3 * 16 + 0.5)
+    assert batch["video_grid_thw"].tolist() == [[2, 4, 6], [4, 4, 4]]
+    assert batch["deepstack"].shape == (2, 2, 6, 64) and batch["tokens"].shape == (2, 6, 64)
+    for b in range(2):
+        item = ds[b]
+        assert torch.equal(batch["deepstack"][b, :, :lengths[b]], item["deepstack"])
+        assert not batch["deepstack"][b, :, lengths[b]:].any()
+        # a dataset item feeds the model as the cached video does
+        with TokenCache(tmp / "cache") as cache:
+            direct = qwen_inputs(model, tokenizer, QUESTION, cache[item["id"]])
+        from_item = qwen_inputs(model, tokenizer, QUESTION, item)
+        assert torch.equal(direct["input_ids"], from_item["input_ids"])
+        assert torch.equal(direct["position_ids"], from_item["position_ids"])
+    with pytest.raises(DownstreamError, match="no 'frame' tensor.*QWEN_TENSORS"):
+        qwen_inputs(model, tokenizer, QUESTION, CacheDataset(tmp / "cache")[0])
