@@ -377,7 +377,9 @@ def qwen_inputs(model: Any, processor_or_tokenizer: Any, question: str, cached_v
     in the model's dtype). ``model``: a transformers Qwen2.5-VL / Qwen3-VL / Qwen3.5
     ``...ForConditionalGeneration`` (eval mode). ``processor_or_tokenizer``: its processor or
     tokenizer (the chat template). ``cached_video``: a ``CachedVideo`` or a ``CacheDataset``
-    item. ``device``: where the tensors go (default: the embedding table's device).
+    item. ``device``: where the tensors go (default: the embedding table's device). Beam search
+    (``generate(..., num_beams > 1)``) expands ``mm_encoder_outputs`` in place (transformers'
+    ``_expand_multimodal_outputs``): build the inputs again before reusing them.
     Raises :class:`DownstreamError` (one line) for a cache of another family, width or DeepStack
     depth, or a prompt whose video placeholder is not exactly one."""
     video = read_qwen_video(cached_video)
