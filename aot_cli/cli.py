@@ -102,7 +102,9 @@ METHOD_OPTIONS = (
     click.option("--segments", type=click.Choice(["fixed", "dynamic"]), help="Fixed clips or dynamic segments (docs/method.md §7)."),
     click.option("--dynamic-c", type=int, help="Dynamic segments: number of lowest-similarity cuts + 1 (default 8)."),
     click.option("--dynamic-tau", type=float, help="Dynamic segments: also cut below this similarity (default 0.8)."),
-    click.option("--keyframe-once", is_flag=True, default=None, help="Emit each keyframe once (as merged anchors), not twice."),
+    click.option("--keyframe-once/--keyframe-twice", default=None,
+                  help="Emit each clip's keyframe once (as merged anchors) or twice (raw and merged, the released "
+                       "code). Default: twice, once for the Qwen profiles (docs/method.md)."),
     click.option("--no-inter", is_flag=True, default=None, help="Skip the inter-frame stage (as the published LLaVA-Video run)."),
     click.option("--intra-update", type=click.Choice(["reference", "normalized"]), help="Intra-frame OT update rule."),
     click.option("--intra-stop", type=click.Choice(["video", "frame"]), help="Intra-frame Sinkhorn stopping: all frames together (reference) or per frame."),
@@ -136,7 +138,8 @@ DECODE_OPTIONS = (
 MODEL_OPTIONS = (
     click.option("--model", help="Hub id, local directory or named model (default google/siglip-so400m-patch14-384)."),
     click.option("--revision", help="Hub revision of --model."),
-    click.option("--profile", type=click.Choice(["siglip", "siglip2", "clip", "dinov2", "llava-onevision", "llava-video"]),
+    click.option("--profile", type=click.Choice(["siglip", "siglip2", "clip", "dinov2", "llava-onevision", "llava-video",
+                                                 "qwen2.5-vl", "qwen3-vl", "qwen3.5"]),
                   help="Override the model profile (frames, pooling, clips, newline)."),
     click.option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ..."),
     click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Tower dtype."),
@@ -148,7 +151,8 @@ MODEL_OPTIONS = (
 PIPELINE_OPTIONS = (
     click.option("--save-dtype", type=click.Choice(["model", "fp32", "bf16", "fp16"]), help="Dtype of stored tokens."),
     click.option("--decode-workers", type=int, help="Processes that read videos ahead of the tower (0: in the main "
-                  "process, without the hard decode timeout). Default: half the CPUs, 1 to 8."),
+                  "process, without the hard decode timeout). Default: this process's CPUs less one with the tower "
+                  "on a GPU (at most 32), one per 8 CPUs with it on the CPU (docs/cluster.md)."),
     click.option("--flush-every", type=float, metavar="SECONDS", help="Commit finished videos once the oldest has "
                   "waited this long (0: after every video). Default 5."),
 )

@@ -2,6 +2,7 @@
 
     python benchmarks/batch.py [--videos samples/] [--copies 4] [--model dinov2-small-offline]
                                [--frames 32 8] [--workers 0 1 2] [--device cpu] [--dtype fp32]
+                               [--repeat 3] [--gather-only]
 
 The clips are hard-linked ``--copies`` times under distinct names (so nothing is skipped), the model is
 loaded once, and each setting compresses all of them into a fresh cache directory; model loading is
@@ -11,6 +12,10 @@ not timed, worker start-up is. For every frame count it compares:
 - ``workers=N``: N decode processes read ahead while the tower runs, one video per tower call;
 - ``workers=N+gather``: the same, and ready videos share tower calls up to ``batch_frames`` frames;
 - ``commit-each``: the last setting committing every video (``--flush-every 0``) instead of every 5 s.
+
+``--gather-only`` keeps ``inline`` and ``workers=N+gather`` (the worker-count comparison alone).
+``--repeat N`` runs the settings N times in turn (so load from other processes hits each alike) and
+prints the median of each setting's runs.
 
 Prints one table row per setting and a JSON line per row (``--json``).
 """
@@ -61,6 +66,15 @@ def run_setting(items, cfg, adapter, out: Path, *, workers: int, gather: bool, f
             "tower_calls": s.tower_calls, "stages_s": {k: round(v, 3) for k, v in s.stage_seconds.items()}}
 
 
+def median_row(runs: List[Dict]) -> Dict:
+    """The run with the median wall time (the lower middle one for an even count), with every
+    run's videos/s."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row["runs_videos_per_s"] = [r["videos_per_s"] for r in runs]
+    return row
+
+
 def main(argv: List[str] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=Path, default=ROOT / "samples")
@@ -72,6 +86,8 @@ def main(argv: List[str] = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1, help="Runs of every setting, in turn; the median is shown.")
+    ap.add_argument("--gather-only", action="store_true", help="Only inline and workers=N+gather.")
     args = ap.parse_args(argv)
 
     import torch
@@ -98,11 +114,18 @@ def main(argv: List[str] = None) -> None:
             run_setting(items[:2], cfg, adapter, work / "warm", workers=max(args.workers), gather=True,
                         flush_every=5.0)  # warm-up: kernels, forkserver
             settings = [("inline", 0, False, 5.0)]
-            settings += [(f"workers={w}", w, False, 5.0) for w in args.workers]
+            if not args.gather_only:
+                settings += [(f"workers={w}", w, False, 5.0) for w in args.workers]
             settings += [(f"workers={w}+gather", w, True, 5.0) for w in args.workers]
-            settings += [(f"workers={max(args.workers)}+gather commit-each", max(args.workers), True, 0.0)]
+            if not args.gather_only:
+                settings += [(f"workers={max(args.workers)}+gather commit-each", max(args.workers), True, 0.0)]
+            rows: Dict[str, List[Dict]] = {name: [] for name, *_ in settings}
+            for _ in range(args.repeat):
+                for name, workers, gather, flush in settings:
+                    rows[name].append(run_setting(items, cfg, adapter, work / "cache", workers=workers, gather=gather,
+                                                  flush_every=flush))
             for name, workers, gather, flush in settings:
-                row = run_setting(items, cfg, adapter, work / "cache", workers=workers, gather=gather, flush_every=flush)
+                row = median_row(rows[name])
                 stages = " ".join(f"{k}={v:.2f}" for k, v in row["stages_s"].items())
                 print(f"{name:<22}{frames:>7}{row['videos_per_s']:>10.2f}{row['frames_per_s']:>10.1f}"
                       f"{row['tower_calls']:>7}  {stages}", flush=True)

@@ -1,13 +1,14 @@
 """Time of the AOT core (`compress`) against one forward of a SigLIP-so400m-geometry tower.
 
-    python benchmarks/core.py [--frames 32] [--repeats 5] [--device cpu]
+    python benchmarks/core.py [--frames 32] [--repeats 5] [--device cpu] [--tower-layers 27] [--json FILE]
 
 The tower has random weights (geometry of google/siglip-so400m-patch14-384: 27 layers, width 1152,
 16 heads, MLP 4304, 384 px, 27x27 patches), runs in bf16 with SDPA under inference_mode, and is
 timed once after a warm-up on a few frames. The core runs on 32 frames x 729 tokens x D=1152 in
 float32 (its OT math is float32 whatever the input dtype), best of --repeats: the reference rules,
 `--ratio 0.1` with the reference preset, the quality preset (docs/method.md §10.3) and the three
-baselines (§10.1), all with LLaVA-OneVision's bilinear pooling to 14x14.
+baselines (§10.1), all with LLaVA-OneVision's bilinear pooling to 14x14. ``--tower-layers`` runs
+fewer tower layers (a smoke run on a CPU; the share of the tower is then not the real one).
 """
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ def time_core(x, sh, dp, cfg, repeats, device):
     return best, len(out)
 
 
-def time_tower(frames, device, dtype):
+def time_tower(frames, device, dtype, layers=27):
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=layers,
                              num_attention_heads=16, image_size=384, patch_size=14)
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
@@ -61,6 +62,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--skip-tower", action="store_true")
+    ap.add_argument("--tower-layers", type=int, default=27, help="Tower layers (27: SigLIP-so400m).")
+    ap.add_argument("--json", help="Also write the result to this file.")
     args = ap.parse_args()
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
@@ -87,15 +90,20 @@ def main():
     times = {}
     for name, cfg in runs.items():
         times[name], n = time_core(x, sh, dp, cfg, args.repeats, device)
-        result[f"core_{name}_s"] = round(times[name], 4)
+        result[f"core_{name}_s"] = round(times[name], 6)
         result[f"core_{name}_tokens"] = n
     if not args.skip_tower:
         dtype = torch.bfloat16
-        t_tower = time_tower(args.frames, device, dtype)
-        result["tower_bf16_sdpa_s"] = round(t_tower, 3)
+        t_tower = time_tower(args.frames, device, dtype, args.tower_layers)
+        result["tower_layers"] = args.tower_layers
+        result["tower_bf16_sdpa_s"] = round(t_tower, 6)
         for name, t in times.items():
             result[f"core_share_of_tower_{name}"] = round(t / t_tower, 4)
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ on the weights, so the benchmarks build checkpoints with the real geometry and r
 
     python benchmarks/random_models.py PRESET OUT_DIR
 
-Presets (tower width / layers / heads / MLP, projector output D; all 384 px, patch 14, 27x27):
+Presets (tower width / layers / heads / MLP, projector output D; 384 px, patch 14, 27x27 unless said):
 
+- ``smoke``     64 / 6 / 4 / 256,      D=48,   126 px (9x9 patches), with a 1-layer language model
+                (``benchmarks/gpu.sh --tiny``: every step in seconds on a CPU)
 - ``tiny``      64 / 6 / 4 / 256,      D=64,   with a 1-layer language model (smoke runs)
 - ``mid``       384 / 12 / 6 / 1536,   D=896,  with a 1-layer language model (ratios on 2 CPU cores)
 - ``so400m``    1152 / 26 / 16 / 4304, D=896,  with a 1-layer language model
@@ -49,6 +51,7 @@ class Geometry:
 
 
 PRESETS: Dict[str, Geometry] = {
+    "smoke": Geometry(64, 6, 4, 256, 48, 4, 2, True, image_size=126),
     "tiny": Geometry(64, 6, 4, 256, 64, 4, 2, True),
     "mid": Geometry(384, 12, 6, 1536, 896, 14, 2, True),
     "so400m": Geometry(1152, 26, 16, 4304, 896, 14, 2, True),

@@ -38,6 +38,12 @@ def tiny_llava_next_dir(tmp_path_factory) -> Path:
     return checkpoints.build_llava_next(tmp_path_factory.mktemp("tiny-llava-next"))
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption("--expect-pyav", default=None, metavar="MAJOR",
+                     help="fail test_pyav_version_is_the_expected_one unless PyAV's major version is MAJOR "
+                          "(CI runs the decoding tests under PyAV 15 and 18)")
+
+
 # Tiny random Qwen-family checkpoints (built by ``qwen_checkpoints.py``), once per session.
 
 @pytest.fixture(scope="session")

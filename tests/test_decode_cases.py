@@ -49,9 +49,19 @@ TOLERANCE = 3.0  # mean absolute difference, 0..255
 
 
 def sequential_pictures(path: Path, stream: int) -> list:
-    """The reference: every picture of a plain sequential PyAV decode of ``stream``, as RGB."""
+    """The reference: every picture of a plain sequential PyAV decode of ``stream``, as RGB, at
+    its display aspect (stored width times the stream's sample aspect ratio, rounded down, resized by Pillow)."""
+    from PIL import Image
+
     with av.open(str(path)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(container.streams[stream])]
+        chosen = container.streams[stream]
+        sar = chosen.sample_aspect_ratio
+        pictures = [f.to_ndarray(format="rgb24") for f in container.decode(chosen)]
+    if not sar or sar == 1:
+        return pictures
+    height, width = pictures[0].shape[:2]
+    shown = (int(width * sar), height)
+    return [np.asarray(Image.fromarray(p).resize(shown, Image.BICUBIC)) for p in pictures]
 
 
 def mad(a: np.ndarray, b: np.ndarray) -> float:

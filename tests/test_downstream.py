@@ -282,7 +282,7 @@ def test_cached_llm_refuses_caches_of_another_model_before_loading_it(llava, tmp
     aot = llava["aot"]
     missing_ckpt = str(tmp_path / "no-checkpoint")  # never reached: the cache is checked first
     with pytest.raises(DownstreamError, match="made with the llava-onevision profile.*use aot_llava_onevision"):
-        CachedVideoLLM(missing_ckpt, aot.path, family="llava-video")
+        CachedVideoLLM(missing_ckpt, aot.path, family="llava-video", readers={"llava-onevision": "aot_llava_onevision"})
     meta = dict(aot.meta, newline="grid")
     with CacheWriter(tmp_path / "grid") as writer:
         writer.add("v.mp4", {"tokens": aot.tokens, "kind": aot.kind}, meta)

@@ -38,10 +38,11 @@ from videogen import (
 )
 
 SAMPLES = Path(__file__).parent.parent / "samples"
-# name: (frames found by demuxing, width, height, fps, has audio)
+# name: (frames found by demuxing, displayed width, height, fps, has audio); carphone's pixels are
+# not square (QCIF 176x144 with SAR 128:117): it shows, and decodes, at 192x144
 REAL = {
     "bikes.mp4": (250, 640, 272, 25.0, False),
-    "carphone_pristine.mp4": (120, 176, 144, 30000 / 1001, False),
+    "carphone_pristine.mp4": (120, 192, 144, 30000 / 1001, False),
     "realshort.mp4": (36, 320, 240, 45000 / 1499, True),
     "motion.mov": (242, 568, 320, 30.0, True),
 }

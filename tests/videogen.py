@@ -349,3 +349,161 @@ def make_joined_ts(path: str | Path, folder: str | Path, n: int = 24, codec: str
             container.mux(packet)
     Path(path).write_bytes(first.read_bytes() + second.read_bytes())
     return Path(path)
+
+
+# ------------------------------------------------------------------ colour, aspect, lying keyframes
+
+#: RGB of the flat patches the colour test pictures are made of (3 columns x 2 rows): saturated
+#: enough that converting with the wrong matrix or range moves them by several levels.
+COLOUR_PATCHES = ((200, 40, 40), (40, 180, 60), (50, 60, 210), (220, 210, 40), (128, 128, 128), (30, 30, 30))
+PATCH_COLS, PATCH_ROWS = 3, 2
+
+
+def patch_box(slot: int, width: int, height: int, inner: float = 0.5) -> Tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the central ``inner`` part of patch ``slot`` in a ``width x height``
+    picture (away from the edges, where chroma subsampling and scaling blur the colours)."""
+    row, col = divmod(slot, PATCH_COLS)
+    y0, y1 = row * height // PATCH_ROWS, (row + 1) * height // PATCH_ROWS
+    x0, x1 = col * width // PATCH_COLS, (col + 1) * width // PATCH_COLS
+    dy, dx = int((y1 - y0) * (1 - inner) / 2), int((x1 - x0) * (1 - inner) / 2)
+    return y0 + dy, y1 - dy, x0 + dx, x1 - dx
+
+
+def colour_pattern(index: int, width: int, height: int) -> np.ndarray:
+    """RGB uint8 [height, width, 3]: the :data:`COLOUR_PATCHES` as a 3x2 grid, rotated by
+    ``index`` places (so consecutive pictures differ)."""
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    for slot in range(PATCH_COLS * PATCH_ROWS):
+        row, col = divmod(slot, PATCH_COLS)
+        y0, y1 = row * height // PATCH_ROWS, (row + 1) * height // PATCH_ROWS
+        x0, x1 = col * width // PATCH_COLS, (col + 1) * width // PATCH_COLS
+        image[y0:y1, x0:x1] = COLOUR_PATCHES[(slot + index) % len(COLOUR_PATCHES)]
+    return image
+
+
+def make_colour_video(path: str | Path, codec: str, pix_fmt: str, n: int = 4, size: Tuple[int, int] = (96, 64),
+                      colorspace: Optional[int] = None, color_range: Optional[int] = None,
+                      primaries: Optional[int] = None, transfer: Optional[int] = None, fmt: Optional[str] = None,
+                      codec_options: Optional[Dict[str, str]] = None, sar: Optional[Fraction] = None,
+                      pattern=colour_pattern, gop: Optional[int] = None) -> Path:
+    """``n`` pictures of ``pattern`` (default :func:`colour_pattern`) encoded with ``codec`` in
+    ``pix_fmt``, the stream tagged with AVColorSpace ``colorspace``, AVColorRange ``color_range``,
+    AVColorPrimaries ``primaries``, AVColorTransferCharacteristic ``transfer`` (None: untagged)
+    and sample aspect ratio ``sar``; ``size``: stored (width, height)."""
+    path = Path(path)
+    width, height = size
+    rate = Fraction(10)
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate, options=codec_options or {})
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        context = stream.codec_context
+        context.time_base = 1 / rate
+        if gop is not None:
+            context.gop_size = gop
+        for name, value in (("colorspace", colorspace), ("color_range", color_range),
+                            ("color_primaries", primaries), ("color_trc", transfer)):
+            if value is not None:
+                setattr(context, name, value)
+        if sar is not None:
+            context.sample_aspect_ratio = Fraction(sar)
+        for i in range(n):
+            rgb = av.VideoFrame.from_ndarray(pattern(i, width, height), format="rgb24")
+            frame = rgb.reformat(format=pix_fmt)
+            frame.pts, frame.time_base = i, 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def set_prores_header_tags(path: str | Path, primaries: int = 2, transfer: int = 2, matrix: int = 2) -> int:
+    """Rewrite the colour tags of every ProRes frame header in ``path`` (the container's own tags
+    stay): as the Debian ffmpeg 5.1 ``prores_ks`` writes them, unspecified while the MOV ``colr``
+    box says BT.709. Returns the number of headers changed."""
+    data = bytearray(Path(path).read_bytes())
+    count, at = 0, data.find(b"icpf")
+    while at >= 0:
+        data[at + 18: at + 21] = bytes((primaries, transfer, matrix))  # header bytes 14-16
+        count += 1
+        at = data.find(b"icpf", at + 4)
+    Path(path).write_bytes(bytes(data))
+    return count
+
+
+def remux_all_keyframes(src: str | Path, dst: str | Path) -> Path:
+    """Copy the video stream of ``src`` to ``dst`` with every packet flagged as a keyframe. In
+    MP4/MOV/3GP the muxer then writes no ``stss`` box (every sample is a sync sample), exactly
+    what mp4v2 writes (momo0853/mp4v2#128): FFmpeg takes every packet for a keyframe."""
+    with av.open(str(src)) as source, av.open(str(dst), "w") as out:
+        video_in = source.streams.video[0]
+        video_out = out.add_stream_from_template(video_in)
+        for packet in source.demux(video_in):
+            if packet.size == 0:
+                continue
+            packet.is_keyframe = True
+            packet.stream = video_out
+            out.mux(packet)
+    return Path(dst)
+
+
+def yuv_planes(frame: av.VideoFrame) -> List[np.ndarray]:
+    """The planes of a planar YUV (or grey) ``frame`` as float64 arrays of sample values."""
+    planes = []
+    wide = frame.format.components[0].bits > 8
+    for plane in frame.planes:
+        dtype = np.uint16 if wide else np.uint8
+        row = plane.line_size // np.dtype(dtype).itemsize
+        data = np.frombuffer(bytes(plane), dtype=dtype).reshape(-1, row)[: plane.height, : plane.width]
+        planes.append(data.astype(np.float64))
+    return planes
+
+
+#: Luma weights (Kr, Kb) of the YUV matrices, ITU-R BT.601 / BT.709 / BT.2020, FCC, SMPTE 240M.
+MATRIX_WEIGHTS = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020nc": (0.2627, 0.0593),
+                  "fcc": (0.30, 0.11), "smpte240m": (0.212, 0.087)}
+
+
+def reference_rgb(y: float, cb: float, cr: float, bits: int, matrix: str, full: bool) -> np.ndarray:
+    """RGB (0..255 floats) of one YUV sample with the standard equations (ITU-R BT.601/709/2020):
+    an independent reference for the decoder's conversion."""
+    kr, kb = MATRIX_WEIGHTS[matrix]
+    scale = float(1 << (bits - 8))
+    if full:
+        top = float((1 << bits) - 1)
+        luma, u, v = y / top, (cb - 128 * scale) / top, (cr - 128 * scale) / top
+    else:
+        luma, u, v = (y - 16 * scale) / (219 * scale), (cb - 128 * scale) / (224 * scale), (cr - 128 * scale) / (224 * scale)
+    r = luma + 2 * (1 - kr) * v
+    b = luma + 2 * (1 - kb) * u
+    g = (luma - kr * r - kb * b) / (1 - kr - kb)
+    return np.clip(np.array([r, g, b]) * 255.0, 0, 255)
+
+
+def patch_references(frame: av.VideoFrame, matrix: str, full: bool, width: int, height: int) -> np.ndarray:
+    """[patches, 3] RGB each colour patch of a decoded :func:`colour_pattern` picture should
+    have, from the means of its decoded Y/Cb/Cr samples (``width x height``: the picture's size)."""
+    planes = yuv_planes(frame)
+    bits = frame.format.components[0].bits
+    out = []
+    for slot in range(PATCH_COLS * PATCH_ROWS):
+        y0, y1, x0, x1 = patch_box(slot, width, height)
+        luma = planes[0][y0:y1, x0:x1].mean()
+        if len(planes) >= 3:
+            sy, sx = height // planes[1].shape[0], width // planes[1].shape[1]
+            cb = planes[1][y0 // sy: y1 // sy, x0 // sx: x1 // sx].mean()
+            cr = planes[2][y0 // sy: y1 // sy, x0 // sx: x1 // sx].mean()
+        else:  # grey: no chroma
+            cb = cr = 128.0 * (1 << (bits - 8))
+        out.append(reference_rgb(luma, cb, cr, bits, matrix, full))
+    return np.asarray(out)
+
+
+def patch_means(rgb: np.ndarray) -> np.ndarray:
+    """[patches, 3] mean RGB of each colour patch of a decoded picture (uint8 [H, W, 3])."""
+    height, width = rgb.shape[:2]
+    means = []
+    for slot in range(PATCH_COLS * PATCH_ROWS):
+        y0, y1, x0, x1 = patch_box(slot, width, height)
+        means.append(rgb[y0:y1, x0:x1].reshape(-1, 3).astype(np.float64).mean(0))
+    return np.asarray(means)

@@ -11,8 +11,11 @@ Report keys: ``machine`` (CPU, cores, RAM, GPUs, torch/transformers versions), `
 videos, each stage timed alone), ``tower_only`` / ``scored_tower`` (the plain SDPA pass and the
 pass with scores captured, on the same pixels: seconds, frames/s, memory), ``end_to_end`` (the
 ``aot compress`` pipeline: seconds, videos/s, frames/s, tokens/s, peak host/device memory, its own
-stage sums, bytes on disk), ``cache`` (bytes per video with the method on and with every token),
-``ratios`` and ``targets``.
+stage sums, bytes on disk), ``throughput`` (frames/s and videos/s of the decode stage with the
+run's decode workers, of the plain and scored tower pass, of the main process's stages in turn and
+end to end, and ``bound``: "decode-bound", "tower-bound", "method-bound", ... with the figures that
+name it), ``cache`` (bytes per video with the method on and with every token), ``ratios`` and
+``targets``.
 """
 from .machine import machine_info
 from .memory import MemoryPeak, PeakMemory

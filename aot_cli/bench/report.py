@@ -64,6 +64,8 @@ def render_report(r: dict) -> str:
         f"tower pass working memory ({r['memory_basis']}): plain "
         f"{human_bytes(_working(plain, model['device']))}, scored {human_bytes(_working(scored, model['device']))}",
     ]
+    if r.get("throughput"):
+        lines += [""] + throughput_lines(r["throughput"])
     c = r["cache"]
     lines.append(
         f"cache: {human_bytes(c['bytes_per_video'])} per video on disk ({c['tokens_per_video']:.0f} tokens x "
@@ -80,6 +82,32 @@ def render_report(r: dict) -> str:
         where = "" if t["where"] == "any" else f" (promised on {t['where']})"
         lines.append(f"  {t['name']:<52}{_num(t['value'], 3):>8} {t['op']} {t['limit']:<5} {verdict}{where}")
     return "\n".join(lines)
+
+
+def throughput_lines(t: dict) -> List[str]:
+    """The decode side against the main process's stages, and the bound."""
+    d = t["decode"]
+    workers = f"{d['workers']} worker{'s' if d['workers'] != 1 else ''}" if d["workers"] else "in this process"
+    rows = [
+        (f"decode stage ({workers})", d),
+        ("tower (plain SDPA pass)", t["tower"]),
+        ("tower (scored pass)", t["scored_tower"]),
+        ("main process (stages in turn)", t["main_process"]),
+        ("end to end", t["end_to_end"]),
+    ]
+    lines = [f"{'throughput':<32}{'frames/s':>10}{'videos/s':>10}"]
+    for label, block in rows:
+        lines.append(f"{label:<32}{_num(block['frames_per_s'], 2):>10}{_num(block['videos_per_s'], 3):>10}")
+    share = t["main_stage_share"]
+    if t["stage"] == "decode":
+        why = (f"the decode stage runs at {_num(t['decode_vs_main'], 2)}x the main process's pace "
+               f"(preprocess + scored tower + method + write)")
+    else:
+        why = (f"decoding runs {_num(t['decode_vs_main'], 2)}x ahead of the main process, whose {t['stage']} "
+               f"stage takes {_num(100 * share[t['stage']], 1) if share[t['stage']] is not None else '-'} % "
+               f"of its time")
+    lines.append(f"bound: {t['bound']} ({why}; decode with {d['jobs']} videos per run)")
+    return lines
 
 
 def _working(block: dict, device: str) -> Optional[int]:

@@ -6,17 +6,22 @@ Three measurements on the same videos and the same loaded model:
    method and write, one stage at a time -> per-stage seconds, the tower-only time (the plain
    SDPA pass on the same pixels), scored-vs-plain time and memory, cache sizes with the method
    on and off;
-2. end to end: :func:`aot_cli.pipeline.batch.run_batch`, the code ``aot compress`` runs (its
+2. the decode stage alone (:mod:`.throughput`): the pipeline's decode workers (as many as the
+   end-to-end run uses) hashing and decoding the videos -> decode frames/s and videos/s against
+   the main process's stages, and which side bounds the run;
+3. end to end: :func:`aot_cli.pipeline.batch.run_batch`, the code ``aot compress`` runs (its
    prefetching and overlap included), into a fresh cache directory -> wall time, videos/s,
    frames/s, tokens/s, peak host/device memory, bytes on disk per video;
-3. the ratios of (1) and (2), and the targets of issue 6 (:data:`TARGETS`).
 
-The two measurements alternate ``repeat`` times (stages of every video, then one pipeline run),
-so that load from other processes on a shared machine hits both alike; times are the best run,
-memory the highest peak seen.
+then the ratios of (1) and (3), and the targets of issue 6 (:data:`TARGETS`).
+
+The measurements alternate ``repeat`` times (stages of every video, the decode stage, then one
+pipeline run), so that load from other processes on a shared machine hits them alike; times are
+the best run, memory the highest peak seen.
 """
 from __future__ import annotations
 
+import gc
 import shutil
 import tempfile
 import time
@@ -32,6 +37,7 @@ from ..pipeline.run import RunConfig, resolve_method
 from .machine import load_average, machine_info
 from .memory import MemoryPeak, PeakMemory
 from .stages import STAGES, VideoStages, measure_video, sum_stages, warm_up, worst_memory
+from .throughput import DecodeRuns, measure_decode, throughput_block
 
 FORMAT = 1
 
@@ -168,13 +174,19 @@ def run_bench(items: List[VideoInput], adapter, cfg: RunConfig, *, repeat: int =
     """Benchmark ``cfg`` with the loaded ``adapter`` on ``items``; returns the JSON-ready report
     (see the package docstring). ``workdir`` keeps the caches written (default: a temporary
     directory, removed afterwards). ``decode_workers`` / ``flush_every``: the end-to-end
-    pipeline's, as for ``aot compress`` (None: its default worker count). ``log`` receives one
-    line per step."""
+    pipeline's, as for ``aot compress`` (None: its default worker count for the adapter's
+    device); the decode stage is also timed alone with those workers. ``log`` receives one line
+    per step."""
     if not items:
         raise ValueError("no videos to benchmark")
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
     method = resolve_method(cfg, adapter.profile)
+    workers_default = decode_workers is None
+    if workers_default:
+        from ..pipeline.workers import default_workers
+
+        decode_workers = default_workers(adapter.device.type == "cpu")
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_start = load_average()
     own_dir = workdir is None
@@ -184,29 +196,40 @@ def run_bench(items: List[VideoInput], adapter, cfg: RunConfig, *, repeat: int =
         if warmup:
             log("warm-up: one plain and one scored tower pass")
             warm_up(items[0], adapter, cfg)
+        # what lives now (modules, the model) is not garbage: the collections that start each memory
+        # measurement then skip it (a full collection of a process with transformers loaded takes
+        # ~0.2 s of CPU, nine of them most of a small benchmark)
+        gc.freeze()
         videos: List[Optional[VideoStages]] = [None] * len(items)
+        decode: Optional[DecodeRuns] = None
         runs = []
         for r in range(repeat):
             for i, item in enumerate(items):
                 log(f"run {r + 1}/{repeat}, stages {i + 1}/{len(items)}: {item.video_id}")
                 videos[i] = measure_video(item, adapter, cfg, method, root / "stages" / str(i), into=videos[i])
+            log(f"run {r + 1}/{repeat}, decode stage: {decode_workers} worker(s) on {len(items)} video(s)")
+            decode = measure_decode(items, adapter, cfg, decode_workers, into=decode)
             log(f"run {r + 1}/{repeat}, end to end: the aot compress pipeline on {len(items)} video(s)")
             out = root / "pipeline" / f"cache-{r}"
             runs.append((*run_pipeline(items, adapter, cfg, out, decode_workers=decode_workers,
                                        flush_every=flush_every), out))
         end_to_end = end_to_end_block(runs)
     finally:
+        gc.unfreeze()
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
     if own_dir:
         end_to_end.pop("cache_dir")
-    pipeline = {"decode_workers": decode_workers, "flush_every": flush_every}
-    return build_report(videos, end_to_end, adapter, cfg, method, repeat, started, load_start, pipeline)
+    pipeline = {"decode_workers": decode_workers, "decode_workers_default": workers_default,
+                "flush_every": flush_every}
+    return build_report(videos, end_to_end, adapter, cfg, method, repeat, started, load_start, pipeline, decode)
 
 
 def build_report(videos: List[VideoStages], end_to_end: dict, adapter, cfg: RunConfig, method, repeat: int,
-                 started: str, load_start, pipeline: Optional[dict] = None) -> dict:
-    """Assemble the report: stages, tower passes, end to end, cache, ratios, targets."""
+                 started: str, load_start, pipeline: Optional[dict] = None,
+                 decode: Optional[DecodeRuns] = None) -> dict:
+    """Assemble the report: stages, tower passes, end to end, decode against the main process
+    (when ``decode`` was measured), cache, ratios, targets."""
     frames = sum(v.frames for v in videos)
     stages = sum_stages(videos)
     plain_s = sum(v.plain.seconds for v in videos)
@@ -250,6 +273,9 @@ def build_report(videos: List[VideoStages], end_to_end: dict, adapter, cfg: RunC
         "ratios": ratios,
         "memory_basis": "device allocator working bytes" if on_device else "host RSS working bytes (peak - start)",
     }
+    if decode is not None:
+        report["throughput"] = throughput_block(decode, stages, len(videos), frames, plain_s, scored_s, end_to_end,
+                                                adapter.device.type)
     report["targets"] = [
         {"name": t.name, "ratio": t.ratio, "value": ratios[t.ratio], "op": t.op, "limit": t.limit, "where": t.where,
          "measured_on": adapter.device.type, "met": t.met(ratios[t.ratio])}

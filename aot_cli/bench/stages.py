@@ -20,9 +20,9 @@ from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 import torch
 
 from ..cache import write_single
-from ..core import AOTConfig, compress
+from ..core import AOTConfig
 from ..pipeline.inputs import VideoInput
-from ..pipeline.run import RunConfig, build_result
+from ..pipeline.run import RunConfig, build_result, method_with_side
 from ..pipeline.workers import decode_target
 from ..video import decode_video
 from .memory import MemoryPeak, PeakMemory
@@ -122,11 +122,12 @@ def measure_video(item: VideoInput, adapter, cfg: RunConfig, method: AOTConfig, 
         tower, t = timed(lambda: adapter.encode(pixels, score_layers=score_layers), device)
     out.scored.add(t, mem.result)
     pixels = None  # free the frames before the method runs
-    res, t = timed(lambda: compress(tower.tokens, tower.shallow, tower.deep, tower.grid, method), device)
+    (res, side), t = timed(lambda: method_with_side(tower.tokens, tower.shallow, tower.deep, tower.grid, tower.side,
+                                                    method), device)
     out.best("method", t)
 
     def write():
-        entry = build_result(item.video_id, decoded, adapter, cfg, method, res, {})
+        entry = build_result(item.video_id, decoded, adapter, cfg, method, res, {}, side=side)
         write_single(target, item.video_id, entry.tensors, entry.meta)
         return entry
 
@@ -140,8 +141,8 @@ def measure_video(item: VideoInput, adapter, cfg: RunConfig, method: AOTConfig, 
     out.token_dim = int(entry.tensors["tokens"].shape[1])
     out.token_dtype = entry.meta["token_dtype"]
     whole = identity_method(method)
-    full = build_result(item.video_id, decoded, adapter, cfg, whole,
-                        compress(tower.tokens, None, None, tower.grid, whole), {})
+    whole_res, whole_side = method_with_side(tower.tokens, None, None, tower.grid, tower.side, whole)
+    full = build_result(item.video_id, decoded, adapter, cfg, whole, whole_res, {}, side=whole_side)
     full_path = workdir / "video.all.safetensors"
     write_single(full_path, item.video_id, full.tensors, full.meta)
     out.all_tokens = int(full.meta["counts"]["achieved"])

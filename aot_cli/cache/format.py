@@ -367,18 +367,20 @@ def check_version(path: Path, version: int) -> None:
 # -- the standard tensors ---------------------------------------------------------------------
 
 #: name → (allowed dtype codes, number of dimensions, what the first dimension counts:
-#: "T" tokens, "F" sampled frames, "S" segments) of the tensors the pipeline writes (README
-#: "Cache format"). Other names are stored and read as they are.
+#: "T" tokens, "F" sampled frames, "M" the method's frames (the sampled frames, or a Qwen
+#: tower's temporal patches of two frames), "S" segments, "G" groups of per-token rows) of the
+#: tensors the pipeline writes (README "Cache format"). Other names are stored and read as they are.
 STANDARD_TENSORS: Dict[str, Tuple[frozenset, int, str]] = {
     "tokens": (FLOATS, 2, "T"),
     "frame": (INTEGERS, 1, "T"), "index": (INTEGERS, 1, "T"), "kind": (INTEGERS, 1, "T"),
     "frame_indices": (INTEGERS, 1, "F"), "timestamps": (FLOATS | INTEGERS, 1, "F"),
-    "anchors_per_frame": (INTEGERS, 1, "F"), "cells_per_frame": (INTEGERS, 1, "F"),
-    "kept_per_frame": (INTEGERS, 1, "F"), "merged_per_frame": (INTEGERS, 1, "F"),
-    "anchor_mask": (MASKS, 2, "F"), "cell_mask": (MASKS, 2, "F"),
+    "anchors_per_frame": (INTEGERS, 1, "M"), "cells_per_frame": (INTEGERS, 1, "M"),
+    "kept_per_frame": (INTEGERS, 1, "M"), "merged_per_frame": (INTEGERS, 1, "M"),
+    "anchor_mask": (MASKS, 2, "M"), "cell_mask": (MASKS, 2, "M"),
     "segments": (INTEGERS, 2, "S"),
+    "video_grid_thw": (INTEGERS, 1, ""), "deepstack": (FLOATS, 3, "G"),
 }
-_COUNTS = {"T": "tokens", "F": "sampled frames"}
+_COUNTS = {"T": "tokens", "F": "sampled frames", "M": "the method's frames"}
 
 
 def check_standard_tensors(shapes: Dict[str, Any]) -> Optional[str]:
@@ -399,9 +401,15 @@ def check_standard_tensors(shapes: Dict[str, Any]) -> Optional[str]:
             return f"tensor {name!r} has shape {list(shape)}, not {dims}-D"
         if name == "segments" and shape[1] != 2:
             return f"tensor 'segments' has shape {list(shape)}, not [S, 2]"
+        if name == "video_grid_thw" and shape != (3,):
+            return f"tensor 'video_grid_thw' has shape {list(shape)}, not [3]"
         if axis in _COUNTS:
             first = lengths.setdefault(axis, (name, shape[0]))
             if first[1] != shape[0]:
                 return (f"tensor {name!r} has {shape[0]} rows but {first[0]!r} has {first[1]} "
                         f"(both count {_COUNTS[axis]})")
+    deepstack, tokens = shapes.get("deepstack"), shapes.get("tokens")
+    if deepstack is not None and tokens is not None and tuple(deepstack.shape)[1:] != tuple(tokens.shape):
+        return (f"tensor 'deepstack' has shape {list(deepstack.shape)}, not [L, T, D] with [T, D] = "
+                f"{list(tokens.shape)} of 'tokens'")
     return None

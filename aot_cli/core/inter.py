@@ -35,6 +35,7 @@ class InterFrameResult:
     kind: torch.Tensor
     kept_per_frame: torch.Tensor
     merged_per_frame: torch.Tensor
+    carry: Optional[torch.Tensor] = None  # [T, C] carried side features, when given
 
 
 def _quantile_lower(values: torch.Tensor, valid: torch.Tensor, q: float) -> torch.Tensor:
@@ -69,6 +70,7 @@ def inter_frame_merge(
     tol: float = 1e-2,
     log_domain: bool = False,
     stop: str = "reference",
+    carry: Optional[torch.Tensor] = None,
 ) -> InterFrameResult:
     """Merge each clip's later frames into its keyframe's tokens.
 
@@ -83,6 +85,9 @@ def inter_frame_merge(
         emit_keyframe: emit the untouched keyframe tokens before the clip's kept tokens (the
             reference emits the keyframe twice: raw and as merged anchors; ``False`` emits it once,
             as anchors, docs/method.md §8.3).
+        carry: optional side features ``[F, N, C]`` of the same tokens; they take no part in any
+            decision and every output row of ``carry`` (``InterFrameResult.carry [T, C]``) is the
+            same combination of input rows as its token.
 
     Each frame step is one batched Sinkhorn over all clips, every clip stopping on its own (in the
     reference each clip and frame is a separate call).
@@ -100,6 +105,11 @@ def inter_frame_merge(
     idx, valid, count = split_by_mask(mask, full_width=True)  # [F,N]: static shapes
     K = idx.shape[1]
     feats = torch.gather(tokens.float(), 1, idx[:, :, None].expand(-1, -1, D))  # [F,K,D]
+    cfeats = None
+    if carry is not None:
+        if carry.shape[:2] != (Fn, N):
+            raise ValueError(f"carry must be [F, N, C] with F, N = {Fn}, {N}, got {tuple(carry.shape)}")
+        cfeats = torch.gather(carry.float(), 1, idx[:, :, None].expand(-1, -1, carry.shape[2]))
     counts_t = None
     if keep_counts is not None:
         counts_t = torch.as_tensor(list(keep_counts), device=device, dtype=torch.long)
@@ -109,6 +119,8 @@ def inter_frame_merge(
     starts = torch.tensor([s for s, _ in segments], device=device, dtype=torch.long)
     Y = feats[starts].clone()  # [C,K,D] anchors per clip
     Y0 = Y.clone()
+    Yc = cfeats[starts].clone() if cfeats is not None else None
+    Yc0 = Yc.clone() if Yc is not None else None
     ymask = valid[starts]
     keep_frame = torch.zeros(Fn, K, dtype=torch.bool, device=device)
     merged_frame = torch.zeros(Fn, K, dtype=torch.bool, device=device)
@@ -139,17 +151,28 @@ def inter_frame_merge(
         keep = keep | (xmask & ~has_anchor[:, None])  # nothing to merge into: the tokens stay
         merged = xmask & ~keep
         pm = p * merged[:, :, None].float()
-        agg = torch.bmm(pm.transpose(1, 2), X)  # [A,K,D]
         load = pm.sum(1)  # [A,K]
-        Y[act] = (Ya + scale * agg) / (1.0 + scale * load)[:, :, None]
+
+        def absorbed(anchors: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+            agg = torch.bmm(pm.transpose(1, 2), sources)  # [A,K,*]
+            return (anchors + scale * agg) / (1.0 + scale * load)[:, :, None]
+
+        Y[act] = absorbed(Ya, X)
+        if Yc is not None:
+            Yc[act] = absorbed(Yc[act], cfeats[fr])
         keep_frame[fr] = keep
         merged_frame[fr] = merged
 
-    return _assemble(tokens.dtype, segments, Y0, Y, ymask, feats, idx, valid, keep_frame, merged_frame, emit_keyframe)
+    out = _assemble(tokens.dtype, segments, Y0, Y, ymask, feats, idx, valid, keep_frame, merged_frame, emit_keyframe)
+    if carry is not None:
+        out.carry = _assemble(carry.dtype, segments, Yc0, Yc, ymask, cfeats, idx, valid, keep_frame, merged_frame,
+                              emit_keyframe).tokens
+    return out
 
 
 def _assemble(dtype, segments, Y0, Y, ymask, feats, idx, valid, keep_frame, merged_frame, emit_keyframe) -> InterFrameResult:
-    """Concatenate clip outputs in order: raw keyframe, kept tokens of frames 1..L-1, anchors."""
+    """Concatenate clip outputs in order: raw keyframe, kept tokens of frames 1..L-1, anchors
+    (``Y0``/``Y``/``feats``: raw anchors, merged anchors, features; tokens or carried rows)."""
     Fn, K = valid.shape
     device = feats.device
     pieces: List[torch.Tensor] = []

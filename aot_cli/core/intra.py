@@ -1,7 +1,7 @@
 """Intra-frame OT merge (docs/method.md §3): each frame's anchors absorb context from its non-anchor tokens."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -24,7 +24,8 @@ def intra_frame_merge(
     log_domain: bool = False,
     stop: str = "reference",
     stop_group: str = "video",
-) -> torch.Tensor:
+    carry: Optional[torch.Tensor] = None,
+) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Update the anchor rows of every frame; non-anchor rows are returned unchanged.
 
     Args:
@@ -44,9 +45,14 @@ def intra_frame_merge(
             the stopping test averages over all frames and they stop together, so one frame's
             content can change how many iterations every frame gets. ``"frame"``: each frame stops
             on its own, which makes frames fully independent of each other.
+        carry: optional side features ``[F, N, C]`` of the same tokens (e.g. a model's DeepStack
+            rows). They take no part in any decision (costs, plans, nearest anchors all come from
+            ``tokens``); each anchor row of ``carry`` is updated with exactly the weights that
+            update the anchor's token.
 
     Returns:
-        ``[F, N, D]`` in the dtype of ``tokens`` (the arithmetic runs in float32).
+        ``[F, N, D]`` in the dtype of ``tokens`` (the arithmetic runs in float32); with ``carry``,
+        ``(tokens, carried [F, N, C] in carry's dtype)``.
     """
     if stop_group not in ("video", "frame"):
         raise ValueError(f"stop_group must be 'video' or 'frame', got {stop_group!r}")
@@ -57,13 +63,19 @@ def intra_frame_merge(
     if H * W != N or anchor_mask.shape != (Fn, N):
         raise ValueError(f"tokens [F,N,D]={tuple(tokens.shape)} and anchor_mask {tuple(anchor_mask.shape)} do not match grid {H}x{W}")
     counts = anchor_mask.sum(1)
+    if carry is not None and carry.shape[:2] != (Fn, N):
+        raise ValueError(f"carry must be [F, N, C] with F, N = {Fn}, {N}, got {tuple(carry.shape)}")
+
+    def unchanged():
+        return tokens.clone() if carry is None else (tokens.clone(), carry.clone())
+
     if Fn == 0:
-        return tokens.clone()
+        return unchanged()
     V = int(counts[0])
     if bool((counts != V).any()):
         raise ValueError("intra_frame_merge needs the same number of anchors in every frame")
     if V == 0 or V == N:
-        return tokens.clone()
+        return unchanged()
     device = tokens.device
     x = tokens.float()
     a_idx, _, _ = split_by_mask(anchor_mask)  # [F,V]
@@ -78,22 +90,34 @@ def intra_frame_merge(
     cost = (1.0 - cos_ua) + spatial_weight * dist
 
     plan = sinkhorn(cost, eps=eps, max_iter=max_iter, tol=tol, log_domain=log_domain, batch_stop="joint" if stop_group == "video" else "per_problem", stop=stop)
-    agg = torch.bmm(plan.transpose(1, 2), u)  # [F,V,D]
     load = plan.sum(1)  # [F,V]
-    s = scale
-    if update == "reference":
-        a_ot = (a + s * agg) / (1.0 + s * load)[:, :, None]
-    else:
-        bary = agg / load.clamp_min(torch.finfo(torch.float32).tiny)[:, :, None]
-        a_ot = (a + s * bary) / (1.0 + s)
-
     nearest = cos_ua.argmax(dim=2)  # [F,M]
     onehot = torch.nn.functional.one_hot(nearest, V).float()  # [F,M,V]
-    nn_sum = torch.bmm(onehot.transpose(1, 2), u)
     nn_count = onehot.sum(1)
-    a_nn = (s * a + nn_sum) / (s + nn_count)[:, :, None]
+    s = scale
 
-    a_new = nn_mix * a_nn + (1.0 - nn_mix) * a_ot
+    def merged_anchors(a: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The updated anchor rows from anchor rows ``a [F,V,*]`` and source rows ``u [F,M,*]``
+        (the same weights for tokens and carried features)."""
+        agg = torch.bmm(plan.transpose(1, 2), u)  # [F,V,*]
+        if update == "reference":
+            a_ot = (a + s * agg) / (1.0 + s * load)[:, :, None]
+        else:
+            bary = agg / load.clamp_min(torch.finfo(torch.float32).tiny)[:, :, None]
+            a_ot = (a + s * bary) / (1.0 + s)
+        nn_sum = torch.bmm(onehot.transpose(1, 2), u)
+        a_nn = (s * a + nn_sum) / (s + nn_count)[:, :, None]
+        return nn_mix * a_nn + (1.0 - nn_mix) * a_ot
+
+    a_new = merged_anchors(a, u)
     out = x.clone()
     out.scatter_(1, a_idx[:, :, None].expand(-1, -1, D), a_new)
-    return out.to(tokens.dtype)
+    if carry is None:
+        return out.to(tokens.dtype)
+    c = carry.float()
+    C = c.shape[2]
+    c_a = torch.gather(c, 1, a_idx[:, :, None].expand(-1, -1, C))
+    c_u = torch.gather(c, 1, u_idx[:, :, None].expand(-1, -1, C))
+    carried = c.clone()
+    carried.scatter_(1, a_idx[:, :, None].expand(-1, -1, C), merged_anchors(c_a, c_u))
+    return out.to(tokens.dtype), carried.to(carry.dtype)

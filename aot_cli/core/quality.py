@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,7 @@ class QualityMerge:
     index: torch.Tensor
     members: torch.Tensor
     seeds_per_frame: torch.Tensor
+    carry: Optional[torch.Tensor] = None  # [T, C] carried side features, when given
 
 
 #: Largest [clips, tokens, anchors] batch solved at once (float32 elements; about 128 MiB a tensor).
@@ -103,6 +104,7 @@ def quality_merge(
     max_iter: int = 100,
     tol: float = 1e-2,
     log_domain: bool = False,
+    carry: Optional[torch.Tensor] = None,
 ) -> QualityMerge:
     """Merge each clip's tokens into its anchors (see the module docstring).
 
@@ -118,6 +120,8 @@ def quality_merge(
         rounds: transport-and-average rounds (>= 1).
         eps, max_iter, tol, log_domain: Sinkhorn settings (converged stop: L1 row-marginal
             error below ``tol``).
+        carry: optional side features ``[F, n, C]`` of the same tokens; no decision uses them, and
+            each output row of ``carry`` is the same weighted mean of members as its token.
     Returns:
         :class:`QualityMerge` with ``sum(counts)`` tokens.
     """
@@ -129,6 +133,8 @@ def quality_merge(
         raise ValueError(f"counts ({len(counts)}) and segments ({sum(l for _, l in segments)} frames) must cover {Fn} frames")
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if carry is not None and carry.shape[:2] != (Fn, n):
+        raise ValueError(f"carry must be [F, n, C] with F, n = {Fn}, {n}, got {tuple(carry.shape)}")
     device = tokens.device
     budgets = [sum(int(k) for k in counts[s:s + l]) for s, l in segments]
     clips = [(s, l, t) for (s, l), t in zip(segments, budgets) if t > 0]
@@ -141,20 +147,23 @@ def quality_merge(
         j = min(len(clips), i + max(1, BATCH_ELEMENTS // max(1, size)))
         parts.append(_merge_batch(tokens, scores, (h, w), clips[i:j], seeds_per_frame, attention_share=attention_share,
                                   salient_share=salient_share, salient_weight=salient_weight, rounds=rounds, eps=eps,
-                                  max_iter=max_iter, tol=tol, log_domain=log_domain))
+                                  max_iter=max_iter, tol=tol, log_domain=log_domain, carry=carry))
         i = j
     if not parts:
         none = torch.zeros(0, dtype=torch.long, device=device)
-        return QualityMerge(tokens.new_zeros(0, D), none, none, none, seeds_per_frame)
-    out, frame, cell, members = (torch.cat(x) for x in zip(*parts))
+        empty = carry.new_zeros(0, carry.shape[2]) if carry is not None else None
+        return QualityMerge(tokens.new_zeros(0, D), none, none, none, seeds_per_frame, empty)
+    out, frame, cell, members, carried = (torch.cat(x) if x[0] is not None else None for x in zip(*parts))
     return QualityMerge(tokens=out.to(tokens.dtype), frame=frame, index=cell, members=members,
-                        seeds_per_frame=seeds_per_frame)
+                        seeds_per_frame=seeds_per_frame,
+                        carry=carried.to(carry.dtype) if carried is not None else None)
 
 
 def _merge_batch(tokens, scores, grid, clips, seeds_per_frame, *, attention_share, salient_share, salient_weight,
-                 rounds, eps, max_iter, tol, log_domain):
+                 rounds, eps, max_iter, tol, log_domain, carry=None):
     """:func:`quality_merge` on the clips ``[(start, length, budget), ...]`` as one padded batch;
-    adds the initial anchors to ``seeds_per_frame``. Returns float32 tokens, frame, cell, members."""
+    adds the initial anchors to ``seeds_per_frame``. Returns float32 tokens, frame, cell, members
+    and the carried rows (None without ``carry``)."""
     h, w = grid
     n, D = h * w, tokens.shape[2]
     device = tokens.device
@@ -178,6 +187,10 @@ def _merge_batch(tokens, scores, grid, clips, seeds_per_frame, *, attention_shar
     a_idx = torch.sort((~init).to(torch.uint8), dim=1, stable=True).indices[:, :K]
     a_valid = torch.arange(K, device=device)[None, :] < init.sum(1, keepdim=True)
     anchors = torch.gather(z, 1, a_idx[:, :, None].expand(-1, -1, D))
+    zc = anchors_c = None
+    if carry is not None:
+        zc = carry[safe, cell_of].float() * valid[:, :, None]
+        anchors_c = torch.gather(zc, 1, a_idx[:, :, None].expand(-1, -1, zc.shape[2]))
 
     # Salience weights: the top salient_share of each clip's tokens.
     n_sal = valid.sum(1).double().mul(salient_share).add(0.5).floor().long().clamp_min(1)
@@ -198,6 +211,9 @@ def _merge_batch(tokens, scores, grid, clips, seeds_per_frame, *, attention_shar
         load = onehot.sum(1)  # [C, K]
         mean = torch.bmm(onehot.transpose(1, 2), z) / load.clamp_min(1e-30)[:, :, None]
         anchors = torch.where((load > 0)[:, :, None], mean, anchors)
+        if zc is not None:
+            mean_c = torch.bmm(onehot.transpose(1, 2), zc) / load.clamp_min(1e-30)[:, :, None]
+            anchors_c = torch.where((load > 0)[:, :, None], mean_c, anchors_c)
 
     # Placement: the member most similar to the final anchor.
     cos = torch.bmm(zn, F.normalize(anchors, dim=2).transpose(1, 2))
@@ -225,7 +241,10 @@ def _merge_batch(tokens, scores, grid, clips, seeds_per_frame, *, attention_shar
     order = torch.sort(key, dim=1, stable=True).indices
     where, a_ok = torch.gather(where, 1, order), torch.gather(a_valid, 1, order)
     anchors = torch.gather(anchors, 1, order[:, :, None].expand(-1, -1, D))
+    carried = None
+    if anchors_c is not None:
+        carried = torch.gather(anchors_c, 1, order[:, :, None].expand(-1, -1, anchors_c.shape[2]))[a_ok]
     counts_t = torch.gather(counts_t, 1, order)
     frame = torch.gather(frame_of, 1, where)
     cell = torch.gather(cell_of, 1, where)
-    return anchors[a_ok], frame[a_ok], cell[a_ok], counts_t[a_ok]
+    return anchors[a_ok], frame[a_ok], cell[a_ok], counts_t[a_ok], carried

@@ -20,6 +20,8 @@ class CompressResult:
     pooling), ``kept_per_frame`` (tokens the frame contributes), ``merged_per_frame`` (tokens merged
     into anchors). ``segments`` are the clips; ``plan`` the exact-budget plan when one was used;
     ``anchor_mask [F, H*W]`` and ``cell_mask [F, H2*W2]`` the anchors before and after pooling.
+    ``carry [T, C]``: when side features were given to :func:`~aot_cli.core.compress`, row ``t``
+    is the same combination of input rows that made token ``t`` (docs/method.md, "Side features").
     """
 
     tokens: torch.Tensor
@@ -35,6 +37,7 @@ class CompressResult:
     plan: Optional[BudgetPlan] = None
     anchor_mask: Optional[torch.Tensor] = None  # [F, H*W] anchors on the tower grid
     cell_mask: Optional[torch.Tensor] = None  # [F, H2*W2] anchor cells kept after pooling
+    carry: Optional[torch.Tensor] = None  # [T, C] side features made the same way as the tokens
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])

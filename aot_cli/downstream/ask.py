@@ -1,9 +1,10 @@
-"""``aot ask``: answer a question about one cached video with the full LLaVA model.
+"""``aot ask``: answer a question about one cached video with the full video LLM.
 
-Loads the transformers LLaVA-OneVision / LLaVA-Video checkpoint (``model_type`` ``llava_onevision``)
-and its processor (or, when the processor cannot be built, e.g. without torchvision, its tokenizer),
-splices the cached tokens into the prompt (:func:`~aot_cli.downstream.llava.build_inputs_embeds`)
-and generates greedily. The vision tower is loaded with the checkpoint but never run.
+Loads the checkpoint of the cache's family (:data:`aot_cli.downstream.inputs.CONSUMERS`: today
+LLaVA-OneVision / LLaVA-Video, ``model_type`` ``llava_onevision``) and its processor (or, when the
+processor cannot be built, e.g. without torchvision, its tokenizer), turns the question and the
+cached tokens into the model's inputs (:func:`~aot_cli.downstream.inputs.model_inputs`) and
+generates greedily. The vision tower is loaded with the checkpoint but never run.
 
 Never runs code from a checkpoint: every transformers call gets ``trust_remote_code=False``, so a
 checkpoint that needs its own code is refused in one line (transformers would otherwise ask
@@ -24,9 +25,9 @@ from .. import devices
 from aot_cli.cache import TokenCache
 
 from .errors import DownstreamError
-from .llava import build_inputs_embeds, cached_parts, check_llava_meta, generate_answer
-
-LLAVA_MODEL_TYPES = ("llava_onevision",)
+from .generation import generate_texts
+from .inputs import CONSUMERS, Consumer, consumer_for_meta, model_inputs, supported_model_types
+from .llava import cached_parts
 
 
 @dataclass
@@ -98,10 +99,9 @@ def load_options(checkpoint: str, revision: Optional[str] = None) -> Dict[str, A
     return options
 
 
-def check_checkpoint(checkpoint: str, revision: Optional[str] = None) -> Dict[str, Any]:
-    """The checkpoint's config must be a transformers LLaVA-OneVision (``llava_onevision``) one;
-    LLaVA-NeXT (lmms-lab) checkpoints need the original LLaVA-NeXT code (docs/consumers.md).
-    Returns the :func:`load_options` for loading it."""
+def checkpoint_config(checkpoint: str, revision: Optional[str] = None) -> Tuple[Any, Dict[str, Any]]:
+    """``(config, options)``: the checkpoint's transformers config and the :func:`load_options`
+    for loading it. Raises DownstreamError (one line) when the config cannot be read."""
     from transformers import AutoConfig
 
     options = load_options(checkpoint, revision)
@@ -109,10 +109,35 @@ def check_checkpoint(checkpoint: str, revision: Optional[str] = None) -> Dict[st
         config = AutoConfig.from_pretrained(checkpoint, **options)
     except Exception as exc:  # noqa: BLE001 - any failure to read the config is reported the same way
         raise DownstreamError(f"{checkpoint}: cannot read the model config ({_first_line(exc)})") from None
-    if getattr(config, "model_type", None) not in LLAVA_MODEL_TYPES:
-        raise DownstreamError(f"{checkpoint}: model_type {getattr(config, 'model_type', None)!r} is not supported "
-                              "by aot ask (needs a transformers LLaVA-OneVision / LLaVA-Video checkpoint, "
-                              "model_type 'llava_onevision')")
+    return config, options
+
+
+def checked_consumer(checkpoint: str, config: Any, consumer: Optional[Consumer] = None) -> Consumer:
+    """The consumer that reads the checkpoint whose transformers config is ``config``: ``consumer``
+    when given (its ``model_type`` must be one of the consumer's), else the first consumer of its
+    ``model_type``. Raises DownstreamError (one line) for a checkpoint no consumer reads (today
+    only ``llava_onevision``: transformers LLaVA-OneVision / LLaVA-Video; LLaVA-NeXT (lmms-lab)
+    checkpoints need the original LLaVA-NeXT code, docs/consumers.md)."""
+    model_type = getattr(config, "model_type", None)
+    if consumer is not None:
+        if model_type not in consumer.model_types:
+            raise DownstreamError(f"{checkpoint}: model_type {model_type!r} is not a {consumer.family} checkpoint "
+                                  f"(model_type {', '.join(consumer.model_types)}), the family of the cache")
+        return consumer
+    for candidate in CONSUMERS.values():
+        if model_type in candidate.model_types:
+            return candidate
+    raise DownstreamError(f"{checkpoint}: model_type {model_type!r} is not a video LLM that reads aot caches "
+                          f"(supported: {', '.join(supported_model_types())}; LLaVA-NeXT checkpoints need their own "
+                          "code, see docs/consumers.md)")
+
+
+def check_checkpoint(checkpoint: str, revision: Optional[str] = None,
+                     consumer: Optional[Consumer] = None) -> Dict[str, Any]:
+    """:func:`checked_consumer` for ``checkpoint``'s config; returns the :func:`load_options` for
+    loading it."""
+    config, options = checkpoint_config(checkpoint, revision)
+    checked_consumer(checkpoint, config, consumer)
     return options
 
 
@@ -135,19 +160,23 @@ def load_text_side(checkpoint: str, revision: Optional[str] = None, **options: A
         raise DownstreamError(f"{checkpoint}: cannot load a tokenizer ({_first_line(exc)})") from None
 
 
-def load_llava_generator(checkpoint: str, *, device: str = "auto", dtype: str = "auto",
-                         revision: Optional[str] = None) -> Tuple[Any, Any]:
-    """``(model, processor_or_tokenizer)``: ``LlavaOnevisionForConditionalGeneration`` in eval
-    mode on ``device`` in ``dtype``, and its text side."""
-    from transformers import LlavaOnevisionForConditionalGeneration
+def load_generator(checkpoint: str, *, consumer: Optional[Consumer] = None, device: str = "auto",
+                   dtype: str = "auto", revision: Optional[str] = None) -> Tuple[Any, Any]:
+    """``(model, processor_or_tokenizer)``: the whole video LLM of ``checkpoint`` (the transformers
+    class of ``consumer``, or of the consumer that reads the checkpoint's ``model_type``) in eval
+    mode on ``device`` in ``dtype``, and its text side (:func:`load_text_side`). Raises
+    DownstreamError (one line) for a checkpoint of another family or one that cannot be loaded."""
+    import transformers
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    options = check_checkpoint(checkpoint, revision)
+    config, options = checkpoint_config(checkpoint, revision)
+    consumer = checked_consumer(checkpoint, config, consumer)
+    model_class = getattr(transformers, consumer.model_class)
     try:
-        model = LlavaOnevisionForConditionalGeneration.from_pretrained(checkpoint, dtype=torch_dtype, **options)
+        model = model_class.from_pretrained(checkpoint, dtype=torch_dtype, **options)
     except Exception as exc:  # noqa: BLE001
-        raise DownstreamError(f"{checkpoint}: cannot load the LLaVA model ({_first_line(exc)})") from None
+        raise DownstreamError(f"{checkpoint}: cannot load the {consumer.family} model ({_first_line(exc)})") from None
     return model.to(torch_device).eval(), load_text_side(checkpoint, **options)
 
 
@@ -164,18 +193,20 @@ def pick_video(cache: TokenCache, video_id: Optional[str]) -> str:
 def ask_cached_video(cache_path: Union[str, Path], video_id: Optional[str], checkpoint: str, question: str, *,
                      max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto",
                      revision: Optional[str] = None) -> Answer:
-    """Answer ``question`` about video ``video_id`` of the cache at ``cache_path`` with the LLaVA
-    checkpoint ``checkpoint`` (local directory or hub id). The cache is checked (LLaVA family)
-    before the model is loaded. Raises :class:`DownstreamError` or the cache's ``CacheError``."""
+    """Answer ``question`` about video ``video_id`` of the cache at ``cache_path`` with the video
+    LLM ``checkpoint`` (local directory or hub id). The cache is checked (an LLM family's vision
+    side, of the checkpoint's family) before the model is loaded. Raises :class:`DownstreamError`
+    or the cache's ``CacheError``."""
     if max_new_tokens < 1:
         raise DownstreamError(f"--max-new-tokens {max_new_tokens}: must be at least 1")
     with TokenCache(cache_path) as cache:
         video = cache[pick_video(cache, video_id)]
         tokens, _, meta, where = cached_parts(video)
-        check_llava_meta(meta, where)
-        model, text_side = load_llava_generator(checkpoint, device=device, dtype=dtype, revision=revision)
+        consumer = consumer_for_meta(meta, where)
+        model, text_side = load_generator(checkpoint, consumer=consumer, device=device, dtype=dtype,
+                                          revision=revision)
         with torch.inference_mode():
-            embeds, mask = build_inputs_embeds(model, text_side, question, video)
-            text, new_ids = generate_answer(model, text_side, embeds, mask, max_new_tokens=max_new_tokens)
-    return Answer(text=text, video_id=video.id, video_tokens=int(tokens.shape[0]),
-                  prompt_tokens=int(embeds.shape[1]), new_tokens=int(new_ids.numel()))
+            inputs = model_inputs(model, text_side, question, video)
+            texts, new_ids = generate_texts(model, text_side, inputs, max_new_tokens=max_new_tokens)
+    return Answer(text=texts[0], video_id=video.id, video_tokens=int(tokens.shape[0]),
+                  prompt_tokens=int(inputs["attention_mask"].shape[1]), new_tokens=int(new_ids[0].numel()))

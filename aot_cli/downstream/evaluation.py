@@ -1,19 +1,22 @@
 """Answering benchmark questions from a token cache: what the lmms-eval models of
 :mod:`aot_cli.lmms_eval` run, usable without lmms-eval.
 
-:class:`CachedVideoLLM` holds a transformers LLaVA-OneVision / LLaVA-Video model and a cache.
-Each question names its video by a path; the path is looked up in the cache by the rule of
-:mod:`aot_cli.downstream.lookup`, the cached tokens are spliced into the prompt exactly as
-:func:`~aot_cli.downstream.llava.build_inputs_embeds` does, and the model generates or scores a
-continuation. Videos that are not cached are either refused (``on_miss="error"``) or compressed
-into the cache first (``on_miss="compress"``) by the same batch pipeline as ``aot compress``
-(:func:`aot_cli.pipeline.batch.run_batch`: decode workers, atomic shard commits, failures recorded
-in the index), with the configuration the cache's videos were made with.
+:class:`CachedVideoLLM` holds a transformers video LLM of one family (a consumer of
+:data:`aot_cli.downstream.inputs.CONSUMERS`: LLaVA-OneVision, LLaVA-Video) and a cache. Each
+question names its video by a path; the path is looked up in the cache by the rule of
+:mod:`aot_cli.downstream.lookup`, the question and the cached tokens become the model's inputs
+through :func:`~aot_cli.downstream.inputs.model_inputs`, and the model generates or scores a
+continuation, one request or a left-padded batch at a time. Videos that are not cached are either
+refused (``on_miss="error"``) or compressed into the cache first (``on_miss="compress"``) by the
+same batch pipeline as ``aot compress`` (:func:`aot_cli.pipeline.batch.run_batch`: decode workers,
+atomic shard commits, failures recorded in the index), with the configuration the cache's videos
+were made with.
 
     llm = CachedVideoLLM("llava-hf/llava-onevision-qwen2-7b-ov-hf", "cache/", on_miss="compress")
     llm.prepare(["videos/a.mp4", "videos/b.mp4"])      # compress what is missing, in one batch
     text, used = llm.generate("What happens?", "videos/a.mp4", max_new_tokens=32)
     nll, greedy, used = llm.loglikelihood("Is it a dog?", " yes", "videos/b.mp4")
+    answers = llm.generate_batch([("What happens?", "videos/a.mp4", {}), ("And here?", "videos/b.mp4", {})])
 """
 from __future__ import annotations
 
@@ -28,13 +31,12 @@ import torch
 from aot_cli.cache import CacheError, TokenCache
 
 from .errors import DownstreamError
-from .llava import (LLAVA_FAMILIES, build_input_ids, build_text_input_ids, checked_tokens, continuation_scores,
-                    generate_answer, splice_video_tokens, text_tokenizer)
+from .generation import generate_texts, score_continuations
+from .inputs import CONSUMERS, Inputs, consumer_for_meta, model_inputs
+from .llava import text_tokenizer
 from .lookup import Match, VideoLookup
 
 ON_MISS = ("error", "compress")
-#: The newline convention each LLaVA family's cache must record (``meta["newline"]``).
-FAMILY_NEWLINE = {"llava-onevision": "one_token", "llava-video": "grid"}
 
 
 @dataclass
@@ -54,43 +56,42 @@ def _first_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _family(meta: Mapping[str, Any]) -> Optional[str]:
-    model = meta.get("model") if isinstance(meta.get("model"), Mapping) else {}
-    profile = meta.get("profile") if isinstance(meta.get("profile"), Mapping) else {}
-    return model.get("family") or profile.get("name")
-
-
 class CachedVideoLLM:
-    """A LLaVA checkpoint answering questions about cached videos.
+    """A video LLM answering questions about cached videos.
 
-    ``checkpoint``: a transformers LLaVA-OneVision / LLaVA-Video checkpoint (``model_type``
-    ``llava_onevision``; local directory or hub id). ``cache``: a cache directory (or, with
-    ``on_miss="error"``, a single aot ``.safetensors`` file). ``family``: "llava-onevision" or
-    "llava-video": the cache's videos must have been made with that family's vision side and
-    newline convention (``meta["newline"]`` "one_token" / "grid"). ``on_miss``: "error" (a
-    video not in the cache raises) or "compress" (it is compressed into the cache first; a
-    missing cache directory is created). ``record``: a JSONL file that gets one line per request
-    and per compressed video. ``decode_workers``: decode processes for compression (None: as
-    ``aot compress``).
+    ``checkpoint``: a transformers checkpoint of ``family``'s LLM (local directory or hub id; for
+    LLaVA-OneVision / LLaVA-Video ``model_type`` ``llava_onevision``). ``cache``: a cache
+    directory (or, with ``on_miss="error"``, a single aot ``.safetensors`` file). ``family``: the
+    cache profile this model reads (a key of :data:`~aot_cli.downstream.inputs.CONSUMERS`:
+    "llava-onevision", "llava-video"). ``on_miss``: "error" (a video not in the cache raises) or
+    "compress" (it is compressed into the cache first; a missing cache directory is created).
+    ``record``: a JSONL file that gets one line per request and per compressed video.
+    ``decode_workers``: decode processes for compression (None: as ``aot compress``). ``readers``:
+    family -> the name of the model that reads it, for the hint when a cache of another family is
+    given (the lmms-eval plugin passes its model names).
 
-    The cache is checked before the model is loaded: every cached video must come from a LLaVA
-    model of ``family`` with the LLM's hidden size, else :class:`DownstreamError` (one line).
-    The first cached video's newline rows are compared with the loaded model's ``image_newline``.
+    The cache is checked before the model is loaded: every cached video must come from the vision
+    side of ``family``'s LLM (its meta checks included) with the LLM's hidden size, else
+    :class:`DownstreamError` (one line). Once the model is loaded, the first cached video goes
+    through :func:`~aot_cli.downstream.inputs.model_inputs` (for LLaVA: its newline rows against
+    the model's ``image_newline``). ``can_batch``: whether requests can be batched (the family has a
+    ``collate``).
     """
 
     def __init__(self, checkpoint: str, cache: Union[str, Path], *, family: str = "llava-onevision",
                  on_miss: str = "error", device: str = "auto", dtype: str = "auto",
                  revision: Optional[str] = None, record: Optional[Union[str, Path]] = None,
-                 decode_workers: Optional[int] = None, rank: Tuple[int, int] = (0, 1)) -> None:
-        from transformers import AutoConfig
-
-        from .ask import check_checkpoint, load_llava_generator, resolve_device, resolve_dtype
+                 decode_workers: Optional[int] = None, rank: Tuple[int, int] = (0, 1),
+                 readers: Optional[Mapping[str, str]] = None) -> None:
+        from .ask import checked_consumer, checkpoint_config, load_generator, resolve_device, resolve_dtype
 
         if on_miss not in ON_MISS:
             raise DownstreamError(f"on_miss={on_miss}: choose one of {', '.join(ON_MISS)}")
-        if family not in FAMILY_NEWLINE:
-            raise DownstreamError(f"family {family!r}: choose one of {', '.join(FAMILY_NEWLINE)}")
+        if family not in CONSUMERS:
+            raise DownstreamError(f"family {family!r}: choose one of {', '.join(sorted(CONSUMERS))}")
         self.checkpoint, self.revision, self.family, self.on_miss = checkpoint, revision, family, on_miss
+        self.consumer = CONSUMERS[family]
+        self.readers = dict(readers or {})
         self.cache_path = Path(cache)
         self.decode_workers, self.rank = decode_workers, rank
         self.device_name = device
@@ -99,6 +100,8 @@ class CachedVideoLLM:
         self._matches: Dict[str, Match] = {}
         #: Summary of the last compression run (None until a video was compressed).
         self.last_compression = None
+        #: Ids of the videos compressed into the cache by this object, in order.
+        self.compressed_ids: List[str] = []
         try:
             fresh = self.cache_path.is_dir() and not any(self.cache_path.iterdir())  # e.g. made by mkdir
         except OSError as exc:
@@ -112,9 +115,11 @@ class CachedVideoLLM:
         self.lookup = VideoLookup(self.cache) if self.cache is not None else None
         self._check_entries_meta()
         resolve_dtype(dtype, resolve_device(device))
-        check_checkpoint(checkpoint, revision)
-        config = AutoConfig.from_pretrained(checkpoint, revision=revision)
-        self.hidden_size = int(config.text_config.hidden_size)
+        config, _ = checkpoint_config(checkpoint, revision)
+        checked_consumer(checkpoint, config, self.consumer)
+        #: The checkpoint's ``config.model_type``.
+        self.model_type = str(config.model_type)
+        self.hidden_size = int(config.get_text_config().hidden_size)
         self._check_entries_width()
         if record is not None:
             path = Path(record)
@@ -123,25 +128,25 @@ class CachedVideoLLM:
                 self._record = open(path, "a", encoding="utf-8")
             except OSError as exc:
                 raise DownstreamError(f"{path}: cannot open the record file ({exc.strerror or exc})") from None
-        self.model, self.text_side = load_llava_generator(checkpoint, device=device, dtype=dtype, revision=revision)
+        self.model, self.text_side = load_generator(checkpoint, consumer=self.consumer, device=device, dtype=dtype,
+                                                    revision=revision)
         if self.cache is not None and len(self.cache):
-            checked_tokens(self.model, self.cache[self.cache.ids()[0]])
+            model_inputs(self.model, self.text_side, "", self.cache[self.cache.ids()[0]])
+
+    @property
+    def can_batch(self) -> bool:
+        """Whether several requests can run as one left-padded batch."""
+        return self.consumer.collate is not None
 
     # ------------------------------------------------------------------------------ checks
     def _check_meta(self, video_id: str, meta: Mapping[str, Any]) -> None:
         where = f"{self.cache_path}: video {video_id!r}"
-        family = _family(meta)
-        if family not in LLAVA_FAMILIES:
-            raise DownstreamError(f"{where}: tokens come from a {family or 'unknown'} tower, not a LLaVA model's "
-                                  "projector; compress with the LLaVA checkpoint itself as --model")
-        if family != self.family:
-            other = "aot_llava_video" if family == "llava-video" else "aot_llava_onevision"
-            raise DownstreamError(f"{where}: made with the {family} profile but this model reads {self.family} "
-                                  f"caches (use {other}, or a cache made for {self.family})")
-        newline = meta.get("newline")
-        if newline != FAMILY_NEWLINE[family]:
-            raise DownstreamError(f"{where}: records newline convention {newline!r}, but {family} places "
-                                  f"{FAMILY_NEWLINE[family]!r}")
+        consumer = consumer_for_meta(meta, where)
+        if consumer.family != self.family:
+            other = self.readers.get(consumer.family)
+            hint = f"use {other}, or a cache made for {self.family}" if other else f"use a cache made for {self.family}"
+            raise DownstreamError(f"{where}: made with the {consumer.family} profile but this model reads {self.family} "
+                                  f"caches ({hint})")
 
     def _check_entries_meta(self) -> None:
         if self.cache is None:
@@ -256,6 +261,7 @@ class CachedVideoLLM:
             raise DownstreamError(_first_line(exc)) from None
         for event in events:
             if event.get("status") == "ok":
+                self.compressed_ids.append(str(event["id"]))
                 self._write({"event": "compressed", "video": by_id.get(str(event["id"])), "cache_id": event["id"],
                              "tokens": event.get("tokens"), "frames": event.get("frames")})
         if summary.failed:
@@ -271,23 +277,50 @@ class CachedVideoLLM:
         self.last_compression = summary
 
     # ------------------------------------------------------------------------------ answering
-    def _prompt(self, prompt: str, reference: Optional[str]) -> Tuple[torch.Tensor, torch.Tensor, Used]:
+    def _inputs(self, prompt: str, reference: Optional[str]) -> Tuple[Inputs, Used]:
+        """One request's model inputs (batch of one) and what they hold."""
         if reference is None:
-            ids = build_text_input_ids(self.text_side, prompt)
-            embedding = self.model.get_input_embeddings()
-            embeds = embedding(ids.to(embedding.weight.device))
-            used = Used(None, None, 0, int(ids.shape[1]))
-        else:
-            match = self.prepare([reference])[str(reference)]
-            video = self.cache[match.video_id]
-            tokens = checked_tokens(self.model, video)
-            ids = build_input_ids(self.model, self.text_side, prompt, int(tokens.shape[0]))
-            embeds = splice_video_tokens(self.model, ids, tokens)
-            used = Used(match.video_id, match.rule, int(tokens.shape[0]), int(ids.shape[1]))
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        return embeds, mask, used
+            inputs = self.consumer.text(self.model, self.text_side, prompt)
+            return inputs, Used(None, None, 0, int(inputs["attention_mask"].shape[1]))
+        match = self.prepare([reference])[str(reference)]
+        video = self.cache[match.video_id]
+        inputs = model_inputs(self.model, self.text_side, prompt, video)
+        return inputs, Used(match.video_id, match.rule, int(video.shapes["tokens"][0]),
+                            int(inputs["attention_mask"].shape[1]))
+
+    def _batch(self, built: Sequence[Inputs]) -> Inputs:
+        if len(built) == 1:
+            return built[0]
+        if self.consumer.collate is None:
+            raise DownstreamError(f"{self.family} models answer one request at a time (batch size 1)")
+        return self.consumer.collate(built)
 
     @torch.inference_mode()
+    def generate_batch(self, requests: Sequence[Tuple[str, Optional[str], Mapping[str, Any]]], *,
+                       max_new_tokens: int = 1024, until: Sequence[str] = (),
+                       generation: Optional[Mapping[str, Any]] = None) -> List[Tuple[str, Used]]:
+        """Answers to several ``(prompt, video reference or None, record context)`` requests in one
+        left-padded ``generate`` call (the same generation settings for all): per request the text,
+        cut before the first of the ``until`` strings, and what was fed to the LLM. With greedy
+        decoding each answer is the one :meth:`generate` gives alone (padding is masked and the
+        positions follow the mask). Raises :class:`DownstreamError` for several requests when the
+        family cannot batch (:attr:`can_batch`)."""
+        if not requests:
+            return []
+        built = [self._inputs(prompt, reference) for prompt, reference, _ in requests]
+        texts, _ = generate_texts(self.model, self.text_side, self._batch([inputs for inputs, _ in built]),
+                                  max_new_tokens=max_new_tokens, generation=generation)
+        answers = []
+        for (_, reference, context), (_, used), text in zip(requests, built, texts):
+            for stop in until:
+                if stop:
+                    text = text.split(stop)[0]
+            self._write({"request": "generate_until", **dict(context or {}), "video": reference,
+                         "cache_id": used.video_id, "rule": used.rule, "video_tokens": used.video_tokens,
+                         "prompt_tokens": used.prompt_tokens, "batch": len(requests)})
+            answers.append((text, used))
+        return answers
+
     def generate(self, prompt: str, reference: Optional[str], *, max_new_tokens: int = 1024,
                  until: Sequence[str] = (), generation: Optional[Mapping[str, Any]] = None,
                  context: Optional[Mapping[str, Any]] = None) -> Tuple[str, Used]:
@@ -295,34 +328,45 @@ class CachedVideoLLM:
         cut before the first of the ``until`` strings, and what was fed to the LLM. ``generation``:
         extra ``model.generate`` arguments (greedy by default). ``context``: fields added to the
         record line (e.g. task and doc id)."""
-        embeds, mask, used = self._prompt(prompt, reference)
-        text, _ = generate_answer(self.model, self.text_side, embeds, mask, max_new_tokens=max_new_tokens,
-                                  generation=generation)
-        for stop in until:
-            if stop:
-                text = text.split(stop)[0]
-        self._write({"request": "generate_until", **dict(context or {}), "video": reference, "cache_id": used.video_id,
-                     "rule": used.rule, "video_tokens": used.video_tokens, "prompt_tokens": used.prompt_tokens})
-        return text, used
+        return self.generate_batch([(prompt, reference, context or {})], max_new_tokens=max_new_tokens, until=until,
+                                   generation=generation)[0]
 
     @torch.inference_mode()
+    def loglikelihood_batch(self, requests: Sequence[Tuple[str, str, Optional[str], Mapping[str, Any]]]
+                            ) -> List[Tuple[float, bool, Used]]:
+        """``(mean negative log-likelihood per continuation token, greedy, used)`` for each
+        ``(prompt, continuation, video reference or None, record context)`` request, the
+        continuation right after the prompt's generation turn, all in one left-padded forward pass.
+        The mean negative log-likelihood is the loss lmms-eval's own LLaVA models return (its
+        multiple-choice scoring takes the choice with the smallest value)."""
+        if not requests:
+            return []
+        tokenizer = text_tokenizer(self.text_side)
+        conts = []
+        for _, continuation, _, _ in requests:
+            ids = torch.tensor(tokenizer(continuation, add_special_tokens=False)["input_ids"], dtype=torch.long)
+            if ids.numel() == 0:
+                raise DownstreamError(f"continuation {continuation!r} has no tokens")
+            conts.append(ids)
+        built = [self._inputs(prompt, reference) for prompt, _, reference, _ in requests]
+        if len(built) > 1 and self.consumer.collate is None:
+            raise DownstreamError(f"{self.family} models answer one request at a time (batch size 1)")
+        scores = score_continuations(self.model, [inputs for inputs, _ in built], conts, extend=self.consumer.extend,
+                                     collate=self.consumer.collate)
+        results = []
+        for (_, _, reference, context), (_, used), cont, (logprobs, greedy) in zip(requests, built, conts, scores):
+            nll = float(-logprobs.mean())
+            self._write({"request": "loglikelihood", **dict(context or {}), "video": reference,
+                         "cache_id": used.video_id, "rule": used.rule, "video_tokens": used.video_tokens,
+                         "prompt_tokens": used.prompt_tokens, "continuation_tokens": int(cont.numel()),
+                         "batch": len(requests)})
+            results.append((nll, greedy, used))
+        return results
+
     def loglikelihood(self, prompt: str, continuation: str, reference: Optional[str], *,
                       context: Optional[Mapping[str, Any]] = None) -> Tuple[float, bool, Used]:
-        """``(mean negative log-likelihood per continuation token, greedy, used)`` of
-        ``continuation`` right after the prompt's generation turn. The mean negative
-        log-likelihood is the loss lmms-eval's own LLaVA models return (its multiple-choice
-        scoring takes the choice with the smallest value)."""
-        tokenizer = text_tokenizer(self.text_side)
-        cont = torch.tensor(tokenizer(continuation, add_special_tokens=False)["input_ids"], dtype=torch.long)
-        if cont.numel() == 0:
-            raise DownstreamError(f"continuation {continuation!r} has no tokens")
-        embeds, mask, used = self._prompt(prompt, reference)
-        logprobs, greedy = continuation_scores(self.model, embeds, mask, cont)
-        nll = float(-logprobs.mean())
-        self._write({"request": "loglikelihood", **dict(context or {}), "video": reference, "cache_id": used.video_id,
-                     "rule": used.rule, "video_tokens": used.video_tokens, "prompt_tokens": used.prompt_tokens,
-                     "continuation_tokens": int(cont.numel())})
-        return nll, greedy, used
+        """:meth:`loglikelihood_batch` of one request."""
+        return self.loglikelihood_batch([(prompt, continuation, reference, context or {})])[0]
 
     # ------------------------------------------------------------------------------ record
     def _write(self, line: Mapping[str, Any]) -> None:
@@ -339,4 +383,4 @@ class CachedVideoLLM:
             self.cache.close()
 
 
-__all__ = ["CachedVideoLLM", "Used", "ON_MISS", "FAMILY_NEWLINE"]
+__all__ = ["CachedVideoLLM", "Used", "ON_MISS"]

@@ -24,6 +24,8 @@ from aot_cli.core import KIND_NEWLINE
 from .errors import DownstreamError
 
 LLAVA_FAMILIES = ("llava-onevision", "llava-video")
+#: The newline convention each LLaVA profile's cache records (``meta["newline"]``).
+FAMILY_NEWLINE = {"llava-onevision": "one_token", "llava-video": "grid"}
 # Relative tolerance when comparing a cached newline row with the model's image_newline: the
 # cache may hold bf16/fp16 copies of an fp32 parameter (bf16 keeps 8 significant bits).
 NEWLINE_RTOL = 1e-2
@@ -61,6 +63,17 @@ def check_llava_meta(meta: Mapping[str, Any], where: str) -> str:
             f"{where}: tokens come from a {family or 'unknown'} tower, not a LLaVA model's projector, so they are "
             "not in the LLM's embedding space (compress with the LLaVA checkpoint itself as --model)")
     return str(family)
+
+
+def check_newline_convention(meta: Mapping[str, Any], where: str) -> None:
+    """The cache's ``meta["newline"]`` must be the one its LLaVA profile places (``one_token`` for
+    llava-onevision, ``grid`` for llava-video)."""
+    profile = meta.get("profile") if isinstance(meta.get("profile"), Mapping) else {}
+    family = profile.get("name")
+    expected = FAMILY_NEWLINE.get(family)
+    if expected is not None and meta.get("newline") != expected:
+        raise DownstreamError(f"{where}: records newline convention {meta.get('newline')!r}, but {family} places "
+                              f"{expected!r}")
 
 
 def check_token_width(tokens: torch.Tensor, hidden_size: int, meta: Mapping[str, Any], where: str) -> None:
@@ -223,11 +236,20 @@ def build_inputs_embeds(model: Any, processor_or_tokenizer: Any, prompt: str, ca
     return embeds, mask
 
 
+def llava_inputs(model: Any, processor_or_tokenizer: Any, question: str, cached_video: Any, *,
+                 device: Optional[torch.device] = None) -> dict:
+    """The LLaVA-OneVision / LLaVA-Video consumer of :func:`aot_cli.downstream.model_inputs`:
+    ``{"inputs_embeds": [1, L, H], "attention_mask": [1, L] int64}`` from :func:`build_inputs_embeds`."""
+    embeds, mask = build_inputs_embeds(model, processor_or_tokenizer, question, cached_video, device=device)
+    return {"inputs_embeds": embeds, "attention_mask": mask}
+
+
 def checked_tokens(model: Any, cached_video: Any) -> torch.Tensor:
     """The cached tokens [T, H] of ``cached_video`` after the checks of :func:`build_inputs_embeds`
     (LLaVA family, width = the LLM's hidden size, newline rows = the model's ``image_newline``)."""
     tokens, kind, meta, where = cached_parts(cached_video)
     check_llava_meta(meta, where)
+    check_newline_convention(meta, where)
     check_token_width(tokens, int(model.get_input_embeddings().embedding_dim), meta, where)
     check_newline_matches(tokens, kind, model, where)
     return tokens
@@ -245,44 +267,3 @@ def build_text_input_ids(processor_or_tokenizer: Any, prompt: str) -> torch.Tens
     else:
         ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     return torch.tensor([ids], dtype=torch.long)
-
-
-def continuation_scores(model: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                        continuation_ids: torch.Tensor) -> Tuple[torch.Tensor, bool]:
-    """Log-probabilities of ``continuation_ids`` [C] (C >= 1) following a prompt given as
-    ``inputs_embeds`` [1, P, H]: the continuation is embedded and appended, one forward pass
-    runs, and the logits at positions P-1 .. P+C-2 score tokens P .. P+C-1. Returns
-    ``(log-probabilities float32 [C], greedy)`` where ``greedy`` is True when every continuation
-    token is the argmax at its position (greedy decoding would produce it)."""
-    embedding = model.get_input_embeddings()
-    ids = continuation_ids.reshape(1, -1).to(embedding.weight.device)
-    if ids.shape[1] == 0:
-        raise DownstreamError("the continuation to score has no tokens")
-    embeds = torch.cat([inputs_embeds, embedding(ids).to(inputs_embeds.dtype)], dim=1)
-    mask = torch.cat([attention_mask, torch.ones_like(ids, dtype=attention_mask.dtype)], dim=1)
-    logits = model(inputs_embeds=embeds, attention_mask=mask).logits[0]
-    prompt_len = inputs_embeds.shape[1]
-    scored = logits[prompt_len - 1:prompt_len - 1 + ids.shape[1]].float().log_softmax(-1)
-    logprobs = scored.gather(1, ids[0].unsqueeze(1)).squeeze(1)
-    greedy = bool((scored.argmax(-1) == ids[0]).all())
-    return logprobs.cpu(), greedy
-
-
-def generate_answer(model: Any, processor_or_tokenizer: Any, inputs_embeds: torch.Tensor,
-                    attention_mask: torch.Tensor, max_new_tokens: int = 64,
-                    generation: Optional[Mapping[str, Any]] = None) -> Tuple[str, torch.Tensor]:
-    """Generation from spliced embeddings: ``(decoded text, new token ids [N])``, greedy unless
-    ``generation`` (extra ``model.generate`` arguments such as ``do_sample``, ``temperature``,
-    ``top_p``, ``num_beams``) says otherwise. With only ``inputs_embeds`` given, transformers
-    returns just the new tokens."""
-    tokenizer = text_tokenizer(processor_or_tokenizer)
-    extra: dict = {"do_sample": False}
-    if getattr(model.generation_config, "pad_token_id", None) is None:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad is not None:
-            extra["pad_token_id"] = pad
-    extra.update(generation or {})
-    out = model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                         max_new_tokens=max_new_tokens, **extra)
-    new_ids = out[0]
-    return tokenizer.decode(new_ids, skip_special_tokens=True).strip(), new_ids

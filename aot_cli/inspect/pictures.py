@@ -60,8 +60,8 @@ MAX_OVERLAY_FRAMES = 256
 MAX_PLOT_FRAMES = 4096
 MAX_GRID_SIDE = 1024
 MAX_SHEET_PIXELS = 200_000_000
-PER_FRAME_TENSORS = ("frame_indices", "timestamps", "anchors_per_frame", "cells_per_frame", "kept_per_frame",
-                     "merged_per_frame", "anchor_mask", "cell_mask")
+PER_FRAME_TENSORS = ("anchors_per_frame", "cells_per_frame", "kept_per_frame", "merged_per_frame", "anchor_mask",
+                     "cell_mask", "frame_indices", "timestamps")
 
 
 class PictureError(RuntimeError):
@@ -161,9 +161,9 @@ def _cells(mask_row: np.ndarray) -> List[int]:
 
 
 def frame_count(video) -> int:
-    """The number of sampled frames ``video`` records: the length of its per-frame tensors (their
-    lengths agree; the reader checks), else ``meta["counts"]["frames"]``, else one past the
-    largest ``frame`` number."""
+    """The number of the method's frames ``video`` records (sampled frames, or a Qwen tower's
+    temporal patches): the length of its per-frame tensors (their lengths agree; the reader
+    checks), else ``meta["counts"]["frames"]``, else one past the largest ``frame`` number."""
     for name in PER_FRAME_TENSORS:
         if name in video:
             return int(video.shapes[name][0])
@@ -218,6 +218,12 @@ def frame_marks(video, max_frames: int = MAX_PLOT_FRAMES) -> List[FrameMarks]:
     kind, frame, index, segments = _checked_arrays(video, count)
     source = [int(x) for x in video.array("frame_indices").tolist()] if "frame_indices" in video else list(range(count))
     times = [float(x) for x in video.array("timestamps").tolist()] if "timestamps" in video else [float("nan")] * count
+    if len(source) != count and count and len(source) == len(times):
+        # frames of the method made of several sampled frames (a Qwen temporal patch of 2, the last
+        # one possibly padded): each is shown by its first sampled frame
+        per = -(-len(source) // count)
+        if per * (count - 1) < len(source) <= per * count:
+            source, times = source[::per], times[::per]
     if len(source) != count or len(times) != count:
         raise _damaged(video, "per-frame tensors", f"do not have {count} rows")
     has_keyframes = bool(np.isin(kind, (KIND_KEYFRAME, KIND_ANCHOR)).any())
@@ -373,6 +379,13 @@ def load_frames(video, video_path: Optional[str | Path] = None, count: Optional[
     from ..video import VideoDecodeError, decode_video, file_sha256
 
     count = frame_count(video) if count is None else count
+    # frames of the method made of several sampled frames (Qwen temporal patches): decode the
+    # sampled frames, show each method frame by its first one
+    sampled = int(video.shapes["frame_indices"][0]) if "frame_indices" in video else count
+    per = -(-sampled // count) if count and sampled != count else 1
+    if per > 1 and not per * (count - 1) < sampled <= per * count:
+        raise PictureError(f"{video.path}: video {video.id!r} records {sampled} sampled frames for {count} frames")
+    count, shown = sampled, count
     if count > MAX_OVERLAY_FRAMES:
         raise PictureError(f"{video.path}: video {video.id!r} has {count} sampled frames; --overlay decodes "
                            f"and draws at most {MAX_OVERLAY_FRAMES}")
@@ -396,7 +409,8 @@ def load_frames(video, video_path: Optional[str | Path] = None, count: Optional[
     if list(decoded.indices) != wanted:
         differ = sum(a != b for a, b in zip(decoded.indices, wanted)) + abs(len(decoded.indices) - len(wanted))
         raise PictureError(f"{path}: decoding again gave other frames than the cache records ({differ} differ)")
-    return decoded.frames.numpy(), path
+    frames = decoded.frames.numpy()
+    return (frames[::per] if per > 1 else frames)[:shown], path
 
 
 def _decode_config(video, count: int):

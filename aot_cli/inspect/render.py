@@ -44,13 +44,17 @@ def print_stats(stats: dict, per_frame: bool = False, console: Console = None) -
     for col in ("frames", "tokens", "planned", "of", "ratio", "key/kept/anchor", "newline", "clips"):
         t.add_column(col, justify="right", no_wrap=True)
     t.add_column("model", overflow="fold")
+    t.add_column("picture (SAR)", overflow="fold")
+    t.add_column("colour (tagged -> used)", overflow="fold")
     for v in stats["videos"]:
         k = v["kinds"]
+        picture = v.get("picture") or {}
         t.add_row(_cell(v["id"]), str(v["frames"]), str(v["tokens"]),
                   str(v["planned"] if v["planned"] is not None else "-"), str(v["uncompressed"]),
                   f"{v['ratio']:.4f}" if v["ratio"] is not None else "-",
                   f"{k['keyframe']}/{k['kept']}/{k['anchor']}", str(v["newlines"]), str(len(v["clips"])),
-                  _cell(str(v["model"]).rstrip("/").rsplit("/", 1)[-1]))
+                  _cell(str(v["model"]).rstrip("/").rsplit("/", 1)[-1]), _cell(geometry_text(picture)),
+                  _cell(colour_text(picture.get("colour") or {})))
     console.print(t)
     if per_frame:
         for v in stats["videos"]:
@@ -73,6 +77,33 @@ def print_stats(stats: dict, per_frame: bool = False, console: Console = None) -
             ft.add_row(_cell(f["id"]), _cell(f["status"]), _cell(f["error"]))
         console.print(ft)
     print_unreadable(stats, console)
+
+
+def geometry_text(picture: dict) -> str:
+    """``"853x480 (stored 720x480, SAR 32:27, DAR 16:9)"``, ``"640x272 (SAR 1:1)"``; "-" when not recorded."""
+    if picture.get("width") is None or picture.get("height") is None:
+        return "-"
+    text = f"{picture['width']}x{picture['height']}"
+    stored = (picture.get("stored_width"), picture.get("stored_height"))
+    extra = []
+    if None not in stored and stored != (picture["width"], picture["height"]):
+        extra.append(f"stored {stored[0]}x{stored[1]}")
+    if picture.get("sample_aspect_ratio"):
+        extra.append(f"SAR {picture['sample_aspect_ratio']}")
+        if picture["sample_aspect_ratio"] != "1:1" and picture.get("display_aspect_ratio"):
+            extra.append(f"DAR {picture['display_aspect_ratio']}")
+    if picture.get("rotation"):
+        extra.append(f"turned {picture['rotation']}")
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def colour_text(colour: dict) -> str:
+    """``"bt709/tv -> bt709/tv"`` (tagged matrix/range -> the conversion used); "-" when not
+    recorded, "rgb" for pictures that needed no YUV conversion."""
+    if not colour or colour.get("matrix") is None:
+        return "-"
+    used = f"{colour.get('used_matrix')}/{colour.get('used_range')}" if colour.get("used_matrix") else "rgb"
+    return f"{colour['matrix']}/{colour.get('range')} -> {used}"
 
 
 def print_unreadable(stats: dict, console: Console) -> None:

@@ -19,8 +19,9 @@ def _ints(video, name: str) -> Optional[List[int]]:
 def video_stats(cache: TokenCache, video_id: str, per_frame: bool = True) -> dict:
     """Statistics of one cached video: ``id``, ``path``, ``frames``, ``tokens`` (visual, newlines
     excluded), ``newlines``, ``planned``, ``uncompressed``, ``ratio``, ``requested_ratio``,
-    ``kinds`` (keyframe/kept/anchor counts), ``dim``, ``dtype``, ``model``, ``method``, ``clips``
-    and, with ``per_frame``, one row per sampled frame. Raises :class:`CacheError` (one line,
+    ``kinds`` (keyframe/kept/anchor counts), ``dim``, ``dtype``, ``model``, ``method``, ``clips``,
+    ``picture`` (:func:`picture_facts`: geometry and colour of the source, for auditing) and, with
+    ``per_frame``, one row per sampled frame. Raises :class:`CacheError` (one line,
     naming the file, the video and the field) when the video's entry is damaged."""
     v = cache[video_id]
     kind = v.array("kind") if "kind" in v else np.zeros(0, dtype=np.uint8)
@@ -43,6 +44,7 @@ def video_stats(cache: TokenCache, video_id: str, per_frame: bool = True) -> dic
         "model": v.meta_value("model.model", "str"),
         "method": v.meta_value("config.method.method", "str"),
         "clips": [{"start": s, "length": n, "keyframe": s} for s, n in segments],
+        "picture": picture_facts(v),
     }
     if per_frame:
         ts = [float(x) for x in v.array("timestamps").tolist()] if "timestamps" in v else []
@@ -61,6 +63,24 @@ def video_stats(cache: TokenCache, video_id: str, per_frame: bool = True) -> dic
              "merged": at(columns["merged_per_frame"], f)}
             for f in range(count)]
     return out
+
+
+#: meta["video"] fields shown by :func:`picture_facts` (caches written before they were recorded
+#: show None).
+PICTURE_FIELDS = {"width": "int", "height": "int", "stored_width": "int", "stored_height": "int",
+                  "sample_aspect_ratio": "str", "display_aspect_ratio": "str", "rotation": "int", "pix_fmt": "str"}
+COLOUR_FIELDS = ("matrix", "range", "primaries", "transfer", "used_matrix", "used_range")
+
+
+def picture_facts(video) -> dict:
+    """The source's picture facts a cache recorded in ``meta["video"]``: displayed ``width`` x
+    ``height``, ``stored_width`` x ``stored_height``, ``sample_aspect_ratio``,
+    ``display_aspect_ratio``, ``rotation``, ``pix_fmt`` and ``colour`` (tagged ``matrix``,
+    ``range``, ``primaries``, ``transfer``; ``used_matrix``/``used_range`` of the RGB conversion).
+    Absent fields are None."""
+    facts = {name: video.meta_value(f"video.{name}", kind) for name, kind in PICTURE_FIELDS.items()}
+    facts["colour"] = {name: video.meta_value(f"video.colour.{name}", "str") for name in COLOUR_FIELDS}
+    return facts
 
 
 def cache_stats(cache: TokenCache, video: Optional[str] = None) -> dict:

@@ -8,7 +8,7 @@ LLaVA the layers up to ``vision_feature_layer``), so score-layer indices count t
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -26,12 +26,16 @@ from aot_cli.models.scores import ScoreCapture, resolve_layer_index
 class TowerOutput:
     """``tokens`` [F, N, D] in the model dtype (after the projector when there is one);
     ``shallow`` / ``deep`` [F, N] float32 received-attention scores of the two score layers
-    (patch tokens only); ``grid`` (H, W) with H * W = N, row-major."""
+    (patch tokens only); ``grid`` (H, W) with H * W = N, row-major. ``F`` counts the method's
+    frames (sampled frames / :attr:`VisionAdapter.temporal_patch`). ``side``: the adapter's side
+    outputs (:attr:`VisionAdapter.side_outputs`), each [F, N, C] per token, e.g. Qwen3-VL's
+    DeepStack features; the method carries them through every merge."""
 
     tokens: torch.Tensor
     shallow: torch.Tensor
     deep: torch.Tensor
     grid: Tuple[int, int]
+    side: Dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Tower(nn.Module):
@@ -153,6 +157,21 @@ class VisionAdapter:
         self.resolve_score_layers(self.score_layers)  # fail at load time, not mid-run
 
     # ------------------------------------------------------------------ geometry
+    #: Sampled frames per frame of the method (Qwen towers: a temporal patch of 2 frames).
+    temporal_patch: int = 1
+
+    @property
+    def side_outputs(self) -> Dict[str, int]:
+        """Side outputs :meth:`encode` returns in ``TowerOutput.side`` (name -> number of groups:
+        a side output of ``C = G * D`` channels is stored ``[G, T, D]``); none by default."""
+        return {}
+
+    def video_entry(self, num_frames: int, height: int, width: int) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+        """Extra per-video tensors and meta for ``num_frames`` decoded frames of ``height x
+        width`` (what a consumer needs beyond the tokens, e.g. Qwen's ``video_grid_thw``); none
+        by default."""
+        return {}, {}
+
     @property
     def layers_run(self) -> int:
         """Number of encoder layers that run (the range score-layer indices refer to)."""

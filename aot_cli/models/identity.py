@@ -26,8 +26,16 @@ def model_identity(cfg: ModelConfig, source: Optional[ModelSource] = None,
     source = source or resolve_source(cfg.model, cfg.revision)
     dtype = resolved_dtype_name(cfg.dtype, cfg.device)
     profile = (peeked or peek_checkpoint(source, cfg)).profile
-    return {"checkpoint": checkpoint_identity(source), "dtype": dtype,
-            "profile": {"name": profile.name, "pooling": profile.pooling, "clip_length": profile.clip_length}}
+    return {"checkpoint": checkpoint_identity(source), "dtype": dtype, "profile": profile_identity(profile)}
+
+
+def profile_identity(profile) -> Dict[str, Any]:
+    """The profile settings that change tokens: name, pooling, clip length, and the keyframe
+    default where a profile changes it (absent otherwise, so earlier fingerprints stay valid)."""
+    data = {"name": profile.name, "pooling": profile.pooling, "clip_length": profile.clip_length}
+    if getattr(profile, "keyframe_once", False):
+        data["keyframe_once"] = True
+    return data
 
 
 def adapter_identity(adapter) -> Dict[str, Any]:
@@ -36,6 +44,5 @@ def adapter_identity(adapter) -> Dict[str, Any]:
     info = adapter.info
     source = ModelSource(spec=str(info.get("model")), kind=str(info.get("source")), root=Path(info["resolved_path"]),
                          repo_id=info.get("repo_id"), revision=info.get("revision"), commit=info.get("commit"))
-    profile = adapter.profile
     return {"checkpoint": checkpoint_identity(source), "dtype": dtype_label(adapter.dtype),
-            "profile": {"name": profile.name, "pooling": profile.pooling, "clip_length": profile.clip_length}}
+            "profile": profile_identity(adapter.profile)}

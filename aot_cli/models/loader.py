@@ -12,6 +12,7 @@ from aot_cli.models.dinov2 import DINOV2_TYPES, load_dinov2
 from aot_cli.models.errors import ModelLoadError
 from aot_cli.models.families import check_supported
 from aot_cli.models.llava import LLAVA_HF_TYPES, load_llava
+from aot_cli.models.qwen import QWEN_TYPES, load_qwen
 from aot_cli.models.identity import adapter_identity, model_identity  # noqa: F401  (re-exported)
 from aot_cli.models.runtime import resolve_device, resolve_dtype
 from aot_cli.models.siglip import SIGLIP_TYPES, load_siglip
@@ -24,6 +25,7 @@ LOADERS: Dict[str, Callable[[LoadContext], VisionAdapter]] = {
     **{t: load_clip for t in CLIP_TYPES},
     **{t: load_dinov2 for t in DINOV2_TYPES},
     **{t: load_llava for t in LLAVA_HF_TYPES},
+    **{t: load_qwen for t in QWEN_TYPES},
 }
 
 

@@ -6,8 +6,9 @@ adapter stays the authority for everything it writes.
 
 A grid is reported only when the config files determine it: SigLIP / CLIP towers and
 transformers-format LLaVA checkpoints (``image_size // patch_size`` of the vision config), DINOv2
-(the preprocessing's output size // ``patch_size``). SigLIP2 naflex grids follow each video's
-frame size, and LLaVA-NeXT checkpoints keep their geometry in the weights: ``grid`` is None there.
+(the preprocessing's output size // ``patch_size``). SigLIP2 naflex and Qwen-family grids follow
+each video's frame size, and LLaVA-NeXT checkpoints keep their geometry in the weights: ``grid``
+is None there.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from aot_cli.config import ModelConfig
 from aot_cli.models.errors import ModelLoadError
-from aot_cli.models.families import CLIP_TYPES, DINOV2_TYPES, LLAVA_HF_TYPES, SIGLIP2_TYPES, SIGLIP_TYPES, check_supported
+from aot_cli.models.families import (CLIP_TYPES, DINOV2_TYPES, LLAVA_HF_TYPES, QWEN_TYPES, SIGLIP2_TYPES, SIGLIP_TYPES,
+                                     check_qwen_score_layers, check_supported)
 from aot_cli.models.image_spec import dinov2_spec, spec_from_processor_config
 from aot_cli.models.profiles import ModelProfile, looks_like_llava_video, select_profile
 from aot_cli.models.source import CONFIG_FILE, ModelSource
@@ -59,6 +61,8 @@ def _family(source: ModelSource, config: Dict[str, Any]) -> Tuple[str, Optional[
         return "clip", _square_grid(vision)
     if model_type in SIGLIP2_TYPES:
         return "siglip2", None
+    if model_type in QWEN_TYPES:  # the merged grid follows each video's size (and frame count)
+        return QWEN_TYPES[model_type], None
     if model_type in DINOV2_TYPES:
         patch = _positive_int(config.get("patch_size"))
         processor = source.json("preprocessor_config.json") or {}
@@ -73,11 +77,15 @@ def _family(source: ModelSource, config: Dict[str, Any]) -> Tuple[str, Optional[
 def peek_checkpoint(source: ModelSource, model_cfg: ModelConfig) -> CheckpointPeek:
     """The profile and (when fixed) tower grid of the checkpoint at ``source``, from
     ``config.json`` and the preprocessing config only. Raises ModelLoadError (one line) for an
-    unsupported family or an unknown ``--profile``."""
+    unsupported family, an unknown ``--profile``, or Qwen2.5-VL score layers that attend inside
+    windows."""
     config = source.json(CONFIG_FILE)
     if not isinstance(config, dict):
         raise ModelLoadError(f"{source.location(CONFIG_FILE)}: config.json is missing or not an object")
     check_supported(config, source.location(CONFIG_FILE))  # the loader's own error for an unsupported family
     family, grid = _family(source, config)
     profile = select_profile(family, model_cfg.profile, has_newline=True, where=source.spec)
+    if family in QWEN_TYPES.values() and model_cfg.score_layers is not None:
+        vision = config.get("vision_config") if isinstance(config.get("vision_config"), dict) else {}
+        check_qwen_score_layers(family, vision, model_cfg.score_layers, source.spec)
     return CheckpointPeek(profile=profile, grid=grid)

@@ -28,7 +28,13 @@ class ModelProfile:
     ``newline``: how the model's image_newline is placed: "one_token" (once after the video),
     "grid" (after every row of every frame) or None (no newline parameter).
     ``score_layers``: (shallow, deep) attention-map indices, 0-based over the layers that run,
-    negative counting from the last layer that runs.
+    negative counting from the last layer that runs (Qwen adapters replace them with the
+    checkpoint's own defaults).
+    ``token_order``: how cached tokens are ordered: "method" (as the method emits them, the
+    LLaVA convention) or "grid" (by frame, then cell: the order of the LLM sequence for models whose
+    positions follow the grid, the Qwen families).
+    ``keyframe_once``: the default of ``AOTConfig.keyframe_once`` for this profile (the user's
+    setting wins): Qwen profiles emit a clip's keyframe once, so no two cached tokens share a cell.
     """
 
     name: str
@@ -37,6 +43,8 @@ class ModelProfile:
     clip_length: int
     newline: Optional[str]
     score_layers: Tuple[int, int] = DEFAULT_SCORE_LAYERS
+    token_order: str = "method"
+    keyframe_once: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready copy (tuples become lists)."""
@@ -52,7 +60,13 @@ PROFILES: Dict[str, ModelProfile] = {
     "dinov2": ModelProfile("dinov2", 32, None, 4, None),
     "llava-onevision": ModelProfile("llava-onevision", 32, "bilinear", 4, "one_token"),
     "llava-video": ModelProfile("llava-video", 64, "average", 8, "grid"),
+    # Qwen families: the method's frames are temporal patches (2 sampled frames) on the merged grid
+    # the model's own 2x2 merger makes, so no pooling; clips of 4 temporal patches (8 frames).
+    "qwen2.5-vl": ModelProfile("qwen2.5-vl", 32, None, 4, None, token_order="grid", keyframe_once=True),
+    "qwen3-vl": ModelProfile("qwen3-vl", 32, None, 4, None, token_order="grid", keyframe_once=True),
+    "qwen3.5": ModelProfile("qwen3.5", 32, None, 4, None, token_order="grid", keyframe_once=True),
 }
+QWEN_PROFILES = ("qwen2.5-vl", "qwen3-vl", "qwen3.5")
 
 LLAVA_PROFILES = ("llava-onevision", "llava-video")
 _VIDEO_NAME_MARKERS = ("llava-video", "llava_video", "llavavideo")
@@ -72,6 +86,9 @@ def select_profile(family_profile: str, override: Optional[str], has_newline: bo
     name = override or family_profile
     if name not in PROFILES:
         raise ModelLoadError(f"{where}: unknown profile '{name}' (choose from {', '.join(PROFILES)})")
+    if (name in QWEN_PROFILES or family_profile in QWEN_PROFILES) and name != family_profile:
+        raise ModelLoadError(f"--profile {name}: {where} is a {family_profile} checkpoint; the Qwen profiles "
+                             "only fit their own family (leave --profile out)")
     profile = PROFILES[name]
     if not has_newline and profile.newline is not None:
         profile = dataclasses.replace(profile, newline=None)

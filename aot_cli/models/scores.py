@@ -65,11 +65,22 @@ SCORED_ATTENTION = "aot_scored_sdpa"
 
 
 class _Sink:
-    """Where the routed attention function leaves a layer's scores for :class:`ScoreCapture`."""
+    """Where the routed attention function leaves a layer's scores for :class:`ScoreCapture`:
+    one ``[B, n]`` piece per call. A module that attends over packed sequences one segment at a
+    time (the Qwen towers' ``cu_seqlens`` path calls the attention function once per frame or
+    window, each ``[1, n_i]``) leaves several pieces; they are joined along the token axis in
+    call order, which is the packed sequence's order."""
 
     def __init__(self, query_chunk: Optional[int]) -> None:
         self.query_chunk = query_chunk
-        self.scores: Optional[torch.Tensor] = None
+        self.parts: List[torch.Tensor] = []
+
+    def take(self) -> Optional[torch.Tensor]:
+        """The scores of the call(s) since the last take, joined; None when there were none."""
+        parts, self.parts = self.parts, []
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def attention_with_scores(query: torch.Tensor, key: torch.Tensor, value: Optional[torch.Tensor],
@@ -134,7 +145,8 @@ def scored_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
-    output, sink.scores = attention_with_scores(query, key, value, attention_mask, scale, sink.query_chunk)
+    output, scores = attention_with_scores(query, key, value, attention_mask, scale, sink.query_chunk)
+    sink.parts.append(scores)
     return output, None
 
 
@@ -207,9 +219,8 @@ class ScoreCapture:
 
     def _hook(self, positions: List[int], sink: _Sink, seen: Dict[str, torch.Tensor]):
         def hook(module: nn.Module, args: tuple, kwargs: dict, output) -> None:
-            if sink.scores is not None:  # computed by the routed attention function
-                scores, sink.scores = sink.scores, None
-            else:
+            scores = sink.take()  # computed by the routed attention function
+            if scores is None:
                 hidden = kwargs.get("hidden_states")
                 if hidden is None:
                     hidden = args[0]

@@ -22,13 +22,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..cache import CacheError, CacheWriter, PartInUseError, write_single
-from ..core import AOTConfig, compress
+from ..core import AOTConfig
 from .inputs import VideoInput
 from .ranks import RankInfo
 from .resume import Event, ResumePlan, Summary, plan_resume, report_skipped
-from .run import RunConfig, VideoResult, build_result, config_fingerprint, resolve_method
+from .run import RunConfig, VideoResult, build_result, config_fingerprint, method_with_side, resolve_method
 from .settings import DEFAULT_FLUSH_EVERY  # noqa: F401  (re-exported: seconds, see docs/cluster.md)
-from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers
+from .workers import DecodeJob, DecodeOutcome, DecodePool, decode_target, default_workers, tower_on_cpu
 
 class _Sink:
     """Where finished videos go: a cache directory (one :class:`CacheWriter` part for this rank,
@@ -205,10 +205,13 @@ def _encode_same_shape(members, adapter, score_layers, summary: Summary) -> List
     total = sum(m[1].shape[0] for m in members)
     results = []
     start = 0
+    per = getattr(adapter, "temporal_patch", 1)  # sampled frames per frame of the method
     for ready, pixels, preprocess_s in members:
-        n = pixels.shape[0]
-        part = (out.tokens[start:start + n], out.shallow[start:start + n], out.deep[start:start + n], out.grid)
-        timings = {"preprocess": preprocess_s, "tower": tower_s * n / total}
+        n = pixels.shape[0] // per
+        rows = slice(start, start + n)
+        part = (out.tokens[rows], out.shallow[rows], out.deep[rows], out.grid,
+                {name: value[rows] for name, value in out.side.items()})
+        timings = {"preprocess": preprocess_s, "tower": tower_s * pixels.shape[0] / total}
         results.append((ready, (part, timings)))
         start += n
     return results
@@ -217,13 +220,14 @@ def _encode_same_shape(members, adapter, score_layers, summary: Summary) -> List
 def _finish_video(ready: _Ready, encoded, adapter, cfg: RunConfig, method: AOTConfig,
                   fingerprint: str) -> VideoResult:
     """The method on one video's tower output, then its cache entry."""
-    (tokens, shallow, deep, grid), timings = encoded
+    (tokens, shallow, deep, grid, side), timings = encoded
     t0 = time.perf_counter()
-    res = compress(tokens, shallow, deep, grid, method)
+    res, side_rows = method_with_side(tokens, shallow, deep, grid, side, method)
     timings["method"] = time.perf_counter() - t0
     decoded = ready.outcome.decoded
     result = build_result(ready.item.video_id, decoded, adapter, cfg, method, res, timings,
-                          ready.item.extra or None, fingerprint=fingerprint, given_path=str(ready.item.path))
+                          ready.item.extra or None, fingerprint=fingerprint, given_path=str(ready.item.path),
+                          side=side_rows)
     result.meta["timings_s"]["decode"] = round(ready.outcome.seconds, 4)
     return result
 
@@ -268,7 +272,7 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     and, if none changed, the run ends there: no model is loaded (``adapter`` None) and no worker
     started (:func:`~.resume.plan_resume`; ``resume``: its plan, when the caller made it already,
     with the same ``fingerprint``). Otherwise files are hashed and decoded by ``decode_workers`` processes (None:
-    :func:`~.workers.default_workers`; 0: in this process) with a hard limit of
+    :func:`~.workers.default_workers` for the tower's device; 0: in this process) with a hard limit of
     ``cfg.decode.timeout`` seconds per video; at most ``prefetch`` videos are read ahead; the
     model (``adapter``, else ``load_adapter()``, else :func:`~aot_cli.models.load_model` of
     ``cfg.model`` at ``model_source``) loads while the workers start, before anything is
@@ -291,7 +295,10 @@ def run_batch(items: List[VideoInput], output: Path, cfg: RunConfig, *, adapter=
     summary = summary if summary is not None else Summary()
     emit = on_event or (lambda event: None)
     if pool is None:
-        workers = default_workers() if decode_workers is None else decode_workers
+        workers = decode_workers
+        if workers is None:  # the adapter's device when it is loaded, else the configured one
+            workers = default_workers(adapter.device.type == "cpu" if adapter is not None
+                                      else tower_on_cpu(cfg.model.device))
         pool = DecodePool(workers, timeout=cfg.decode.timeout, lookahead=prefetch)
     sink: Optional[_Sink] = None
     try:

@@ -248,12 +248,12 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
 
             from ..models import load_model
             from .batch import run_batch
-            from .workers import DecodePool, DecodeWorkerError, default_workers
+            from .workers import DecodePool, DecodeWorkerError, default_workers, tower_on_cpu
 
             one_line_errors.append(DecodeWorkerError)
             workers = settings.decode_workers
             if workers is None:
-                workers = default_workers(_processes_per_node())
+                workers = default_workers(tower_on_cpu(cfg.model.device))
             pool = DecodePool(workers, timeout=cfg.decode.timeout)
 
             def load():
@@ -295,15 +295,6 @@ def _fixed_grid(adapter) -> Optional[Tuple[int, int]]:
     except ValueError:
         return None
     return (int(grid[0]), int(grid[1])) if grid is not None else None
-
-
-def _processes_per_node() -> int:
-    """Processes a launcher started on this node (they share its CPUs)."""
-    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 1
 
 
 def _cuda_count() -> int:

@@ -2,6 +2,7 @@
 tensors and metadata ready for the cache. No file writing here (see :mod:`.batch`)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -67,14 +68,40 @@ def append_newlines(res: CompressResult, newline: Optional[torch.Tensor], mode: 
     return out, f, i, k
 
 
+def method_with_side(tokens: torch.Tensor, shallow, deep, grid, side: Dict[str, torch.Tensor], method: AOTConfig):
+    """:func:`~aot_cli.core.compress` on one video's tower output, the adapter's side outputs
+    (``TowerOutput.side``, each ``[F, N, C]``) carried through it. Returns ``(result, rows)``:
+    ``rows`` maps each side output's name to its ``[T, C]`` rows, row ``t`` made the way token
+    ``t`` was."""
+    names = list(side)
+    carry = torch.cat([side[n] for n in names], dim=-1) if names else None
+    res = compress(tokens, shallow, deep, grid, method, carry=carry)
+    rows: Dict[str, torch.Tensor] = {}
+    if names:
+        widths = [int(side[n].shape[-1]) for n in names]
+        rows = dict(zip(names, res.carry.split(widths, dim=-1)))
+        res.carry = None
+    return res, rows
+
+
+def grid_order(res: CompressResult) -> torch.Tensor:
+    """The permutation that puts a result's tokens in (frame, cell) order, stable (two tokens of
+    one cell -- a keyframe emitted twice -- keep the method's order: raw before merged)."""
+    cells = res.grid[0] * res.grid[1]
+    return torch.sort(res.frame.long() * cells + res.index.long(), stable=True).indices
+
+
 def versions() -> Dict[str, str]:
+    """Library versions recorded in every cache entry (``meta["versions"]``): aot, torch,
+    transformers, safetensors, and the decoders (PyAV, FFmpeg: see :func:`~aot_cli.video.decoder_versions`)."""
     import safetensors
     import transformers
 
     from .. import __version__
+    from ..video import decoder_versions
 
     return {"aot": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "safetensors": safetensors.__version__}
+            "safetensors": safetensors.__version__, **decoder_versions()}
 
 
 @dataclass
@@ -98,23 +125,35 @@ def compress_frames(video_id: str, decoded, adapter, cfg: RunConfig, *, extra_me
     out = adapter.encode(pixels, score_layers=score_layers)
     t2 = time.perf_counter()
     method = resolve_method(cfg, adapter.profile)
-    res = compress(out.tokens, out.shallow, out.deep, adapter.grid, method)
+    res, side = method_with_side(out.tokens, out.shallow, out.deep, out.grid, out.side, method)
     t3 = time.perf_counter()
     timings.update(preprocess=t1 - t0, tower=t2 - t1, method=t3 - t2)
-    return build_result(video_id, decoded, adapter, cfg, method, res, timings, extra_meta, fingerprint=fingerprint)
+    return build_result(video_id, decoded, adapter, cfg, method, res, timings, extra_meta, fingerprint=fingerprint,
+                        side=side)
 
 
 def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, res: CompressResult,
                  timings: Dict[str, float], extra_meta: Optional[dict] = None, *,
-                 fingerprint: Optional[str] = None, given_path=None) -> VideoResult:
+                 fingerprint: Optional[str] = None, given_path=None,
+                 side: Optional[Dict[str, torch.Tensor]] = None) -> VideoResult:
     """Tensors and metadata of one cache entry. ``fingerprint``: the run's
     :func:`config_fingerprint` (computed from ``cfg`` and the adapter's checkpoint when None). ``given_path``: the source
     path as the user gave it (default: the decoder's); ``meta["video"]["path"]`` is its absolute,
-    resolved form and ``meta["video"]["given_path"]`` the path as given."""
+    resolved form and ``meta["video"]["given_path"]`` the path as given. ``side``: the carried side
+    outputs' rows (:func:`method_with_side`), stored as ``[G, T, C/G]`` with ``G`` the adapter's
+    group count (``adapter.side_outputs``). A profile with ``token_order == "grid"`` stores the
+    tokens (and side rows) in (frame, cell) order."""
+    side = dict(side or {})
+    if adapter.profile.token_order == "grid" and len(res):
+        order = grid_order(res)
+        res = dataclasses.replace(res, tokens=res.tokens[order], frame=res.frame[order], index=res.index[order],
+                                  kind=res.kind[order])
+        side = {name: rows[order] for name, rows in side.items()}
     newline_mode = adapter.profile.newline
     tokens, frame, index, kind = append_newlines(res, adapter.newline, newline_mode)
     save_dtype = adapter.dtype if cfg.storage.save_dtype == "model" else SAVE_DTYPES[cfg.storage.save_dtype]
     Fn = decoded.frames.shape[0]
+    method_frames = int(res.kept_per_frame.shape[0])  # temporal patches for Qwen towers, else Fn
     tensors = {
         "tokens": tokens.to(save_dtype).cpu().contiguous(),
         "frame": frame.to(torch.int32).cpu(),
@@ -131,6 +170,12 @@ def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, 
     if res.anchor_mask is not None:
         tensors["anchor_mask"] = res.anchor_mask.to(torch.uint8).cpu()
         tensors["cell_mask"] = res.cell_mask.to(torch.uint8).cpu()
+    groups = adapter.side_outputs
+    for name, rows in side.items():
+        g = int(groups.get(name, 1))
+        tensors[name] = rows.reshape(len(rows), g, -1).transpose(0, 1).to(save_dtype).cpu().contiguous()
+    entry_tensors, entry_meta = adapter.video_entry(Fn, int(decoded.frames.shape[1]), int(decoded.frames.shape[2]))
+    tensors.update(entry_tensors)
     desc = adapter.describe()
     visual = len(res)
     tokens_per_frame = res.grid[0] * res.grid[1]
@@ -154,13 +199,14 @@ def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, 
         "plan": res.plan.to_dict() if res.plan is not None else None,
         "counts": {
             "frames": Fn,
-            "tower_grid": list(adapter.grid),
+            "method_frames": method_frames,
+            "tower_grid": list(_tower_grid(adapter, res)),
             "grid": list(res.grid),
             "tokens_per_frame": tokens_per_frame,
-            "uncompressed_tokens": Fn * tokens_per_frame,
+            "uncompressed_tokens": method_frames * tokens_per_frame,
             "planned": planned,
             "achieved": visual,
-            "ratio": visual / max(1, Fn * tokens_per_frame),
+            "ratio": visual / max(1, method_frames * tokens_per_frame),
             "requested_ratio": method.ratio,
             "newlines": int(len(tokens) - visual),
             "total": int(len(tokens)),
@@ -173,9 +219,21 @@ def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, 
         "config_fingerprint": fingerprint,
         "sha256": decoded.info.sha256,
     }
+    meta.update(entry_meta)
+    meta["token_order"] = adapter.profile.token_order
+    if side:
+        meta["side_outputs"] = {name: list(tensors[name].shape) for name in side}
     if extra_meta:
         meta["extra"] = extra_meta
     return VideoResult(video_id, tensors, meta, res, timings)
+
+
+def _tower_grid(adapter, res: CompressResult):
+    """The tower's own grid when it does not follow the frame size, else the result's grid."""
+    try:
+        return adapter.grid
+    except ValueError:
+        return res.grid
 
 
 def compress_video(path, cfg: Optional[RunConfig] = None, adapter=None, video_id: Optional[str] = None) -> VideoResult:

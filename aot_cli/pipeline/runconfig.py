@@ -24,25 +24,34 @@ class RunConfig:
     # method fields left to the model profile when the user does not set them
     auto_pooling: bool = True
     auto_clip_length: bool = True
+    auto_keyframe_once: bool = True
 
     def to_dict(self) -> dict:
         return to_dict(self)
 
 
 def resolve_method(cfg: RunConfig, profile) -> AOTConfig:
-    """The concrete method configuration for a model profile (pooling and clip length from the
-    profile unless the user set them)."""
+    """The concrete method configuration for a model profile (pooling, clip length and, for
+    profiles that change it, the keyframe rule from the profile unless the user set them)."""
     m = cfg.method
     if cfg.auto_pooling:
         m = dataclasses.replace(m, pooling=profile.pooling)
     if cfg.auto_clip_length:
         m = dataclasses.replace(m, clip_length=profile.clip_length)
+    if cfg.auto_keyframe_once and getattr(profile, "keyframe_once", False) and _reference_chain(m):
+        m = dataclasses.replace(m, keyframe_once=True)
     m.validate()
     return m
 
 
+def _reference_chain(method: AOTConfig) -> bool:
+    """Whether ``method`` runs the reference chain (the only one with a keyframe rule)."""
+    return method.method == "aot" and method.preset == "reference"
+
+
 #: Version of what :func:`config_fingerprint` covers; a change recomputes every cached video once.
-FINGERPRINT_FORMAT = 3
+#: 4: frames decoded with the stream's colour tags and at display aspect (issue 18).
+FINGERPRINT_FORMAT = 4
 
 
 def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
@@ -59,6 +68,8 @@ def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:
         method = dataclasses.replace(method, pooling=profile["pooling"])
     if cfg.auto_clip_length and "clip_length" in profile:
         method = dataclasses.replace(method, clip_length=profile["clip_length"])
+    if cfg.auto_keyframe_once and profile.get("keyframe_once") and _reference_chain(method):
+        method = dataclasses.replace(method, keyframe_once=True)
     # where the checkpoint lies and how it was named do not matter, what it is does (identity)
     # nor how the dtype was asked for (auto or by name): the identity holds the resolved one
     model = {k: v for k, v in to_dict(cfg.model).items()

@@ -433,8 +433,14 @@ def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
             values[section][name] = value
 
     method = values["method"]
+    profile_name = values["model"].get("profile")
+    if isinstance(profile_name, str) and profile_name.startswith("qwen") and method.get("pooling") is not None:
+        subject = origins[("method", "pooling")].subject()
+        raise UsageError(f"{subject}: {profile_name} tokens are already the model's own 2x2-merged cells; pooling "
+                         f"them again would break the merged grid the LLM's positions follow (use --pooling none)")
     auto_pooling = "pooling" not in method
     auto_clip = "clip_length" not in method
+    auto_keyframe = "keyframe_once" not in method
     explicit = method.get("num_anchors") is not None or method.get("keep_ratio") is not None
     if method.get("method") == "none":
         if method.get("ratio") not in (None, 1.0) or explicit:
@@ -459,7 +465,8 @@ def build_settings(config_file: Optional[str], flags: Dict[str, Any], *,
             except ValueError as e:
                 raise fail(section, e) from None
     cfg = RunConfig(decode=built["decode"], model=built["model"], method=built["method"],
-                    storage=built["storage"], auto_pooling=auto_pooling, auto_clip_length=auto_clip)
+                    storage=built["storage"], auto_pooling=auto_pooling, auto_clip_length=auto_clip,
+                    auto_keyframe_once=auto_keyframe)
     return RunSettings(cfg=cfg, decode_workers=workers, flush_every=flush_every, origins=origins,
                        config_file=config_file)
 
@@ -494,9 +501,26 @@ def resolve_model(settings: RunSettings) -> ModelPlan:
                      grid=found.grid)
 
 
+def check_profile_flags(settings: RunSettings, profile) -> None:
+    """Refuse settings the model's profile cannot take, once the profile is known (from the
+    checkpoint's config files, before any weight loads): the Qwen profiles' tokens are the
+    model's own 2x2-merged cells, so ``--pooling`` other than none/auto would pool them again and
+    break the merged-grid cells the LLM's positions follow. UsageError naming the flag."""
+    if profile is None or getattr(profile, "token_order", "method") != "grid":
+        return
+    pooling = settings.cfg.method.pooling
+    if not settings.cfg.auto_pooling and pooling is not None:
+        origin = settings.origins.get(("method", "pooling"))
+        subject = origin.subject() if origin else "--pooling"
+        raise UsageError(f"{subject}: {profile.name} tokens are already the model's own 2x2-merged cells; "
+                         f"pooling them again ({pooling}) would break the merged grid the LLM's positions follow "
+                         "(use --pooling none or leave it out)")
+
+
 def check_budget(settings: RunSettings, profile, grid: Optional[Tuple[int, int]]) -> None:
-    """Refuse a ``--ratio`` the budget planner cannot meet for every video, when that depends
-    only on the flags and the model: count sampling (``--frames`` or the profile's; a shorter
+    """Refuse flags the profile cannot take (:func:`check_profile_flags`), and a ``--ratio`` the
+    budget planner cannot meet for every video, when that depends only on the flags and the
+    model: count sampling (``--frames`` or the profile's; a shorter
     video is padded to it), fixed clips, and a known tower ``grid``. Other cases (``--fps``,
     dynamic segments, grids that follow the frame size) are checked per video. UsageError
     naming ``--ratio`` (or the config key that set it)."""
@@ -504,6 +528,7 @@ def check_budget(settings: RunSettings, profile, grid: Optional[Tuple[int, int]]
     from .runconfig import resolve_method
 
     cfg = settings.cfg
+    check_profile_flags(settings, profile)
     if profile is None or grid is None or cfg.decode.fps is not None:
         return
     try:

@@ -45,7 +45,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -289,18 +289,98 @@ def worker_main(conn: Connection, main_pid: int) -> None:
 
 # ------------------------------------------------------------------------------- parent side
 
+#: Default decode workers when the tower runs on a GPU: the CPUs of this process less one, at most
+#: this many (each worker is a process of ~100 MB with up to two decoded videos waiting; pass
+#: ``--decode-workers N`` for more).
+MAX_DEFAULT_WORKERS = 32
+#: Default decode workers when the tower runs on the CPU: one per this many CPUs of this process,
+#: at least one (the tower's threads take the cores; decoding is a few % of a CPU run's work).
+CPUS_PER_WORKER_ON_CPU = 8
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    """The CPUs one process of a run may count on. ``cpus``: what this process may run on (its
+    affinity mask and cgroup CPU quota, as ``joblib.cpu_count`` reads them; capped by Slurm's
+    ``SLURM_CPUS_PER_TASK``); ``sharers``: processes of a launcher on this node that run on the
+    same CPUs (``LOCAL_WORLD_SIZE``, else Slurm's ``SLURM_NTASKS_PER_NODE`` when no
+    ``SLURM_CPUS_PER_TASK`` gives each task its own); ``source``: which of these applied."""
+
+    cpus: int
+    sharers: int = 1
+    source: str = "affinity"
+
+    @property
+    def per_process(self) -> int:
+        """CPUs for this process: ``cpus // sharers``, at least 1."""
+        return max(1, self.cpus // max(1, self.sharers))
+
+
+def _positive_env(env: Mapping[str, str], name: str) -> Optional[int]:
+    value = env.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which batch schedulers set), else all."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """CPUs this process may run on: the smallest of the machine's count, its affinity mask
+    (which batch schedulers and ``taskset`` set) and its cgroup CPU quota (containers), at least 1
+    (``joblib.cpu_count``)."""
+    from joblib import cpu_count
+
+    return max(1, int(cpu_count()))
 
 
-def default_workers(processes_per_node: int = 1) -> int:
-    """Decode workers per process when the user does not say: half the usable CPUs shared by the
-    ``processes_per_node`` processes of a launcher, at least 1, at most 8."""
-    return max(1, min(8, usable_cpus() // (2 * max(1, processes_per_node))))
+def cpu_share(env: Optional[Mapping[str, str]] = None, cpus: Optional[int] = None) -> CpuShare:
+    """The CPUs this process may count on (see :class:`CpuShare`). ``env``: the environment
+    (default ``os.environ``); ``cpus``: the usable CPUs (default :func:`usable_cpus`).
+
+    Under ``torchrun`` / ``accelerate launch`` every rank of a node inherits the same CPUs, so
+    they are divided by ``LOCAL_WORLD_SIZE``. A Slurm task with ``--cpus-per-task`` owns that many
+    (``SLURM_CPUS_PER_TASK`` caps the count, since without CPU binding the mask shows the whole
+    node); without it, ``srun --ntasks-per-node K`` tasks share the node's CPUs K ways."""
+    env = os.environ if env is None else env
+    count = usable_cpus() if cpus is None else max(1, int(cpus))
+    sources = ["affinity"]
+    per_task = _positive_env(env, "SLURM_CPUS_PER_TASK")
+    if per_task is not None and per_task < count:
+        count, sources = per_task, ["SLURM_CPUS_PER_TASK"]
+    sharers = _positive_env(env, "LOCAL_WORLD_SIZE")
+    if sharers is not None:
+        sources.append("LOCAL_WORLD_SIZE")
+    elif per_task is None:
+        sharers = _positive_env(env, "SLURM_NTASKS_PER_NODE")
+        if sharers is not None:
+            sources.append("SLURM_NTASKS_PER_NODE")
+    return CpuShare(count, sharers or 1, "/".join(sources))
+
+
+def tower_on_cpu(device: str) -> bool:
+    """Whether ``--device device`` runs the tower on the CPU (``auto``: when CUDA is not available;
+    ``cuda``, ``cuda:N``, ``mps``: not the CPU)."""
+    from ..devices import runs_on_cpu
+
+    if runs_on_cpu(device):
+        return True
+    if device == "auto":
+        return not torch.cuda.is_available()
+    return device.split(":", 1)[0] == "cpu"
+
+
+def default_workers(on_cpu: bool, share: Optional[CpuShare] = None) -> int:
+    """Decode workers per process when the user does not say, from this process's CPUs
+    (``share``, default :func:`cpu_share`):
+
+    - tower on a GPU (``on_cpu`` False): every CPU but one, which the main process needs to drive
+      the device (frame uploads, kernel launches, the method, writing): ``per_process - 1``, at
+      least 1, at most :data:`MAX_DEFAULT_WORKERS`;
+    - tower on the CPU: its threads take every core, and decoding is a small part of the work
+      (0.5-8 % of the stage time of a CPU run in benchmarks/RESULTS.md), so one worker per
+      :data:`CPUS_PER_WORKER_ON_CPU` CPUs, at least 1; more would only hold more decoded videos
+      in memory and take cores from the tower in bursts."""
+    per_process = (share or cpu_share()).per_process
+    if on_cpu:
+        return max(1, per_process // CPUS_PER_WORKER_ON_CPU)
+    return max(1, min(MAX_DEFAULT_WORKERS, per_process - 1))
 
 
 def _context():

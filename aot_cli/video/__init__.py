@@ -5,8 +5,9 @@ its picture timeline by demuxing, chooses frames (:func:`sample_indices`) and re
 frame ``k`` is the k-th picture of a plain sequential FFmpeg decode of that stream: keyframe-accurate
 PyAV seeks where the container's index allows it (every picture checked against the index), a
 sequential PyAV read elsewhere, decord only when asked for (checked against PyAV's pictures).
-Frames come back upright as torch.uint8 [F, H, W, 3], at native size or scaled inside
-FFmpeg to a target size. ``VIDEO_EXTENSIONS``: what a directory scan picks up.
+Frames come back upright as torch.uint8 [F, H, W, 3] at the picture's display aspect (sample
+aspect ratio applied), converted to RGB with the colour matrix and range the stream is tagged
+with (as the ffmpeg CLI does), at native size or scaled inside FFmpeg to a target size. ``VIDEO_EXTENSIONS``: what a directory scan picks up.
 """
 from .._lazy import lazy_exports
 
@@ -17,6 +18,7 @@ lazy_exports(__name__, {
     "DecodedVideo": "info", "FrameIndex": "info", "VideoDecodeError": "info", "VideoInfo": "info",
     "LOG_LEVELS": "logs", "file_sha256": "digest", "probe_video": "probe",
     "FrameSelection": "sampling", "check_decode_config": "sampling", "sample_indices": "sampling",
+    "decoder_versions": "versions",
 })
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "check_decode_config",
     "decode_size",
     "decode_video",
+    "decoder_versions",
     "file_sha256",
     "probe_video",
     "sample_indices",

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..config import DecodeConfig
+from .colour import ColourRule
 from .decord_reader import DecordRejected, decord_available, read_decord, timestamp_tolerance
 from .formats import undecodable_cause
 from .info import (
@@ -101,7 +102,7 @@ def decode_video(
         info, index = probe_with_index(path, deadline, stream=cfg.stream, sha256=sha256,
                                        pixel_limit=cfg.pixel_limit)
         size = decode_size(info.height, info.width, target_size)
-        output = output_for(info, size)
+        output = output_for(info, index, size)
         selection = select_frames(path, index.timestamps, info.duration, cfg, default_frames)
         read = read_frames(path, cfg, info, index, selection, output, size, deadline, default_frames)
     notes: List[str] = [note for note in index.notes if not (read.resampled and note in index.timeline_notes)]
@@ -160,15 +161,15 @@ def decode_size(height: int, width: int, target: Optional[TargetSize]) -> Tuple[
     return height, width
 
 
-def output_for(info: VideoInfo, size: Tuple[int, int]) -> Output:
-    """How PyAV converts pictures for a displayed ``size`` (height, width): stored orientation,
-    swscale's bicubic filter when shrinking (it widens with the scale factor, so it averages like
-    an antialiased resize)."""
+def output_for(info: VideoInfo, index: FrameIndex, size: Tuple[int, int]) -> Output:
+    """How PyAV converts pictures for a displayed ``size`` (height, width): stored orientation
+    (the sample aspect ratio applied by the scaling), the stream's colour conversion, swscale's
+    bicubic filter (it widens with the scale factor when shrinking, so it averages like an
+    antialiased resize)."""
     height, width = size
-    scaled = (height, width) != (info.height, info.width)
     if info.rotation in (90, 270):
         height, width = width, height
-    return Output(width=width, height=height, interpolation="BICUBIC" if scaled else None)
+    return Output(width=width, height=height, colour=index.colour or ColourRule())
 
 
 def select_frames(
@@ -241,8 +242,10 @@ def read_checked_decord(path: str | Path, cfg: DecodeConfig, info: VideoInfo, in
         raise VideoDecodeError(path, f"decord always reads FFmpeg's best video stream ({index.best_stream}), "
                                      f"not stream {info.stream_index}; use --decoder pyav")
     try:
-        native = size == (info.height, info.width)
-        frames = read_decord(path, wanted, index, info.width, info.height, cfg.decoder_log, None if native else size)
+        stored = (index.stored_height, index.stored_width)
+        upright = stored[::-1] if info.rotation in (90, 270) else stored  # what decord hands over
+        frames = read_decord(path, wanted, index, upright[1], upright[0], cfg.decoder_log,
+                             None if size == upright else size)
         check_pictures(path, frames, wanted, info, index, output, deadline)
     except VideoDecodeError:
         raise

@@ -63,9 +63,12 @@ def read_decord(
 ) -> np.ndarray:
     """Frames ``wanted`` (ascending, unique frame numbers) via decord.
 
-    ``width``/``height``: the displayed size; ``size``: (height, width) to scale each picture to
-    (None: native): decord then hands over one native picture at a time and FFmpeg's swscale
-    scales it (bicubic, as the PyAV readers do), so native frames are never all held. Returns
+    ``width``/``height``: the size decord hands pictures over at (stored, upright); ``size``:
+    (height, width) to scale each picture to (None: as handed over; a target size or the display
+    aspect of non-square pixels): decord then hands over one native picture at a time and
+    FFmpeg's swscale scales it (bicubic, as the PyAV readers do), so native frames are never all
+    held. decord converts colour with its own FFmpeg ``scale`` filter, which reads the pictures'
+    colour tags as the ffmpeg CLI does. Returns
     uint8 [k, H, W, 3] RGB, upright (decord >= 0.6 applies the rotation metadata itself). Raises
     ImportError when decord is missing, :class:`DecordRejected` when its answer fails validation,
     and whatever decord raises on files it cannot read. decord's own messages are shown according

@@ -44,9 +44,15 @@ class VideoDecodeError(RuntimeError):
 class VideoInfo:
     """What a video file holds, as used for sampling.
 
-    ``width``/``height`` are the displayed size in pixels (after ``rotation``); ``rotation`` is the
-    clockwise turn in degrees (0/90/180/270) that the stored frames need to be shown upright (the
-    legacy ``rotate`` tag convention; ffprobe prints the negative of it). ``stream_index`` is the
+    ``width``/``height`` are the displayed size in pixels: the stored picture
+    (``stored_width`` x ``stored_height``) with its sample aspect ratio applied (the width scaled
+    by ``sample_aspect_ratio``, e.g. 720x480 at 32:27 shows as 853x480) and turned by
+    ``rotation``, the clockwise turn in degrees (0/90/180/270) that the stored frames need to be
+    shown upright (the legacy ``rotate`` tag convention; ffprobe prints the negative of it).
+    ``display_aspect_ratio``: width:height on screen before the rotation, as ffprobe prints it.
+    ``colour``: the stream's colour tags as decoded (``matrix``, ``range``, ``primaries``,
+    ``transfer``, ffprobe's names) and the conversion to RGB used (``used_matrix``,
+    ``used_range``; None for pictures that are RGB already), see :mod:`.colour`. ``stream_index`` is the
     container's index of the video stream that was read (FFmpeg's best video stream, or the one
     ``DecodeConfig.stream`` names); ``container`` the FFmpeg demuxer name. ``num_frames`` is the
     number of pictures a plain sequential FFmpeg decode of that stream yields, the count sampling
@@ -71,6 +77,11 @@ class VideoInfo:
     num_frames: int
     stream_index: int = 0
     container: str = ""
+    stored_width: int = 0
+    stored_height: int = 0
+    sample_aspect_ratio: str = "1:1"
+    display_aspect_ratio: str = ""
+    colour: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """All fields as JSON-ready data."""
@@ -99,6 +110,11 @@ class FrameIndex:
     ``timeline_notes``: the ``notes`` that describe the predicted timeline (restarts, gaps).
     ``first_picture``: the probe's first decoded picture (an ``av.VideoFrame``: frame 0 of a
     sequential decode), kept for checks when it is not too large, else None.
+    ``display_width``/``display_height``: the stored picture's size on screen (sample aspect
+    ratio applied, not rotated); ``colour``: how pictures are converted to RGB
+    (:class:`~.colour.ColourRule`). ``damaged``: the demuxer flagged packets as damaged (a cut-off
+    download) or stopped on an error, so the readers decode with one thread (frame threads lose
+    the pictures in flight when the decoder reports the damage at the end of the stream).
     """
 
     timestamps: np.ndarray
@@ -120,6 +136,10 @@ class FrameIndex:
     best_stream: int = 0
     timeline_notes: List[str] = field(default_factory=list)
     first_picture: Optional[object] = field(default=None, repr=False)
+    display_width: int = 0
+    display_height: int = 0
+    colour: Optional[object] = field(default=None, repr=False)
+    damaged: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -139,7 +159,8 @@ class DecodedVideo:
     stream's first picture, non-decreasing. ``decoder``: "decord" or "pyav". ``read``: how the
     pictures were reached: "decord", "seek" (keyframe-accurate PyAV seeks) or "sequential".
     ``decode_size``: (height, width) of the frames; ``native_size``: the displayed size of the
-    pictures in the file. ``requested``: the number of frames asked for; ``padded``: True when
+    pictures in the file (sample aspect ratio and rotation applied: frames at native size are
+    what a player shows, not the stored, possibly squeezed, pixels). ``requested``: the number of frames asked for; ``padded``: True when
     indices repeat to reach it. ``notes``: remarks on anything unusual (restarted timestamps, a
     decoder that was not used and why, corrected counts).
     """

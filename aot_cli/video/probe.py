@@ -18,6 +18,8 @@ from typing import List, Optional, Tuple
 import av
 import numpy as np
 
+from .aspect import display_aspect, display_width, ratio_text, usable_sar
+from .colour import ColourRule, bitstream_tags
 from .digest import file_sha256  # noqa: F401  (re-exported; looked up here when a probe hashes)
 from .formats import indexed_container, undecodable_cause
 from .info import Deadline, FrameIndex, VideoDecodeError, VideoInfo, describe_exception
@@ -186,7 +188,10 @@ class PacketScan:
     flags) and ``discard`` (marked not for display, e.g. by an edit list). ``first``: (stored
     width, stored height, counter-clockwise display rotation) of the first decoded picture (None
     if none decoded), ``first_error`` the first decoding error met, ``error`` text when demuxing
-    stopped on an error before the end."""
+    stopped on an error before the end; ``corrupt``: packets the demuxer flagged as damaged (a
+    truncated last packet). ``colour``: the conversion rule (with the ProRes header's
+    tags when the stream has them) and ``colour_facts`` what it records for the first picture;
+    ``codec_sar``: the sample aspect ratio the decoder reported with the first picture."""
 
     pts: List[Optional[int]] = field(default_factory=list)
     dts: List[Optional[int]] = field(default_factory=list)
@@ -197,6 +202,10 @@ class PacketScan:
     picture: Optional[av.VideoFrame] = None
     first_error: Optional[str] = None
     error: Optional[str] = None
+    corrupt: int = 0
+    colour: ColourRule = field(default_factory=ColourRule)
+    colour_facts: dict = field(default_factory=dict)
+    codec_sar: Optional[Fraction] = None
 
     @property
     def packets(self) -> int:
@@ -226,11 +235,14 @@ def scan_packets(
             break
         if packet.size == 0:
             continue
+        if not scan.pts and stream.codec_context.name == "prores":
+            scan.colour = ColourRule(bitstream_tags("prores", bytes(packet)[:32]))
         scan.pts.append(packet.pts)
         scan.dts.append(packet.dts)
         scan.durations.append(int(packet.duration or 0))
         scan.keys.append(bool(packet.is_keyframe))
         scan.discard.append(bool(packet.is_discard))
+        scan.corrupt += bool(packet.is_corrupt)
         if scan.first is None:
             scan.first = first_picture(stream, packet, scan)
         if scan.packets % CHECK_EVERY == 0:
@@ -255,6 +267,8 @@ def first_picture(stream: av.video.stream.VideoStream, packet: Optional[av.Packe
     picture = pictures[0]
     if picture.width * picture.height <= KEEP_FIRST_PIXELS:
         scan.picture = picture
+    scan.colour_facts = scan.colour.facts(picture, stream.codec_context)
+    scan.codec_sar = stream.codec_context.sample_aspect_ratio
     return int(picture.width), int(picture.height), float(picture.rotation or 0)
 
 
@@ -334,6 +348,7 @@ def probe_with_index(
         # the per-seek picture check in the reader still guards an index that turns out empty.
         entries = getattr(chosen, "index_entries", None)
         indexed_at_open = True if entries is None else len(entries) > 0
+        tagged_sar = chosen.sample_aspect_ratio  # FFmpeg's guess: the container's, else the codec's
         scan = scan_packets(container, chosen, deadline)
         shown_pts = scan.shown(scan.pts)
         if not shown_pts:
@@ -363,6 +378,10 @@ def probe_with_index(
     check_pixels(path, stored_w, stored_h, pixel_limit)
     rotation, notes = upright_rotation(turn)
     notes = list(timeline.notes) + notes
+    sar, sar_note = usable_sar(tagged_sar if tagged_sar else scan.codec_sar)
+    if sar_note:
+        notes.append(sar_note)
+    shown_w, shown_h = display_width(stored_w, sar), stored_h
     if not has_pts:
         if declared > 0:
             notes.append(f"packets carry no timestamps; timeline assumes a constant {declared:g} fps")
@@ -379,7 +398,7 @@ def probe_with_index(
         notes.append(note)
     timestamps = timeline.seconds
     fps = measured_rate(timestamps, declared)
-    width, height = (stored_h, stored_w) if rotation in (90, 270) else (stored_w, stored_h)
+    width, height = (shown_h, shown_w) if rotation in (90, 270) else (shown_w, shown_h)
     info = VideoInfo(
         path=str(path),
         size_bytes=size,
@@ -396,6 +415,11 @@ def probe_with_index(
         num_frames=n,
         stream_index=int(stream_index),
         container=str(format_name),
+        stored_width=stored_w,
+        stored_height=stored_h,
+        sample_aspect_ratio=ratio_text(sar),
+        display_aspect_ratio=ratio_text(display_aspect(stored_w, stored_h, sar)),
+        colour=dict(scan.colour_facts),
     )
     ticks = np.asarray(order, dtype=np.int64) if has_pts else None
     index = FrameIndex(
@@ -418,6 +442,10 @@ def probe_with_index(
         best_stream=best_stream,
         timeline_notes=list(timeline.notes),
         first_picture=scan.picture,
+        display_width=shown_w,
+        display_height=shown_h,
+        colour=scan.colour,
+        damaged=bool(scan.corrupt or scan.error),
     )
     return info, index
 

@@ -5,17 +5,27 @@
   are held to; it also returns every picture's timestamp, so the caller can check the timeline
   that sampling used.
 - :func:`read_seek` reaches each wanted picture by seeking to the keyframe before it, for
-  containers with a real index and unique timestamps (``FrameIndex.seekable`` is None). After
-  every seek the pictures that come out must carry exactly the timestamps the index lists from
-  that keyframe on; any other picture (a dropped, extra or misplaced one) raises
+  containers with a real index and unique timestamps (``FrameIndex.seekable`` is None). Keyframe
+  flags are verified, never trusted: the picture a seek lands on must be one the decoder itself
+  decodes as a keyframe (an intra picture), since containers can flag every packet as a keyframe
+  (MP4/3GP without an ``stss`` box, or one listing every sample, as mp4v2 writes). After every
+  seek the pictures that come out must carry exactly the timestamps the index lists from that
+  keyframe on; any other picture (a dropped, extra or misplaced one) raises
   :class:`SeekMismatch`, and the caller reads sequentially instead.
 
 Pictures are converted by FFmpeg's swscale straight to the output size (``Output``), so frames are
-never held at native resolution when a smaller size is asked for.
+never held at native resolution when a smaller size is asked for, with the colour matrix and range
+the ffmpeg CLI would use (:mod:`.colour`) and swscale's bicubic filter (the CLI's default flags).
+
+Frame-threaded decoding loses the pictures still in flight when the decoder reports an error
+while PyAV collects the last pictures (a truncated download: 68 of 70 pictures with two threads,
+fewer with more; PyAV >= 17 does not even raise the error), so streams the probe found damaged
+(packets the demuxer flags as corrupt, as the cut-off last packet of a partial download, or a
+demuxing error) are decoded with one thread, and a read that met decoding errors with frame
+threads is done again with one thread.
 """
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -24,32 +34,38 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from .colour import ColourRule
 from .info import Deadline, FrameIndex, describe_exception
 from .probe import choose_stream, configure_decoder, open_container
 
 #: Pictures between two timeout checks / progress reports while decoding.
 CHECK_EVERY = 32
+#: AVPictureType of an intra picture.
+PICTURE_I = 1
+#: FFmpeg's FF_THREAD_FRAME bit of a thread type (PyAV ``ThreadType``: FRAME 1, SLICE 2, AUTO 3).
+FRAME_THREADS = 1
+#: Picture type letters for messages (AVPictureType order).
+PICTURE_TYPES = "?IPBSipb"
 
 
 @dataclass(frozen=True)
 class Output:
-    """How decoded pictures become arrays: RGB24 at ``width`` x ``height`` (stored orientation)
-    with swscale's ``interpolation`` ("BICUBIC" when shrinking; None: swscale's default for a size
-    change, bilinear, which is exact when the size does not change). One reformatter serves every
-    picture, so swscale's context is set up once per read, not once per picture."""
+    """How decoded pictures become arrays: RGB24 at ``width`` x ``height`` (stored orientation,
+    sample aspect ratio applied when the size says so), converted by swscale with the matrix and
+    range ``colour`` gives each picture (the ffmpeg CLI's, :mod:`.colour`) and ``interpolation``
+    (bicubic: the ffmpeg CLI's own swscale flags, antialiasing when shrinking). One reformatter
+    serves every picture, so swscale's context is set up once per read, not once per picture."""
 
     width: int
     height: int
-    interpolation: Optional[str] = None
+    interpolation: str = "BICUBIC"
+    colour: ColourRule = field(default_factory=ColourRule, compare=False, repr=False)
     reformatter: VideoReformatter = field(default_factory=VideoReformatter, compare=False, repr=False)
 
     def convert(self, picture: av.VideoFrame) -> np.ndarray:
         """uint8 [height, width, 3] RGB of ``picture`` (a new array)."""
-        if picture.width == self.width and picture.height == self.height:
-            rgb = self.reformatter.reformat(picture, format="rgb24")
-        else:
-            rgb = self.reformatter.reformat(picture, width=self.width, height=self.height, format="rgb24",
-                                            interpolation=self.interpolation)
+        rgb = self.reformatter.reformat(picture, width=self.width, height=self.height, format="rgb24",
+                                        interpolation=self.interpolation, **self.colour.reformat_args(picture))
         return np.array(rgb.to_ndarray(), copy=True)
 
 
@@ -59,11 +75,11 @@ class SeekMismatch(Exception):
 
 def open_stream(path: str | Path, stream_index: int, index: FrameIndex, threads: Optional[int] = None):
     """(container, stream) ready to decode stream ``stream_index`` of ``path`` (``threads``: see
-    :func:`~.probe.configure_decoder`)."""
+    :func:`~.probe.configure_decoder`; one thread for a stream the probe found damaged)."""
     container = open_container(path)
     try:
         stream = choose_stream(container, path, stream_index)
-        configure_decoder(stream, index.stored_width, index.stored_height, threads)
+        configure_decoder(stream, index.stored_width, index.stored_height, 1 if index.damaged else threads)
     except BaseException:
         container.close()
         raise
@@ -109,6 +125,7 @@ class SequentialRead:
     finished: bool
     errors: List[str] = field(default_factory=list)
     resized: int = 0
+    threaded: bool = False
 
     def has_all(self, wanted: List[int]) -> bool:
         return not wanted or wanted[-1] < self.count
@@ -129,7 +146,24 @@ def read_sequential(path: str | Path, stream_index: int, wanted: List[int], inde
     ``k``. ``wanted``: ascending unique frame numbers to convert. Decoding goes on to the end of
     the stream (so the picture count is known), unless ``stop_after`` (s, in the pictures' own
     clock, relative to the first) is given: then it stops once every wanted picture is in and a
-    picture at or past that time was seen; or ``stop_at``: it stops after picture ``stop_at``."""
+    picture at or past that time was seen; or ``stop_at``: it stops after picture ``stop_at``.
+    A read with frame threads that met decoding errors is done again with one thread (see the
+    module docstring)."""
+    read = sequential_pass(path, stream_index, wanted, index, output, deadline, stop_after, stop_at, None)
+    if read.errors and read.threaded:
+        read = sequential_pass(path, stream_index, wanted, index, output, deadline, stop_after, stop_at, 1)
+    return read
+
+
+def frame_threaded(stream: av.video.stream.VideoStream) -> bool:
+    """Whether ``stream``'s decoder was set up to decode several pictures at once."""
+    return int(stream.codec_context.thread_count or 0) > 1 and bool(getattr(stream.thread_type, "value", stream.thread_type) & FRAME_THREADS)
+
+
+def sequential_pass(path: str | Path, stream_index: int, wanted: List[int], index: FrameIndex, output: Output,
+                    deadline: Deadline, stop_after: Optional[float], stop_at: Optional[int],
+                    threads: Optional[int]) -> SequentialRead:
+    """One front-to-back pass of :func:`read_sequential` with at most ``threads`` decoder threads."""
     frames = np.empty((len(wanted), output.height, output.width, 3), dtype=np.uint8)
     seconds: List[Optional[float]] = []
     errors: List[str] = []
@@ -138,7 +172,8 @@ def read_sequential(path: str | Path, stream_index: int, wanted: List[int], inde
     finished = True
     first: Optional[float] = None
     deadline.check("decoding")
-    container, stream = open_stream(path, stream_index, index)
+    container, stream = open_stream(path, stream_index, index, threads)
+    threaded = frame_threaded(stream)
     with container:
         time_base = stream.time_base
         for count, picture in enumerate(decoded_pictures(container, stream, errors)):
@@ -157,15 +192,16 @@ def read_sequential(path: str | Path, stream_index: int, wanted: List[int], inde
                     and t - first >= stop_after) or (stop_at is not None and count >= stop_at):
                 finished = False
                 break
-    return SequentialRead(frames, seconds, len(seconds), finished, errors, resized)
+    return SequentialRead(frames, seconds, len(seconds), finished, errors, resized, threaded)
 
 
 def read_seek(path: str | Path, stream_index: int, wanted: List[int], index: FrameIndex,
               output: Output, deadline: Deadline, threads: Optional[int] = None) -> np.ndarray:
     """Frames ``wanted`` (ascending unique frame numbers) by keyframe-accurate seeking; only for
     a ``FrameIndex`` whose ``seekable`` is None. Returns uint8 [len(wanted), H, W, 3]. Raises
-    :class:`SeekMismatch` when the decoded pictures do not follow the index. ``threads``: cap
-    on decoder threads (1 for a read of a few pictures)."""
+    :class:`SeekMismatch` when the decoded pictures do not follow the index or a seek lands on
+    a picture the decoder does not decode as a keyframe. ``threads``: cap on decoder threads (1
+    for a read of a few pictures)."""
     ticks = index.pts_ticks
     keys = index.key_ticks if index.key_ticks is not None else np.zeros(0, dtype=np.int64)
     if ticks is None:
@@ -175,16 +211,21 @@ def read_seek(path: str | Path, stream_index: int, wanted: List[int], index: Fra
     errors: List[str] = []
     deadline.check("decoding")
     container, stream = open_stream(path, stream_index, index, threads)
+    # every picture of an intra-only codec is a keyframe (FFmpeg 7.1 leaves their key flags unset
+    # with frame threads)
+    intra_only = bool(getattr(stream.codec_context.codec, "intra_only", False))
     with container:
         pictures: Optional[Iterator[av.VideoFrame]] = None
         expected = 0  # frame number the next picture must be (once at or past the seek point)
         start_ticks = 0  # pictures before this pts are leading pictures of an open GOP: ignored
         decoded = 0
+        landing: Optional[int] = None  # pts of the keyframe a seek went to, until its picture is checked
         for slot, frame in enumerate(wanted):
             target = int(ticks[frame])
             key = keyframe_before(keys, target)
             if pictures is None or key_ordinal(order, key, frame) > expected:
                 pictures, expected, start_ticks = start_at(container, stream, key, order, errors)
+                landing = key
             while True:
                 try:
                     picture = next(pictures)
@@ -201,6 +242,9 @@ def read_seek(path: str | Path, stream_index: int, wanted: List[int], index: Fra
                 if expected >= len(ticks) or int(picture.pts) != int(ticks[expected]):
                     raise SeekMismatch(f"after a seek, picture {expected} has pts {picture.pts}, the index "
                                        f"says {int(ticks[expected]) if expected < len(ticks) else 'none'}")
+                if landing is not None and not intra_only:
+                    check_keyframe(picture, expected)
+                landing = None
                 expected += 1
                 if expected - 1 == frame:
                     frames[slot] = output.convert(picture)
@@ -210,9 +254,26 @@ def read_seek(path: str | Path, stream_index: int, wanted: List[int], index: Fra
     return frames
 
 
+def is_real_keyframe(picture: av.VideoFrame) -> bool:
+    """Whether the decoder itself decoded ``picture`` as a keyframe (its key flag, or an intra
+    picture: an open-GOP I picture after which decoding is right) rather than taking the
+    container's word for it."""
+    return bool(picture.key_frame) or int(picture.pict_type or 0) == PICTURE_I
+
+
+def check_keyframe(picture: av.VideoFrame, frame: int) -> None:
+    """Raise :class:`SeekMismatch` unless the picture a seek landed on (frame ``frame``) is a
+    real keyframe (:func:`is_real_keyframe`)."""
+    if not is_real_keyframe(picture):
+        kind = int(picture.pict_type or 0)
+        letter = PICTURE_TYPES[kind] if 0 < kind < len(PICTURE_TYPES) else "non-key"
+        raise SeekMismatch(f"the container flags picture {frame} as a keyframe, the decoder decodes it as a "
+                           f"{letter} picture: keyframe flags cannot be trusted")
+
+
 def keyframe_before(keys: np.ndarray, target: int) -> Optional[int]:
     """pts of the last keyframe at or before ``target`` (None: none, decode from the start)."""
-    position = bisect.bisect_right(keys.tolist(), target) - 1 if keys.size else -1
+    position = int(np.searchsorted(keys, target, side="right")) - 1 if keys.size else -1
     return int(keys[position]) if position >= 0 else None
 
 

@@ -1,18 +1,17 @@
-"""``aot_llava_video``: :mod:`.aot_llava_onevision` for LLaVA-Video checkpoints.
+"""``aot_llava_video``: LLaVA-Video answering from an aot token cache.
 
-It reads caches made with a LLaVA-Video checkpoint's vision side: average 2x2 pooling and a
-newline after every run of tokens from one frame row (``meta["newline"] == "grid"``), the
-arrangement the original LLaVA-Video code gives the LLM. The LLM is the checkpoint's
-transformers ``LlavaOnevisionForConditionalGeneration``; the model arguments are those of
-``aot_llava_onevision``. A cache made for LLaVA-OneVision is refused with one line.
+Reads caches made with a LLaVA-Video checkpoint's vision side (profile ``llava-video``): average
+2x2 pooling and a newline after every run of tokens from one frame row (``meta["newline"] ==
+"grid"``), the arrangement the original LLaVA-Video code gives the LLM. The LLM is the
+checkpoint's transformers ``LlavaOnevisionForConditionalGeneration``; model arguments:
+:mod:`.base`. A cache made for LLaVA-OneVision is refused with one line.
 """
 from __future__ import annotations
 
-from .aot_llava_onevision import AotLlavaOneVision
+from .base import AotCachedModel
 
 
-class AotLlavaVideo(AotLlavaOneVision):
+class AotLlavaVideo(AotCachedModel):
     """LLaVA-Video answering from cached tokens."""
 
     MODEL_NAME = "aot_llava_video"
-    FAMILY = "llava-video"

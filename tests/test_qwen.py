@@ -1,0 +1,371 @@
+"""Qwen2.5-VL / Qwen3-VL / Qwen3.5 towers on tiny random checkpoints (tests/qwen_checkpoints.py):
+preprocessing against the processors' rules, tokens against the model's own get_video_features,
+scores against eager attention, exact budgets, and caches written by ``aot compress``."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aot_cli.config import ModelConfig
+from aot_cli.models import load_model
+from aot_cli.models.qwen_preprocess import QwenVideoSpec, patchify, spec_from_processor_config, video_pixels
+
+import qwen_checkpoints as qc
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIP = ROOT / "samples" / "bikes.mp4"
+
+
+def family_of(request) -> str:
+    return request.node.callspec.params["tiny_qwen_dir"]
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_qwen2_5_vl_dir, tiny_qwen3_vl_dir, tiny_qwen3_5_dir):
+    dirs = {"qwen2.5-vl": tiny_qwen2_5_vl_dir, "qwen3-vl": tiny_qwen3_vl_dir, "qwen3.5": tiny_qwen3_5_dir}
+    return {f: load_model(ModelConfig(model=str(d), dtype="fp32", device="cpu")) for f, d in dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def hf_models(tiny_qwen2_5_vl_dir, tiny_qwen3_vl_dir, tiny_qwen3_5_dir):
+    from transformers import AutoModelForImageTextToText
+
+    dirs = {"qwen2.5-vl": tiny_qwen2_5_vl_dir, "qwen3-vl": tiny_qwen3_vl_dir, "qwen3.5": tiny_qwen3_5_dir}
+    return {f: AutoModelForImageTextToText.from_pretrained(d, dtype=torch.float32).eval() for f, d in dirs.items()}
+
+
+def random_frames(count, height, width, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(0, 256, (1, height, width, 3), generator=g)
+    noise = torch.randint(-40, 41, (count, height, width, 3), generator=g)
+    return (base + noise).clamp(0, 255).to(torch.uint8)
+
+
+# ---------------------------------------------------------------- preprocessing: the processors' rules
+
+def tiny_spec(family: str) -> QwenVideoSpec:
+    data = qc.processor_configs(family)["video_preprocessor_config.json"]
+    return spec_from_processor_config(data, "frame" if family == "qwen2.5-vl" else "video", "tiny")
+
+
+@pytest.mark.parametrize("height,width,frames,want", [
+    (480, 640, 8, (168, 252)),   # over the budget: scaled down, floor to multiples of 28
+    (270, 480, 3, (168, 280)),
+    (37, 211, 5, (28, 224)),     # nearest multiples of 28, inside the budget
+    (20, 30, 2, (56, 84)),       # under the minimum: scaled up, ceil to multiples of 28
+    (1080, 1920, 1, (168, 280)),
+])
+def test_qwen25_frame_size_follows_smart_resize(height, width, frames, want):
+    spec = tiny_spec("qwen2.5-vl")  # per frame: 4..64 cells of 28x28 px
+    got = spec.frame_size(frames, height, width)
+    assert got == want
+    h, w = got
+    assert h % 28 == 0 and w % 28 == 0 and spec.shortest_edge <= h * w <= spec.longest_edge
+    assert spec.grid_thw(frames, height, width) == (math.ceil(frames / 2), h // 14, w // 14)
+
+
+@pytest.mark.parametrize("height,width,frames", [(480, 640, 8), (480, 640, 16), (270, 480, 7), (37, 211, 5),
+                                                  (20, 300, 4), (1080, 1920, 31)])
+def test_qwen3_frame_size_budget_counts_every_frame(height, width, frames):
+    spec = tiny_spec("qwen3-vl")  # the whole video: at most 16 frames x 64 cells of 32x32 px
+    h, w = spec.frame_size(frames, height, width)
+    assert h % 32 == 0 and w % 32 == 0 and h >= 32 and w >= 32
+    t_bar = round(frames / 2) * 2
+    scale_h, scale_w = max(height, 32) / h, width / w
+    if t_bar * round(height / 32) * 32 * round(width / 32) * 32 > spec.longest_edge:
+        assert t_bar * h * w <= spec.longest_edge * 1.0001 or (h == 32 or w == 32)
+    assert abs(math.log(scale_h / scale_w)) < 0.5  # aspect ratio kept within the rounding
+    if frames == 16:  # twice the frames of the 8-frame case: about half the pixels per frame
+        h8, w8 = spec.frame_size(8, height, width)
+        assert h * w < h8 * w8
+
+
+def test_pixels_and_patch_order_equal_the_image_processor():
+    """A frame already at a valid size: our pixels, patchified, equal the slow image processor's
+    pixel_values for that image (the processor repeats an image over the temporal patch)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    for family in ("qwen2.5-vl", "qwen3-vl"):
+        spec = tiny_spec(family)
+        f = spec.factor
+        frame = random_frames(1, 2 * f, 3 * f, seed=3)
+        pixels = video_pixels(frame, spec, torch.device("cpu"), torch.float32)
+        assert pixels.shape == (2, 3, 2 * f, 3 * f) and torch.equal(pixels[0], pixels[1])  # odd count: repeated
+        ours, thw = patchify(pixels, spec.patch_size, spec.merge_size, spec.temporal_patch_size)
+        processor = Qwen2VLImageProcessorPil(
+            do_resize=False, patch_size=spec.patch_size, merge_size=spec.merge_size,
+            temporal_patch_size=spec.temporal_patch_size, image_mean=list(spec.mean), image_std=list(spec.std))
+        ref = processor(images=[frame[0].numpy()], return_tensors="pt")
+        assert thw == tuple(ref["image_grid_thw"][0].tolist())
+        assert torch.allclose(ours, ref["pixel_values"].float(), atol=1e-5)
+
+
+def test_resize_is_antialiased_bicubic_like_the_processor():
+    """Resizing (odd size to the rule's size) stays within a couple of grey levels of PIL's
+    antialiased bicubic, which the slow image processor uses (the video processors use torch's)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    spec = tiny_spec("qwen2.5-vl")
+    yy, xx = torch.meshgrid(torch.arange(203), torch.arange(331), indexing="ij")
+    smooth = torch.stack([(xx * 255 / 330), (yy * 255 / 202), ((xx + yy) % 255)], dim=-1).to(torch.uint8)[None]
+    pixels = video_pixels(smooth, spec, torch.device("cpu"), torch.float32)
+    ours, thw = patchify(pixels, spec.patch_size, spec.merge_size, spec.temporal_patch_size)
+    processor = Qwen2VLImageProcessorPil(min_pixels=spec.shortest_edge, max_pixels=spec.longest_edge,
+                                         patch_size=14, merge_size=2, temporal_patch_size=2,
+                                         image_mean=list(spec.mean), image_std=list(spec.std))
+    ref = processor(images=[smooth[0].numpy()], return_tensors="pt")
+    assert thw == tuple(ref["image_grid_thw"][0].tolist())
+    grey_level = 1 / 255 / min(spec.std)
+    assert float((ours - ref["pixel_values"].float()).abs().mean()) < 1.0 * grey_level
+
+
+def test_odd_frame_counts_repeat_the_last_frame():
+    spec = tiny_spec("qwen3-vl")
+    frames = random_frames(5, 70, 90)
+    pixels = video_pixels(frames, spec, torch.device("cpu"), torch.float32)
+    assert pixels.shape[0] == 6 and torch.equal(pixels[5], pixels[4]) and not torch.equal(pixels[4], pixels[3])
+    assert spec.grid_thw(5, 70, 90)[0] == 3
+
+
+# ---------------------------------------------------------------- the tower against the model itself
+
+@pytest.mark.parametrize("shape", [(6, 70, 100), (3, 150, 64)])
+def test_tokens_equal_get_video_features(tiny_qwen_dir, request, adapters, hf_models, shape):
+    family = family_of(request)
+    adapter, model = adapters[family], hf_models[family]
+    pixels = adapter.preprocess(random_frames(*shape))
+    out = adapter.encode(pixels)
+    spec = adapter.video_spec
+    patches, thw = patchify(pixels, spec.patch_size, spec.merge_size, spec.temporal_patch_size)
+    with torch.no_grad():
+        ref = model.model.get_video_features(pixel_values_videos=patches, video_grid_thw=torch.tensor([thw]))
+    t, gh, gw = thw
+    assert out.grid == (gh // 2, gw // 2) and out.tokens.shape == (t, gh * gw // 4, qc.TEXT_HIDDEN)
+    assert torch.allclose(out.tokens.reshape(-1, qc.TEXT_HIDDEN), ref.pooler_output[0], atol=1e-5)
+    if family == "qwen3-vl":
+        want = torch.cat([f[0] for f in ref.deepstack_features], dim=-1)
+        assert out.side["deepstack"].shape == (t, gh * gw // 4, 2 * qc.TEXT_HIDDEN)
+        assert torch.allclose(out.side["deepstack"].reshape(len(want), -1), want, atol=1e-5)
+    else:
+        assert out.side == {}
+
+
+def eager_cell_scores(model, block: int, pixels, spec, family):
+    """Received attention of ``block`` computed from scratch (eager softmax of the block's own q, k
+    with the model's rotary embedding, per cu_seqlens segment, float64), summed over queries,
+    mean over heads, then summed over each merged cell's patches found from the rotary positions."""
+    from transformers.vision_utils import get_vision_position_ids, get_vision_window_index
+
+    visual = model.model.visual
+    patches, thw = patchify(pixels, spec.patch_size, spec.merge_size, spec.temporal_patch_size)
+    grid_thw = torch.tensor([thw])
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen["hidden"] = args[0] if args else kwargs["hidden_states"]
+        seen["cu"] = kwargs["cu_seqlens"]
+        seen["pos"] = kwargs["position_embeddings"]
+
+    handle = visual.blocks[block].attn.register_forward_pre_hook(grab, with_kwargs=True)
+    with torch.no_grad():
+        visual(patches, grid_thw=grid_thw)
+    handle.remove()
+    attn = visual.blocks[block].attn
+    module = __import__(type(attn).__module__, fromlist=["apply_rotary_pos_emb_vision"])
+    hidden = seen["hidden"]
+    n = hidden.shape[0]
+    q, k, _ = attn.qkv(hidden).reshape(n, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    cos, sin = seen["pos"]
+    q, k = module.apply_rotary_pos_emb_vision(q, k, cos, sin)
+    received = torch.zeros(n, dtype=torch.float64)
+    cu = seen["cu"].tolist()
+    for a, b in zip(cu[:-1], cu[1:]):
+        logits = torch.einsum("qhd,khd->hqk", q[a:b].double(), k[a:b].double()) * attn.scaling
+        received[a:b] = torch.softmax(logits, dim=-1).sum(dim=1).mean(dim=0)
+    t, gh, gw = thw
+    pos = get_vision_position_ids(grid_thw, spec.merge_size)  # (row, col) of each patch, block order
+    if family == "qwen2.5-vl":
+        config = visual.config
+        window, _ = get_vision_window_index(grid_thw, config.spatial_merge_size, config.window_size, config.patch_size)
+        pos = pos.reshape(-1, 4, 2)[window].reshape(-1, 2)
+        frame = (window.repeat_interleave(4) // (gh * gw // 4))
+    else:
+        frame = torch.arange(n) // (gh * gw)
+    cell = (pos[:, 0] // 2) * (gw // 2) + pos[:, 1] // 2
+    out = torch.zeros(t, gh * gw // 4, dtype=torch.float64)
+    out.index_put_((frame, cell), received, accumulate=True)
+    return out
+
+
+def test_scores_equal_eager_attention_maps(tiny_qwen_dir, request, adapters, hf_models):
+    family = family_of(request)
+    adapter, model = adapters[family], hf_models[family]
+    pixels = adapter.preprocess(random_frames(4, 150, 200, seed=5))  # qwen2.5: several windows per frame
+    shallow_i, deep_i = adapter.resolve_score_layers()
+    out = adapter.encode(pixels)
+    for got, block in ((out.shallow, shallow_i), (out.deep, deep_i)):
+        want = eager_cell_scores(model, block, pixels, adapter.video_spec, family)
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert torch.allclose(got.double(), want, atol=1e-5, rtol=1e-5)
+    if family == "qwen2.5-vl":  # the full-attention blocks only
+        assert (shallow_i, deep_i) == (1, 3)
+        with pytest.raises(Exception, match="attends inside windows"):
+            adapter.encode(pixels, score_layers=(0, 3))
+
+
+# ---------------------------------------------------------------- exact budgets
+
+_ENCODED = {}  # family -> tower output of the budget tests' video
+
+
+@pytest.mark.parametrize("ratio", [0.05, 0.1, 0.2])
+def test_exact_budgets_on_the_merged_grid(tiny_qwen_dir, request, adapters, ratio):
+    from aot_cli.core import AOTConfig
+    from aot_cli.pipeline.run import RunConfig, grid_order, method_with_side, resolve_method
+
+    family = family_of(request)
+    adapter = adapters[family]
+    if family not in _ENCODED:
+        _ENCODED[family] = adapter.encode(adapter.preprocess(random_frames(8, 150, 200, seed=11)))
+    out = _ENCODED[family]
+    t, gh, gw = adapter.video_spec.grid_thw(8, 150, 200)
+    want = math.floor(ratio * t * (gh // 2) * (gw // 2) + 0.5)
+    for method in (AOTConfig(ratio=ratio), AOTConfig.preset("quality", ratio=ratio),
+                   AOTConfig(method="random", ratio=ratio), AOTConfig(method="pool", ratio=ratio),
+                   AOTConfig(method="attention", ratio=ratio)):
+        resolved = resolve_method(RunConfig(method=method), adapter.profile)
+        assert resolved.pooling is None and resolved.clip_length == 4
+        assert resolved.keyframe_once == (method.method == "aot" and method.preset == "reference")
+        res, side = method_with_side(out.tokens, out.shallow, out.deep, out.grid, out.side, resolved)
+        assert len(res) == want, (method.method, method.preset)
+        key = (res.frame * out.grid[0] * out.grid[1] + res.index)[grid_order(res)]
+        assert torch.all(key[1:] > key[:-1])  # one token per cell, in sequence order after sorting
+        if out.side:
+            assert side["deepstack"].shape == (want, out.side["deepstack"].shape[-1])
+
+
+# ---------------------------------------------------------------- aot compress on a real clip
+
+def decode_native(path: Path, indices):
+    import av
+
+    with av.open(str(path)) as container:
+        pictures = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return torch.from_numpy(np.stack([pictures[i] for i in indices]))
+
+
+def only(path):
+    """The one video of a single-video cache file."""
+    from aot_cli.cache import TokenCache
+
+    cache = TokenCache(path)
+    (video_id,) = cache.ids()
+    return cache[video_id]
+
+
+def run_cli(*args):
+    from click.testing import CliRunner
+
+    from aot_cli.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_compress_caches_match_the_model(tiny_qwen_dir, request, hf_models, tmp_path):
+    family = family_of(request)
+    model = hf_models[family]
+    full, pruned = tmp_path / "full.safetensors", tmp_path / "pruned.safetensors"
+    common = ["--model", tiny_qwen_dir, "--frames", 7, "--device", "cpu", "--dtype", "fp32"]
+    code, text = run_cli("compress", CLIP, "-o", full, "--method", "none", "--ratio", "1.0", *common)
+    assert code == 0, text
+    code, text = run_cli("compress", CLIP, "-o", pruned, "--method", "random", "--ratio", "0.1", *common)
+    assert code == 0, text
+
+    entry = only(full)
+    tensors = entry.tensors()
+    t, gh, gw = tensors["video_grid_thw"].tolist()
+    assert t == 4 and len(tensors["frame_indices"]) == 7  # odd count: the processor repeats the last frame
+    assert entry.meta["processor"]["padded_frames"] == 1 and entry.meta["model"]["family"] == family
+    frames = decode_native(CLIP, tensors["frame_indices"].tolist())
+    spec = tiny_spec(family)
+    pixels = video_pixels(frames, spec, torch.device("cpu"), torch.float32)
+    patches, thw = patchify(pixels, spec.patch_size, spec.merge_size, spec.temporal_patch_size)
+    assert thw == (t, gh, gw)
+    with torch.no_grad():
+        ref = model.model.get_video_features(pixel_values_videos=patches, video_grid_thw=torch.tensor([thw]))
+    cells = gh * gw // 4
+    assert tensors["frame"].tolist() == [f for f in range(t) for _ in range(cells)]
+    assert tensors["index"].tolist() == list(range(cells)) * t
+    assert torch.allclose(tensors["tokens"], ref.pooler_output[0], atol=1e-5)
+    deepstack = torch.stack([f[0] for f in ref.deepstack_features]) if family == "qwen3-vl" else None
+    if deepstack is not None:
+        assert torch.allclose(tensors["deepstack"], deepstack, atol=1e-5)
+    else:
+        assert "deepstack" not in tensors
+
+    kept = only(pruned).tensors()
+    rows = (kept["frame"] * cells + kept["index"]).long()
+    assert len(rows) == math.floor(0.1 * t * cells + 0.5) and torch.all(rows[1:] > rows[:-1])
+    assert torch.allclose(kept["tokens"], ref.pooler_output[0][rows], atol=1e-5)
+    if deepstack is not None:
+        assert kept["deepstack"].shape == (2, len(rows), qc.TEXT_HIDDEN)
+        assert torch.allclose(kept["deepstack"], deepstack[:, rows], atol=1e-5)
+
+    code, text = run_cli("inspect", pruned)
+    assert code == 0 and family in text
+
+
+def test_aot_cache_is_ordered_and_deepstack_follows_the_merge(tiny_qwen3_vl_dir, tmp_path):
+    out = tmp_path / "aot.safetensors"
+    code, text = run_cli("compress", CLIP, "-o", out, "--model", tiny_qwen3_vl_dir, "--frames", 8, "--ratio", 0.2,
+                         "--device", "cpu", "--dtype", "fp32")
+    assert code == 0, text
+    entry = only(out)
+    tensors = entry.tensors()
+    assert entry.meta["config"]["method"]["keyframe_once"] is True and entry.meta["token_order"] == "grid"
+    cells = int(np.prod(entry.meta["counts"]["grid"]))
+    key = (tensors["frame"] * cells + tensors["index"]).long()
+    assert torch.all(key[1:] > key[:-1])
+    assert tensors["deepstack"].shape == (2, *tensors["tokens"].shape)
+    assert torch.isfinite(tensors["deepstack"]).all()
+    # pictures: one per temporal patch, shown by its first sampled frame
+    sheet, plot = tmp_path / "sheet.png", tmp_path / "plot.png"
+    code, text = run_cli("inspect", out, "--overlay", sheet)
+    assert code == 0 and "4 frames" in text and sheet.stat().st_size > 0, text
+    code, text = run_cli("inspect", out, "--plot", plot)
+    assert code == 0 and plot.stat().st_size > 0, text
+
+
+def test_identity_before_loading_equals_the_loaded_adapters(tiny_qwen_dir, adapters, request):
+    """The configuration fingerprint's model identity (read from config files, before loading)
+    equals the loaded adapter's, so a rerun skips what is cached."""
+    from aot_cli.models.loader import adapter_identity, model_identity
+    from aot_cli.models.peek import peek_checkpoint
+    from aot_cli.models.source import resolve_source
+
+    cfg = ModelConfig(model=str(tiny_qwen_dir), dtype="fp32", device="cpu")
+    adapter = adapters[family_of(request)]
+    assert model_identity(cfg) == adapter_identity(adapter)
+    peeked = peek_checkpoint(resolve_source(cfg.model), cfg)
+    assert peeked.grid is None and peeked.profile.name == adapter.profile.name == family_of(request)
+    assert model_identity(cfg)["profile"]["keyframe_once"] is True
+    # only the vision tower's tensors were read, never the language model's
+    assert adapter.tensors_read and all(".visual." in f".{name}" for name in adapter.tensors_read)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--pooling", "bilinear"], "2x2-merged cells"),
+    (["--profile", "llava-video"], "only fit their own family"),
+    (["--score-layers", "0,3"], "attends inside windows"),
+    (["--profile", "qwen2.5-vl", "--pooling", "average"], "2x2-merged cells"),
+])
+def test_qwen_flag_checks(tiny_qwen2_5_vl_dir, tmp_path, flags, message):
+    out = tmp_path / "x.safetensors"
+    code, text = run_cli("compress", CLIP, "-o", out, "--model", tiny_qwen2_5_vl_dir, "--device", "cpu", *flags)
+    assert code == 2 and message in text and "Traceback" not in text
+    assert not out.exists()
