@@ -77,3 +77,21 @@ def tiny_qwen_dir(request) -> Path:
     """Each tiny Qwen-family checkpoint in turn (``request.param`` is the family name)."""
     name = {"qwen2.5-vl": "tiny_qwen2_5_vl_dir", "qwen3-vl": "tiny_qwen3_vl_dir", "qwen3.5": "tiny_qwen3_5_dir"}
     return request.getfixturevalue(name[request.param])
+
+
+@pytest.fixture(scope="session")
+def qwen_caches(request, tmp_path_factory):
+    """``qwen_caches(family)`` -> :class:`qwen_caches.QwenCaches`: the sample clips compressed by
+    ``aot compress`` with the family's tiny checkpoint (``--method none --ratio 1.0`` and
+    ``--ratio 0.1``), made once per session on first use."""
+    import qwen_caches as qcache
+
+    made = {}
+
+    def get(family: str):
+        if family not in made:
+            checkpoint = request.getfixturevalue(qcache.CHECKPOINT_FIXTURES[family])
+            made[family] = qcache.build_caches(tmp_path_factory.mktemp(f"caches-{family}"), family, checkpoint)
+        return made[family]
+
+    return get

@@ -2,7 +2,7 @@
 (``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``,
 ``Qwen3_5ForConditionalGeneration``; the MoE variants alike).
 
-    inputs = qwen_inputs(model, tokenizer, "What happens?", cache["clip.mp4"])
+    inputs = qwen_inputs(model, tokenizer, "What happens?", cache["clip.mp4"])  # what model_inputs runs
     logits = model(**inputs).logits
     out = model.generate(**inputs, max_new_tokens=64)       # prompt ids + new ids
     answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -37,8 +37,8 @@ first, then the video positions the cache dropped are taken out:
 
 ``position_ids`` ``[3, 1, L]`` are returned explicitly: ``generate`` then continues every row from
 the last prompt position by +1 per new token (``GenerationMixin._update_model_kwargs_for_generation``),
-the convention of FastVID, LightCompress and FlashVID for compressed Qwen prompts
-(docs/consumers.md). No transformers class is patched.
+as FastVID's and FlashVID's Qwen code numbers new tokens after a pruned prompt (docs/consumers.md,
+section 5, cites the files). No transformers class is patched.
 """
 from __future__ import annotations
 
@@ -63,6 +63,12 @@ TIMESTAMPED = ("qwen3-vl", "qwen3.5")
 #: The stored tensors a Qwen consumer reads (``deepstack`` only for Qwen3-VL), e.g. for
 #: ``CacheDataset(path, names=QWEN_TENSORS + ("deepstack",))``.
 QWEN_TENSORS = ("tokens", "frame", "index", "video_grid_thw", "frame_indices")
+
+#: ``meta["model"]["vision_tower"]`` fields a cache records and the model's ``vision_config``
+#: attribute each must equal (another architecture's tokens are refused even at the same width).
+TOWER_FIELDS = (("depth", "depth"), ("hidden_size", "hidden_size"), ("heads", "num_heads"),
+                ("patch_size", "patch_size"), ("spatial_merge_size", "spatial_merge_size"),
+                ("temporal_patch_size", "temporal_patch_size"), ("out_hidden_size", "out_hidden_size"))
 
 Inputs = Dict[str, Any]
 
@@ -242,7 +248,9 @@ def _token_text(tokenizer: Any, token_id: int, what: str) -> str:
 
 def check_model_fits(model: Any, video: QwenVideo) -> None:
     """The model must be of the cache's family, as wide as the cached tokens, with the recorded
-    merge size, and take exactly the cached DeepStack layers; DownstreamError (one line) otherwise."""
+    merge size and vision tower (:data:`TOWER_FIELDS`), and take exactly the cached DeepStack
+    layers; DownstreamError (one line) otherwise. Two checkpoints of one architecture (a base
+    model and its fine-tune) are not told apart."""
     family = model_family(model)
     config = _config(model)
     name = str(getattr(config, "_name_or_path", "") or type(model).__name__)
@@ -261,6 +269,13 @@ def check_model_fits(model: Any, video: QwenVideo) -> None:
     if (recorded is not None and recorded != merge) or h % merge or w % merge:
         raise DownstreamError(f"{video.where}: video grid {list(video.grid)} (merge size {recorded}) does not fit "
                               f"{name}'s spatial merge size {merge}")
+    recorded_tower = _section(_section(video.meta, "model"), "vision_tower")
+    for field, attribute in TOWER_FIELDS:
+        want, have = recorded_tower.get(field), getattr(vision, attribute, None)
+        if want is not None and have is not None and int(want) != int(have):
+            made = _section(video.meta, "model").get("model", "another checkpoint")
+            raise DownstreamError(f"{video.where}: made by a vision tower with {field} {want} (of {made}), but "
+                                  f"{name}'s has {have}; use a cache made with this checkpoint")
     layers = len(getattr(vision, "deepstack_visual_indexes", None) or ())
     have = 0 if video.deepstack is None else int(video.deepstack.shape[0])
     if layers != have:
@@ -428,9 +443,10 @@ def extend_qwen_inputs(model: Any, inputs: Mapping[str, Any], ids: torch.Tensor)
 
 
 def collate_qwen_inputs(items: Sequence[Mapping[str, Any]], pad_token_id: int = 0) -> Inputs:
-    """Several prompts' inputs as one batch padded on the left: ``input_ids`` with
-    ``pad_token_id``, ``attention_mask`` 0 and positions 1 in the padding (masked anyway), and the
-    videos' features concatenated in batch order (the model fills video pads row by row)."""
+    """Several prompts' inputs (of :func:`qwen_inputs` or :func:`qwen_text_inputs`) as one batch
+    padded on the left: ``input_ids`` with ``pad_token_id``, ``attention_mask`` 0 and positions 1
+    in the padding (masked anyway), and the videos' features concatenated in batch order (the
+    model fills the video pads row by row; a prompt without a video has none)."""
     if not items:
         raise DownstreamError("no prompts to batch")
     longest = max(int(item["input_ids"].shape[1]) for item in items)
@@ -444,9 +460,9 @@ def collate_qwen_inputs(items: Sequence[Mapping[str, Any]], pad_token_id: int = 
             rows.append(torch.cat([value.new_full(shape, fill), value], dim=-1))
         out[name] = torch.cat(rows, dim=-2)
     videos = [item["mm_encoder_outputs"]["video"] for item in items if item.get("mm_encoder_outputs")]
-    if videos:
-        if len(videos) != len(items):
-            raise DownstreamError("cannot batch prompts with and without a video")
+    if videos:  # prompts without a video have no pads: the features of the others fill theirs in order
+        if len({getattr(v, "deepstack_features", None) is None for v in videos}) > 1:
+            raise DownstreamError("cannot batch videos with and without DeepStack features")
         fields: Dict[str, Any] = {"pooler_output": tuple(t for v in videos for t in v.pooler_output)}
         if getattr(videos[0], "deepstack_features", None) is not None:
             fields["deepstack_features"] = [tuple(rows for per_video in layer for rows in per_video)
