@@ -189,6 +189,33 @@ def test_batches_with_text_prompts_answer_and_score_as_one_request_does(family, 
     llm.close()
 
 
+def test_a_missing_video_is_compressed_with_the_caches_configuration(llms, qwen_caches, tmp_path):
+    """``on_miss="compress"`` (the lmms-eval models' ``on_miss=compress``) on a Qwen cache: the new
+    video gets the cached videos' configuration (same fingerprint, ratio 0.1 of its own grid) and
+    is answered from the cache."""
+    from aot_cli.downstream.evaluation import CachedVideoLLM
+
+    caches = qwen_caches("qwen3-vl")
+    cache_dir = Path(shutil.copytree(caches.pruned, tmp_path / "cache"))
+    clip = Path(shutil.copy(ROOT / "samples" / "realshort.mp4", tmp_path / "realshort.mp4"))
+    llm = CachedVideoLLM(str(caches.checkpoint), cache_dir, family="qwen3-vl", on_miss="compress", device="cpu",
+                         dtype="fp32", decode_workers=0)
+    text, used = llm.generate(QUESTION, str(clip), max_new_tokens=NEW)
+    assert llm.compressed_ids == [used.video_id] and text
+    cache = TokenCache(cache_dir)
+    added, old = cache[used.video_id], cache["clips/bikes.mp4"]
+    assert added.meta["config_fingerprint"] == old.meta["config_fingerprint"]
+    t, h, w = added["video_grid_thw"].tolist()
+    assert used.video_tokens == len(added.tokens) == kept_count(0.1, t, (h // 2) * (w // 2))
+    assert len(added["frame_indices"]) == 8 and added["deepstack"].shape[:2] == (2, len(added.tokens))
+    model, tokenizer = llms["qwen3-vl"]
+    with torch.inference_mode():
+        (want,), _ = generate_texts(model, tokenizer, model_inputs(model, tokenizer, QUESTION, added),
+                                    max_new_tokens=NEW)
+    assert text == want
+    llm.close()
+
+
 def test_caches_that_do_not_fit_are_refused_in_one_line(llms, qwen_caches, tiny_llava_hf_dir, tmp_path):
     from checkpoints import save_tiny_tokenizer
     from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
