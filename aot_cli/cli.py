@@ -300,13 +300,16 @@ def compact(path, shard_size, dry_run, as_json, quiet):
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.argument("question")
 @click.option("--video", "video_id", help="Id of the cached video (default: the only one in CACHE).")
-@click.option("--model", "checkpoint", required=True, help="Transformers LLaVA-OneVision / LLaVA-Video checkpoint: local dir or hub id.")
+@click.option("--model", "checkpoint", required=True,
+              help="The transformers checkpoint whose vision side made the cache (LLaVA-OneVision, LLaVA-Video, "
+                   "Qwen2.5-VL, Qwen3-VL, Qwen3.5): local dir or hub id.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Tokens to generate.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True,
               help="LLM dtype (auto: bf16 on CUDA, fp32 on CPU).")
 def ask(cache_path, question, video_id, checkpoint, max_new_tokens, device, dtype):
-    """Answer QUESTION about a cached video with the full LLaVA model (cached tokens spliced in)."""
+    """Answer QUESTION about a cached video with the full video LLM (the cached tokens in place of its own video
+    features, at their positions)."""
     from .cache import CacheError
     from .downstream import DownstreamError, ask_cached_video
     from .pipeline.cli_support import quiet_transformers

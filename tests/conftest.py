@@ -88,3 +88,21 @@ def nothing_runs(monkeypatch):
     monkeypatch.setattr(aot_cli.models, "load_model", lambda *a, **k: calls.append("load_model") or real_load(*a, **k))
     monkeypatch.setattr(DecodePool, "start", lambda self: calls.append("workers") or real_start(self))
     return calls
+
+
+@pytest.fixture(scope="session")
+def qwen_caches(request, tmp_path_factory):
+    """``qwen_caches(family)`` -> :class:`qwen_caches.QwenCaches`: the sample clips compressed by
+    ``aot compress`` with the family's tiny checkpoint (``--method none --ratio 1.0`` and
+    ``--ratio 0.1``), made once per session on first use."""
+    import qwen_caches as qcache
+
+    made = {}
+
+    def get(family: str):
+        if family not in made:
+            checkpoint = request.getfixturevalue(qcache.CHECKPOINT_FIXTURES[family])
+            made[family] = qcache.build_caches(tmp_path_factory.mktemp(f"caches-{family}"), family, checkpoint)
+        return made[family]
+
+    return get

@@ -113,9 +113,9 @@ def run(setup, args: List[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def run_lmms_eval(setup, model_args: str, tasks: Path, out: Path, model: str = "aot_llava_onevision",
-                  names=("aot_gen",), batch_size: int = 1):
+                  names=("aot_gen",), batch_size: int = 1, pretrained=None):
     return run(setup, ["-m", "lmms_eval", "--model", model,
-                       "--model_args", f"pretrained={setup['ckpt']},device=cpu,dtype=fp32,{model_args}",
+                       "--model_args", f"pretrained={pretrained or setup['ckpt']},device=cpu,dtype=fp32,{model_args}",
                        "--include_path", str(tasks), "--tasks", ",".join(names), "--batch_size", str(batch_size),
                        "--output_path", str(out), "--log_samples"], setup["root"])
 
@@ -160,17 +160,20 @@ def test_lmms_eval_registers_the_aot_models():
     from aot_cli.lmms_eval.models import MODELS
 
     names = {ep.name: ep for ep in importlib.metadata.entry_points(group="lmms_eval.models")}
-    assert {m.model_id for m in names["aot"].load()()} == set(MODELS) >= {"aot_llava_onevision", "aot_llava_video"}
+    assert {m.model_id for m in names["aot"].load()()} == set(MODELS) >= {
+        "aot_llava_onevision", "aot_llava_video", "aot_qwen2_5_vl", "aot_qwen3_vl", "aot_qwen3_5"}
     code = ("from lmms_eval.models import list_available_models, get_model; "
             "print(sorted(m for m in list_available_models() if m.startswith('aot'))); "
-            "print(get_model('aot_llava_onevision').__module__)")
+            "print([get_model(m).__module__ + '.' + get_model(m).__name__ for m in sorted(list_available_models()) "
+            "if m.startswith('aot')])")
     for plugins in (None, "aot_cli.lmms_eval"):  # the entry point alone, and the legacy variable
         env = {k: v for k, v in os.environ.items() if k != "LMMS_EVAL_PLUGINS"}
         env.update({"LMMS_EVAL_PLUGINS": plugins} if plugins else {})
         done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True,
                               timeout=600, stdin=subprocess.DEVNULL)
         assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.split("\n")[:2] == [str(sorted(MODELS)), "aot_cli.lmms_eval.models.aot_llava_onevision"]
+        classes = [f"aot_cli.lmms_eval.models.{name}.{MODELS[name][0]}" for name in sorted(MODELS)]
+        assert done.stdout.split("\n")[:2] == [str(sorted(MODELS)), str(classes)]
     if os.environ.get("CI"):  # CI tests the current lmms-eval line, which the extra resolves to
         version = tuple(int(p) for p in importlib.metadata.version("lmms_eval").split(".")[:3])
         assert version >= (0, 7, 3), version
@@ -328,6 +331,84 @@ def test_lmms_eval_method_none_cache_gives_the_models_own_answers_in_a_batch(set
             out = model.generate(input_ids=ids, pixel_values_videos=pixels, attention_mask=torch.ones_like(ids),
                                  max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         assert texts[doc] == tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+QWEN_MODELS = {"qwen2.5-vl": "aot_qwen2_5_vl", "qwen3-vl": "aot_qwen3_vl", "qwen3.5": "aot_qwen3_5"}
+
+
+def test_lmms_eval_qwen_models_give_the_models_own_answers_from_method_none_caches(setup, qwen_caches, tmp_path):
+    """One lmms-eval CLI run (a ``--config`` list, one entry per family) of `aot_qwen2_5_vl`,
+    `aot_qwen3_vl` and `aot_qwen3_5` on caches `aot compress` made with ``--method none --ratio
+    1.0`` (bikes at 8 frames, carphone at 7), three documents in batches of two: each answer is the
+    Qwen model's own greedy answer on its processor's prompt and pixel values of the same sampled
+    frames, and each model's provenance file lands beside its results."""
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    from qwen_caches import own_inputs
+
+    every = {family: qwen_caches(family) for family in QWEN_MODELS}
+    clips = [every["qwen2.5-vl"].clips / name for name in ("bikes.mp4", "carphone_pristine.mp4")]
+    tasks = write_task(tmp_path / "tasks", [str(c) for c in clips + clips[:1]])
+    runs = [{"model": QWEN_MODELS[family], "tasks": "aot_gen", "include_path": str(tasks), "batch_size": 2,
+             "model_args": f"pretrained={caches.checkpoint},cache={caches.full},device=cpu,dtype=fp32,"
+                           f"record={tmp_path / family}.jsonl",
+             "output_path": str(tmp_path / "out" / family), "log_samples": True} for family, caches in every.items()]
+    (tmp_path / "runs.yaml").write_text(json.dumps(runs))  # JSON is YAML
+    done = run(setup, ["-m", "lmms_eval", "--config", str(tmp_path / "runs.yaml")], setup["root"])
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+
+    for family, caches in every.items():
+        log = records(tmp_path / f"{family}.jsonl")
+        assert [(line["cache_id"], line["batch"]) for line in log] == [
+            ("clips/bikes.mp4", 2), ("clips/carphone_pristine.mp4", 2), ("clips/bikes.mp4", 1)]
+        out = tmp_path / "out" / family
+        texts = answers(out)
+        model = AutoModelForImageTextToText.from_pretrained(caches.checkpoint, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(caches.checkpoint)
+        cache = TokenCache(caches.full)
+        for doc, clip in enumerate(clips + clips[:1]):
+            video = cache[f"clips/{clip.name}"]
+            own = own_inputs(family, model, tokenizer, QUESTION, video, clip, caches.checkpoint)
+            with torch.no_grad():
+                ids = model.generate(**own, max_new_tokens=NEW_TOKENS, do_sample=False)[0, own["input_ids"].shape[1]:]
+            want = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            assert texts[doc] == want.split("\n\n")[0] and texts[doc], (family, doc)
+
+        (found,) = out.rglob("*_aot_provenance.json")
+        (results,) = out.rglob("*_results.json")
+        record = json.loads(found.read_text())
+        assert found.parent == results.parent and record["lmms_eval"]["model"] == QWEN_MODELS[family]
+        assert record["lmms_eval"]["batch_size"] == 2 and record["cache"]["family"] == family
+        assert record["checkpoint"]["class"].endswith("ForConditionalGeneration")
+        fingerprints = {cache[v].meta["config_fingerprint"] for v in cache.ids()}
+        assert sorted(record["config_fingerprints"]) == sorted(fingerprints)
+        assert sorted(g["frames"] for g in record["configurations"]) == [[7], [8]]
+        assert {(g["method"], tuple(g["achieved_ratios"])) for g in record["configurations"]} == {("none", (1.0,))}
+        assert record["requests"]["generate_until"] == 3
+
+
+def test_lmms_eval_models_refuse_a_cache_of_another_family_in_one_line(setup, qwen_caches, capsys):
+    """A LLaVA-OneVision cache given to a Qwen model and a Qwen cache given to the LLaVA model: one
+    line naming the model that reads it, before either model loads."""
+    from aot_cli.lmms_eval.models.aot_llava_onevision import AotLlavaOneVision
+    from aot_cli.lmms_eval.models.aot_qwen2_5_vl import AotQwen2_5_VL
+    from aot_cli.lmms_eval.models.aot_qwen3_vl import AotQwen3VL
+    from aot_cli.lmms_eval.models.base import EvaluationStopped
+
+    qwen3 = qwen_caches("qwen3-vl")
+    cases = [(AotQwen3VL, qwen3.checkpoint, setup["root"] / "cache", "aot_qwen3_vl",
+              "made with the llava-onevision profile but this model reads qwen3-vl caches (use aot_llava_onevision"),
+             (AotLlavaOneVision, setup["ckpt"], qwen3.pruned, "aot_llava_onevision",
+              "made with the qwen3-vl profile but this model reads llava-onevision caches (use aot_qwen3_vl"),
+             (AotQwen2_5_VL, qwen_caches("qwen2.5-vl").checkpoint, qwen3.pruned, "aot_qwen2_5_vl",
+              "made with the qwen3-vl profile but this model reads qwen2.5-vl caches (use aot_qwen3_vl"),
+             (AotQwen3VL, setup["ckpt"], qwen3.pruned, "aot_qwen3_vl",
+              "model_type 'llava_onevision' is not a qwen3-vl checkpoint")]
+    for cls, pretrained, cache, name, words in cases:
+        with pytest.raises(EvaluationStopped) as stop:
+            cls(pretrained=str(pretrained), cache=str(cache), device="cpu", dtype="fp32")
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert stop.value.code == 2 and line.startswith(f"{name}: error: ") and words in line, line
 
 
 def test_lmms_eval_loglikelihood_task_is_scored_on_0_6_and_refused_in_one_line_on_0_7(setup):

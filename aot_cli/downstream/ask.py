@@ -1,10 +1,11 @@
 """``aot ask``: answer a question about one cached video with the full video LLM.
 
-Loads the checkpoint of the cache's family (:data:`aot_cli.downstream.inputs.CONSUMERS`: today
-LLaVA-OneVision / LLaVA-Video, ``model_type`` ``llava_onevision``) and its processor (or, when the
-processor cannot be built, e.g. without torchvision, its tokenizer), turns the question and the
-cached tokens into the model's inputs (:func:`~aot_cli.downstream.inputs.model_inputs`) and
-generates greedily. The vision tower is loaded with the checkpoint but never run.
+Loads the checkpoint of the cache's family (:data:`aot_cli.downstream.inputs.CONSUMERS`:
+LLaVA-OneVision / LLaVA-Video, ``model_type`` ``llava_onevision``; Qwen2.5-VL, Qwen3-VL, Qwen3.5
+and their MoE variants) and its processor (or, when the processor cannot be built, e.g. without
+torchvision, its tokenizer), turns the question and the cached tokens into the model's inputs
+(:func:`~aot_cli.downstream.inputs.model_inputs`) and generates greedily. The vision tower is
+loaded with the checkpoint but never run.
 
 Never runs code from a checkpoint: every transformers call gets ``trust_remote_code=False``, so a
 checkpoint that needs its own code is refused in one line (transformers would otherwise ask
@@ -33,8 +34,8 @@ from .llava import cached_parts
 @dataclass
 class Answer:
     """What :func:`ask_cached_video` returns: the decoded ``text``, the ``video_id`` asked about,
-    ``video_tokens`` (cached positions spliced in, newlines included), ``prompt_tokens`` (the whole
-    spliced sequence) and ``new_tokens`` (generated)."""
+    ``video_tokens`` (cached tokens fed to the LLM, LLaVA's newlines included), ``prompt_tokens``
+    (the whole prompt) and ``new_tokens`` (generated)."""
 
     text: str
     video_id: str
@@ -115,9 +116,9 @@ def checkpoint_config(checkpoint: str, revision: Optional[str] = None) -> Tuple[
 def checked_consumer(checkpoint: str, config: Any, consumer: Optional[Consumer] = None) -> Consumer:
     """The consumer that reads the checkpoint whose transformers config is ``config``: ``consumer``
     when given (its ``model_type`` must be one of the consumer's), else the first consumer of its
-    ``model_type``. Raises DownstreamError (one line) for a checkpoint no consumer reads (today
-    only ``llava_onevision``: transformers LLaVA-OneVision / LLaVA-Video; LLaVA-NeXT (lmms-lab)
-    checkpoints need the original LLaVA-NeXT code, docs/consumers.md)."""
+    ``model_type``. Raises DownstreamError (one line) for a checkpoint no consumer reads
+    (:func:`~aot_cli.downstream.inputs.supported_model_types`; LLaVA-NeXT (lmms-lab) checkpoints
+    need the original LLaVA-NeXT code, docs/consumers.md)."""
     model_type = getattr(config, "model_type", None)
     if consumer is not None:
         if model_type not in consumer.model_types:

@@ -26,6 +26,10 @@ from .errors import DownstreamError
 
 # Tensors with one entry per token ([T] or [T, D]); they are padded together by collate_videos.
 TOKEN_ALIGNED = ("tokens", "frame", "index", "kind")
+# Token-aligned along their second dimension: Qwen3-VL's DeepStack rows [L, T, D].
+TOKEN_ALIGNED_DIM1 = ("deepstack",)
+# Per-video tensors of one fixed shape, stacked into [B, ...]: the Qwen grid (t, h, w) [3].
+STACKED = ("video_grid_thw",)
 VideoItem = Dict[str, Any]
 
 
@@ -90,11 +94,12 @@ def collate_videos(batch: Sequence[VideoItem], pad: bool = True, padding_side: s
 
     Always: ``ids`` (list of str), ``lengths`` (int64 [B], tokens per video) and ``meta`` (list of
     dicts, when the items have it). With ``pad`` (default) the token-aligned tensors
-    (``tokens`` [T, D] → [B, Tmax, D]; ``frame``/``index``/``kind`` [T] → [B, Tmax]) are padded
-    with zeros to the longest video on ``padding_side`` ("right" or "left") and
-    ``attention_mask`` (int64 [B, Tmax], 1 on real tokens) is added; without ``pad`` they stay lists.
-    Per-video tensors (``frame_indices``, ``anchor_mask``…) are always lists. Mixed token widths
-    or dtypes raise :class:`DownstreamError`.
+    (``tokens`` [T, D] → [B, Tmax, D]; ``frame``/``index``/``kind`` [T] → [B, Tmax]; Qwen3-VL's
+    ``deepstack`` [L, T, D] → [B, L, Tmax, D]) are padded with zeros to the longest video on
+    ``padding_side`` ("right" or "left") and ``attention_mask`` (int64 [B, Tmax], 1 on real
+    tokens) is added, and Qwen's ``video_grid_thw`` [3] is stacked into [B, 3] (the processor's
+    layout); without ``pad`` they stay lists. Other per-video tensors (``frame_indices``,
+    ``anchor_mask``…) are always lists. Mixed token widths or dtypes raise :class:`DownstreamError`.
     """
     if not batch:
         raise DownstreamError("collate_videos: empty batch")
@@ -108,9 +113,14 @@ def collate_videos(batch: Sequence[VideoItem], pad: bool = True, padding_side: s
         values = [item[name] for item in batch]
         if pad and name in TOKEN_ALIGNED:
             out[name] = _pad(name, values, lengths, padding_side, ids)
+        elif pad and name in TOKEN_ALIGNED_DIM1:
+            moved = _pad(name, [v.transpose(0, 1) for v in values], lengths, padding_side, ids)
+            out[name] = moved.transpose(1, 2).contiguous()
+        elif pad and name in STACKED:
+            out[name] = _stack(name, values, ids)
         else:
             out[name] = values
-    if pad and any(name in TOKEN_ALIGNED for name in names):
+    if pad and any(name in TOKEN_ALIGNED + TOKEN_ALIGNED_DIM1 for name in names):
         out["attention_mask"] = _mask(lengths, padding_side)
     if "meta" in batch[0]:
         out["meta"] = [item["meta"] for item in batch]
@@ -120,6 +130,7 @@ def collate_videos(batch: Sequence[VideoItem], pad: bool = True, padding_side: s
 def _length(item: VideoItem) -> int:
     """Tokens of one item, checked to agree across its token-aligned tensors (0 when it has none)."""
     lengths = {name: int(item[name].shape[0]) for name in TOKEN_ALIGNED if name in item}
+    lengths.update({name: int(item[name].shape[1]) for name in TOKEN_ALIGNED_DIM1 if name in item})
     if len(set(lengths.values())) > 1:
         raise DownstreamError(f"collate_videos: video {item['id']!r} has token-aligned tensors of "
                               f"different lengths {lengths}")
@@ -142,6 +153,16 @@ def _pad(name: str, values: List[torch.Tensor], lengths: torch.Tensor, side: str
         else:
             out[b, tmax - n:] = v
     return out
+
+
+def _stack(name: str, values: List[torch.Tensor], ids: List[str]) -> torch.Tensor:
+    """Per-video tensors of one shape and dtype stacked into [B, ...]."""
+    first = values[0]
+    for vid, v in zip(ids, values):
+        if v.shape != first.shape or v.dtype != first.dtype:
+            raise DownstreamError(f"collate_videos: {name!r} of video {vid!r} is {v.dtype} {list(v.shape)}, "
+                                  f"but {ids[0]!r} has {first.dtype} {list(first.shape)}")
+    return torch.stack(values)
 
 
 def _mask(lengths: torch.Tensor, side: str) -> torch.Tensor:

@@ -2,7 +2,8 @@
 :mod:`aot_cli.lmms_eval` run, usable without lmms-eval.
 
 :class:`CachedVideoLLM` holds a transformers video LLM of one family (a consumer of
-:data:`aot_cli.downstream.inputs.CONSUMERS`: LLaVA-OneVision, LLaVA-Video) and a cache. Each
+:data:`aot_cli.downstream.inputs.CONSUMERS`: LLaVA-OneVision, LLaVA-Video, Qwen2.5-VL, Qwen3-VL,
+Qwen3.5) and a cache. Each
 question names its video by a path; the path is looked up in the cache by the rule of
 :mod:`aot_cli.downstream.lookup`, the question and the cached tokens become the model's inputs
 through :func:`~aot_cli.downstream.inputs.model_inputs`, and the model generates or scores a
@@ -59,11 +60,12 @@ def _first_line(exc: BaseException) -> str:
 class CachedVideoLLM:
     """A video LLM answering questions about cached videos.
 
-    ``checkpoint``: a transformers checkpoint of ``family``'s LLM (local directory or hub id; for
-    LLaVA-OneVision / LLaVA-Video ``model_type`` ``llava_onevision``). ``cache``: a cache
-    directory (or, with ``on_miss="error"``, a single aot ``.safetensors`` file). ``family``: the
-    cache profile this model reads (a key of :data:`~aot_cli.downstream.inputs.CONSUMERS`:
-    "llava-onevision", "llava-video"). ``on_miss``: "error" (a video not in the cache raises) or
+    ``checkpoint``: a transformers checkpoint of ``family``'s LLM (local directory or hub id; a
+    ``model_type`` of the family's consumer, e.g. ``llava_onevision``, ``qwen2_5_vl``,
+    ``qwen3_vl``, ``qwen3_5``). ``cache``: a cache directory (or, with ``on_miss="error"``, a
+    single aot ``.safetensors`` file). ``family``: the cache profile this model reads (a key of
+    :data:`~aot_cli.downstream.inputs.CONSUMERS`: "llava-onevision", "llava-video", "qwen2.5-vl",
+    "qwen3-vl", "qwen3.5"). ``on_miss``: "error" (a video not in the cache raises) or
     "compress" (it is compressed into the cache first; a missing cache directory is created).
     ``record``: a JSONL file that gets one line per request and per compressed video.
     ``decode_workers``: decode processes for compression (None: as ``aot compress``). ``readers``:
@@ -74,7 +76,8 @@ class CachedVideoLLM:
     side of ``family``'s LLM (its meta checks included) with the LLM's hidden size, else
     :class:`DownstreamError` (one line). Once the model is loaded, the first cached video goes
     through :func:`~aot_cli.downstream.inputs.model_inputs` (for LLaVA: its newline rows against
-    the model's ``image_newline``). ``can_batch``: whether requests can be batched (the family has a
+    the model's ``image_newline``; for Qwen: the recorded vision tower, merge size and DeepStack
+    depth against the model's). ``can_batch``: whether requests can be batched (the family has a
     ``collate``).
     """
 

@@ -19,7 +19,10 @@ A family is one :class:`Consumer` row of :data:`CONSUMERS` (see :func:`register_
 cache profile it reads, the ``model_type`` values of its checkpoints, the transformers class that
 loads the whole model, its consumer function and, optionally, how to batch and extend its inputs.
 LLaVA-OneVision and LLaVA-Video (:mod:`aot_cli.downstream.llava`): ``inputs_embeds`` [1, L, H] and
-``attention_mask`` [1, L] int64.
+``attention_mask`` [1, L] int64. Qwen2.5-VL, Qwen3-VL and Qwen3.5 (:mod:`aot_cli.downstream.qwen`,
+the MoE variants alike, loaded through ``AutoModelForImageTextToText``): ``input_ids``,
+``attention_mask``, ``position_ids`` [3, 1, L] (each token's position in the uncompressed prompt)
+and ``mm_encoder_outputs`` (the cached tokens and Qwen3-VL's DeepStack rows).
 """
 from __future__ import annotations
 
@@ -141,7 +144,18 @@ def _llava_consumers() -> None:
                                    check_meta=check_newline_convention))
 
 
+def _qwen_consumers() -> None:
+    from .qwen import (QWEN_MODEL_TYPES, check_qwen_meta, collate_qwen_inputs, extend_qwen_inputs, qwen_inputs,
+                       qwen_text_inputs)
+
+    for family, model_types in QWEN_MODEL_TYPES.items():
+        register_consumer(Consumer(family=family, model_types=model_types, model_class="AutoModelForImageTextToText",
+                                   build=qwen_inputs, check_meta=check_qwen_meta, text=qwen_text_inputs,
+                                   collate=collate_qwen_inputs, extend=extend_qwen_inputs))
+
+
 _llava_consumers()
+_qwen_consumers()
 
 
 def supported_model_types() -> List[str]:
@@ -204,12 +218,15 @@ def model_inputs(model: Any, tokenizer_or_processor: Any, question: str, cached_
     for ``model`` (a transformers video LLM of the cache's family, in eval mode) and its tokenizer or
     processor. The text around the video comes from the chat template (a ``question`` that already
     holds the model's video placeholder is used verbatim). ``opts`` go to the family's consumer
-    (LLaVA: ``device``, where the tensors go; default the embedding table's device).
+    (``device``: where the tensors go; default the embedding table's device).
 
     Tensors hold a batch of one; what they are depends on the family (LLaVA-OneVision /
     LLaVA-Video: ``inputs_embeds`` [1, L, H] in the model's dtype, ``attention_mask`` [1, L]
-    int64). Raises :class:`DownstreamError` (one line) when the cache was made by a plain tower, by
-    another family than ``model``'s, or by another checkpoint (width, newline)."""
+    int64; Qwen2.5-VL / Qwen3-VL / Qwen3.5: ``input_ids`` [1, L], ``attention_mask`` [1, L],
+    ``position_ids`` [3, 1, L] int64 and ``mm_encoder_outputs``, see
+    :func:`aot_cli.downstream.qwen.qwen_inputs`). Raises :class:`DownstreamError` (one line) when
+    the cache was made by a plain tower, by another family than ``model``'s, or by another
+    checkpoint (width, newline, vision tower)."""
     meta, where = _cached_meta(cached_video)
     consumer = consumer_for_meta(meta, where)
     config = getattr(model, "config", None)

@@ -3,7 +3,8 @@
     python -m lmms_eval --model aot_llava_onevision \\
         --model_args pretrained=CKPT,cache=CACHE_DIR,on_miss=compress --tasks TASK --output_path results/
 
-The models (:data:`aot_cli.lmms_eval.models.MODELS`: ``aot_llava_onevision``, ``aot_llava_video``)
+The models (:data:`aot_cli.lmms_eval.models.MODELS`: ``aot_llava_onevision``, ``aot_llava_video``,
+``aot_qwen2_5_vl``, ``aot_qwen3_vl``, ``aot_qwen3_5``)
 are registered through the ``lmms_eval.models`` entry point (or ``LMMS_EVAL_PLUGINS=aot_cli.lmms_eval``);
 each reads caches of one family and does its work through
 :class:`aot_cli.downstream.evaluation.CachedVideoLLM`. Every evaluation writes a provenance file

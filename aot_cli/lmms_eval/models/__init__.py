@@ -18,6 +18,9 @@ from __future__ import annotations
 MODELS = {
     "aot_llava_onevision": ("AotLlavaOneVision", "llava-onevision"),
     "aot_llava_video": ("AotLlavaVideo", "llava-video"),
+    "aot_qwen2_5_vl": ("AotQwen2_5_VL", "qwen2.5-vl"),
+    "aot_qwen3_vl": ("AotQwen3VL", "qwen3-vl"),
+    "aot_qwen3_5": ("AotQwen3_5", "qwen3.5"),
 }
 
 AVAILABLE_MODELS = {name: cls for name, (cls, _) in MODELS.items()}
