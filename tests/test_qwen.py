@@ -15,6 +15,7 @@ from aot_cli.models import load_model
 from aot_cli.models.qwen_preprocess import QwenVideoSpec, patchify, spec_from_processor_config, video_pixels
 
 import qwen_checkpoints as qc
+from qwen_caches import decode_native
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "samples" / "bikes.mp4"
@@ -249,14 +250,6 @@ def test_exact_budgets_on_the_merged_grid(tiny_qwen_dir, request, adapters, rati
 
 
 # ---------------------------------------------------------------- aot compress on a real clip
-
-def decode_native(path: Path, indices):
-    import av
-
-    with av.open(str(path)) as container:
-        pictures = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    return torch.from_numpy(np.stack([pictures[i] for i in indices]))
-
 
 def only(path):
     """The one video of a single-video cache file."""
