@@ -3,16 +3,20 @@ preprocessing against the processors' rules, tokens against the model's own get_
 scores against eager attention, exact budgets, and caches written by ``aot compress``."""
 from __future__ import annotations
 
+import json
 import math
+import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from aot_cli.config import ModelConfig
+from aot_cli.config import DecodeConfig, ModelConfig
 from aot_cli.models import load_model
-from aot_cli.models.qwen_preprocess import QwenVideoSpec, patchify, spec_from_processor_config, video_pixels
+from aot_cli.models.qwen_preprocess import (QwenDecodeTarget, QwenVideoSpec, patchify, spec_from_processor_config,
+                                            video_pixels)
 
 import qwen_checkpoints as qc
 from qwen_caches import decode_native
@@ -284,7 +288,7 @@ def test_compress_caches_match_the_model(tiny_qwen_dir, request, hf_models, tmp_
     t, gh, gw = tensors["video_grid_thw"].tolist()
     assert t == 4 and len(tensors["frame_indices"]) == 7  # odd count: the processor repeats the last frame
     assert entry.meta["processor"]["padded_frames"] == 1 and entry.meta["model"]["family"] == family
-    frames = decode_native(CLIP, tensors["frame_indices"].tolist())
+    frames = decode_native(CLIP, tensors["frame_indices"].tolist(), entry.meta["sampling"]["decode_size"])
     spec = tiny_spec(family)
     pixels = video_pixels(frames, spec, torch.device("cpu"), torch.float32)
     patches, thw = patchify(pixels, spec.patch_size, spec.merge_size, spec.temporal_patch_size)
@@ -362,3 +366,124 @@ def test_qwen_flag_checks(tiny_qwen2_5_vl_dir, tmp_path, flags, message):
     code, text = run_cli("compress", CLIP, "-o", out, "--model", tiny_qwen2_5_vl_dir, "--device", "cpu", *flags)
     assert code == 2 and message in text and "Traceback" not in text
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- decoding at the tower's size
+
+#: Released checkpoints' video budgets (Qwen2.5-VL's per frame, Qwen3-VL's per video).
+RELEASED_SPECS = {
+    "qwen2.5-vl": spec_from_processor_config({"size": {"shortest_edge": 128 * 28 * 28, "longest_edge": 768 * 28 * 28}},
+                                             "frame", "released"),
+    "qwen3-vl": spec_from_processor_config({"size": {"shortest_edge": 4096, "longest_edge": 25165824}},
+                                           "video", "released"),
+}
+
+
+@pytest.mark.parametrize("spec_name", ["tiny qwen2.5-vl", "tiny qwen3-vl", "released qwen2.5-vl", "released qwen3-vl"])
+def test_decode_size_gives_the_processors_grid_for_the_native_size(spec_name):
+    """Odd native sizes and frame counts: the size frames are decoded at (about twice the
+    processor's size, never above native) gives the same processor grid as the native size."""
+    from aot_cli.video.decode import decode_size
+
+    origin, family = spec_name.split()
+    spec = tiny_spec(family) if origin == "tiny" else RELEASED_SPECS[family]
+    shrunk = 0
+    for height, width in [(2161, 3839), (4321, 7681), (1081, 1921), (719, 1283), (577, 1025), (3001, 211),
+                          (1283, 719), (2160, 3840), (271, 641)]:
+        for frames in (1, 2, 5, 7, 16, 31, 64):
+            target = QwenDecodeTarget(spec, frames)
+            h, w = decode_size(height, width, target)
+            assert h <= height and w <= width
+            assert spec.grid_thw(frames, h, w) == spec.grid_thw(frames, height, width), (height, width, frames, h, w)
+            th, tw = spec.frame_size(frames, height, width)
+            if (h, w) != (height, width):
+                shrunk += 1
+                assert h >= min(height, 2 * th - 2) and w >= min(width, 2 * tw - 2)  # about twice, aspect kept
+    assert shrunk > 10  # the rule is exercised, not only the native fallback
+
+
+def test_decode_target_follows_the_frame_count(adapters):
+    """The hook the pipeline uses: the count of --frames (else the profile's), none under --fps
+    for the per-video budgets (the count is not known before decoding), picklable."""
+    from aot_cli.pipeline.workers import decode_target
+
+    for family, adapter in adapters.items():
+        spec = adapter.video_spec
+        target = decode_target(adapter, DecodeConfig(frames=7))
+        assert target(1081, 1921) == spec.frame_size(7, 1081, 1921)
+        assert pickle.loads(pickle.dumps(target))(1081, 1921) == target(1081, 1921)
+        default = decode_target(adapter, DecodeConfig())
+        assert default(2160, 3840) == spec.frame_size(adapter.profile.default_frames, 2160, 3840)
+        by_rate = decode_target(adapter, DecodeConfig(fps=2.0))
+        if family == "qwen2.5-vl":
+            assert by_rate(2160, 3840) == spec.frame_size(3, 2160, 3840)
+        else:
+            assert by_rate is None
+            assert spec.frame_size(4, 2160, 3840) != spec.frame_size(32, 2160, 3840)  # why the count matters
+
+
+def smaller_budget(src: Path, dst: Path, family: str) -> Path:
+    """A copy of the tiny checkpoint ``src`` whose video budget is a quarter of its own, so the
+    sample clip (640x272) is decoded below its native size."""
+    shutil.copytree(src, dst)
+    path = dst / "video_preprocessor_config.json"
+    data = json.loads(path.read_text())
+    factor = data["patch_size"] * data["merge_size"]
+    data["size"]["longest_edge"] = (1 if family == "qwen2.5-vl" else 16) * 16 * factor * factor
+    path.write_text(json.dumps(data))
+    return dst
+
+
+def cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.reshape(-1, a.shape[-1]).double(),
+                                                 b.reshape(-1, b.shape[-1]).double(), dim=-1)
+
+
+def test_tower_size_decode_keeps_the_native_grid_and_tokens(tiny_qwen_dir, request, hf_models, tmp_path):
+    """`aot compress` decodes Qwen frames at about twice the processor's size: the cache records
+    that size, its grid is the processor's for the native size, its tokens equal the model's on
+    the frames at that size, and stay close to the tokens of native frames, both through aot's own
+    path and through the processor rule and get_video_features on frames PyAV decodes natively."""
+    from aot_cli.video import decode_video
+
+    family = family_of(request)
+    checkpoint = smaller_budget(tiny_qwen_dir, tmp_path / "ckpt", family)
+    out = tmp_path / "small.safetensors"
+    code, text = run_cli("compress", CLIP, "-o", out, "--model", checkpoint, "--frames", 7, "--method", "none",
+                         "--ratio", "1.0", "--device", "cpu", "--dtype", "fp32", "--decode-workers", 0, "-q")
+    assert code == 0, text
+    entry = only(out)
+    tensors = entry.tensors()
+    native = (entry.meta["video"]["height"], entry.meta["video"]["width"])
+    decoded = tuple(entry.meta["sampling"]["decode_size"])
+    assert native == (272, 640) and decoded[0] < native[0] and decoded[1] < native[1]
+    adapter = load_model(ModelConfig(model=str(checkpoint), dtype="fp32", device="cpu"))
+    spec = adapter.video_spec
+    grid = tuple(tensors["video_grid_thw"].tolist())
+    assert grid == spec.grid_thw(7, *native) == spec.grid_thw(7, *decoded)
+    assert (entry.meta["processor"]["resized_height"], entry.meta["processor"]["resized_width"]) == \
+        spec.frame_size(7, *native)
+    indices = tensors["frame_indices"].tolist()
+    model = hf_models[family]
+
+    def model_tokens(frames):
+        pixels = video_pixels(frames, spec, torch.device("cpu"), torch.float32)
+        patches, thw = patchify(pixels, spec.patch_size, spec.merge_size, spec.temporal_patch_size)
+        assert thw == grid
+        with torch.no_grad():
+            return model.model.get_video_features(pixel_values_videos=patches, video_grid_thw=torch.tensor([thw]))
+
+    at_size = model_tokens(decode_native(CLIP, indices, decoded))
+    assert torch.allclose(tensors["tokens"], at_size.pooler_output[0], atol=1e-5)  # the processor's resize last
+    from_native = model_tokens(decode_native(CLIP, indices))
+    independent = cosines(tensors["tokens"], from_native.pooler_output[0])
+    assert float(independent.mean()) >= 0.99 and float(independent.min()) >= 0.95
+    own_native = decode_video(CLIP, DecodeConfig(frames=7))
+    assert tuple(own_native.frames.shape[1:3]) == native
+    with torch.no_grad():
+        native_tokens = adapter.features(adapter.preprocess(own_native.frames))
+    same_path = cosines(tensors["tokens"], native_tokens)
+    assert float(same_path.mean()) >= 0.999 and float(same_path.min()) >= 0.99
+    if family == "qwen3-vl":
+        want = torch.stack([f[0] for f in from_native.deepstack_features])
+        assert float(cosines(tensors["deepstack"], want).mean()) >= 0.99

@@ -110,7 +110,7 @@ def measure_video(item: VideoInput, adapter, cfg: RunConfig, method: AOTConfig, 
     workdir.mkdir(parents=True, exist_ok=True)
     target = workdir / "video.safetensors"
     decoded, t = timed(lambda: decode_video(item.path, cfg.decode, default_frames=adapter.profile.default_frames,
-                                            target_size=decode_target(adapter)), device)
+                                            target_size=decode_target(adapter, cfg.decode)), device)
     out.best("decode", t)
     pixels, t = timed(lambda: adapter.preprocess(decoded.frames), device)
     out.best("preprocess", t)
@@ -155,7 +155,7 @@ def warm_up(item: VideoInput, adapter, cfg: RunConfig) -> None:
     one-off costs (kernel selection, allocator growth, lazy imports) stay out of the timings."""
     score_layers = cfg.model.score_layers or adapter.profile.score_layers
     decoded = decode_video(item.path, cfg.decode, default_frames=adapter.profile.default_frames,
-                           target_size=decode_target(adapter))
+                           target_size=decode_target(adapter, cfg.decode))
     pixels = adapter.preprocess(decoded.frames[: adapter.batch_frames])
     adapter.features(pixels)
     adapter.encode(pixels, score_layers=score_layers)

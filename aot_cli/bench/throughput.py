@@ -77,7 +77,7 @@ def measure_decode(items: List[VideoInput], adapter, cfg: RunConfig, workers: in
     RuntimeError when a video fails to decode."""
     runs = into if into is not None else DecodeRuns(workers=int(workers))
     copies = copies_for(len(items), workers)
-    target = decode_target(adapter)
+    target = decode_target(adapter, cfg.decode)
     default_frames = adapter.profile.default_frames
 
     def job(item: VideoInput) -> DecodeJob:

@@ -294,7 +294,7 @@ def run_sweep(video: str | Path, ratios: Sequence[float], cfg=None, *,
     adapter = adapter or load_model(cfg.model)
     t1 = time.perf_counter()
     decoded = decode_video(Path(video), cfg.decode, default_frames=adapter.profile.default_frames,
-                           target_size=decode_target(adapter))
+                           target_size=decode_target(adapter, cfg.decode))
     t2 = time.perf_counter()
     out = adapter.encode(adapter.preprocess(decoded.frames), score_layers=cfg.model.score_layers or adapter.profile.score_layers)
     t3 = time.perf_counter()

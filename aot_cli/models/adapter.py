@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -165,6 +165,15 @@ class VisionAdapter:
         """Side outputs :meth:`encode` returns in ``TowerOutput.side`` (name -> number of groups:
         a side output of ``C = G * D`` channels is stored ``[G, T, D]``); none by default."""
         return {}
+
+    def decode_target(self, frames: Optional[int] = None) -> Optional[Callable[[int, int], Tuple[int, int]]]:
+        """What :meth:`preprocess` resizes a (height, width) frame to, as a picklable function of
+        the displayed (height, width), for decoding straight to about twice that size
+        (:func:`aot_cli.video.decode_video`'s ``target_size``); None: decode at native size.
+        ``frames``: how many frames are sampled when that is known before decoding (None with
+        ``--fps``); only adapters whose resize depends on the count use it. By default the image
+        spec's ``resized_size``."""
+        return getattr(self.spec, "resized_size", None)
 
     def video_entry(self, num_frames: int, height: int, width: int) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
         """Extra per-video tensors and meta for ``num_frames`` decoded frames of ``height x

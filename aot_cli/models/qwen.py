@@ -40,7 +40,7 @@ from aot_cli.models.errors import ModelLoadError, first_line
 from aot_cli.models.families import QWEN_TYPES, check_qwen_score_layers, qwen_family, qwen_full_attention  # noqa: F401
 from aot_cli.models.preprocess import as_frame_tensor
 from aot_cli.models.profiles import select_profile
-from aot_cli.models.qwen_preprocess import QwenVideoSpec, patchify, read_video_spec, video_pixels
+from aot_cli.models.qwen_preprocess import QwenDecodeTarget, QwenVideoSpec, patchify, read_video_spec, video_pixels
 from aot_cli.models.scores import ScoreCapture
 from aot_cli.models.source import WeightReader
 
@@ -70,7 +70,7 @@ class QwenTower(Tower):
 
 class QwenVisionAdapter(VisionAdapter):
     """A loaded Qwen-family tower (see the module docstring). ``preprocess`` takes uint8 frames
-    ``[F, H, W, 3]`` (decoded at their native size) to pixel values ``[F', 3, h, w]`` (``F'``
+    ``[F, H, W, 3]`` (decoded at about twice the processor's size, :meth:`decode_target`) to pixel values ``[F', 3, h, w]`` (``F'``
     even); ``encode`` returns tokens ``[t, N, D]`` with ``t = F'/2`` and ``N = (h/28)*(w/28)``
     (patch 14; 32 for patch 16), scores ``[t, N]`` and the side output ``deepstack``."""
 
@@ -105,6 +105,18 @@ class QwenVisionAdapter(VisionAdapter):
         _, gh, gw = self.video_spec.grid_thw(num_frames, height, width)
         merge = self.video_spec.merge_size
         return gh // merge, gw // merge
+
+    def decode_target(self, frames: Optional[int] = None) -> Optional[QwenDecodeTarget]:
+        """The processor's size for ``frames`` sampled frames as a function of the displayed
+        (height, width) (:class:`~aot_cli.models.qwen_preprocess.QwenDecodeTarget`), so frames are
+        decoded straight to about twice it and :meth:`preprocess` still does the processor's resize
+        from them, to the same size as from native frames. A per-frame budget (Qwen2.5-VL) does
+        not need the count; a per-video budget (Qwen3-VL / Qwen3.5) does, so without it (``--fps``:
+        the count follows the timeline) frames are decoded at native size (None)."""
+        spec = self.video_spec
+        if spec.budget == "frame":
+            return QwenDecodeTarget(spec, spec.temporal_patch_size)
+        return QwenDecodeTarget(spec, int(frames)) if frames is not None else None
 
     @property
     def grid(self) -> Tuple[int, int]:

@@ -82,8 +82,8 @@ class QwenVideoSpec:
     def frame_size(self, num_frames: int, height: int, width: int) -> Tuple[int, int]:
         """(height, width) the processor resizes ``num_frames`` frames of ``height x width`` to.
         Raises ValueError (one line) for frames the processor refuses (aspect ratio over 200).
-        (Not named ``resized_size``: the size depends on the native size and, for Qwen3-VL, the
-        frame count, so frames are decoded at their native size, not at a target.)"""
+        (Not named ``resized_size``: for Qwen3-VL the size also depends on the frame count; the
+        decode target is :class:`QwenDecodeTarget`, which knows it.)"""
         if self.budget == "frame":
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
@@ -111,6 +111,20 @@ class QwenVideoSpec:
         data["min_pixels"], data["max_pixels"] = data.pop("shortest_edge"), data.pop("longest_edge")
         data["cap_pixels_per_frame"] = False
         return data
+
+
+@dataclass(frozen=True)
+class QwenDecodeTarget:
+    """The size the processor resizes ``frames`` frames of a ``height x width`` video to, as a
+    function of (height, width) alone: the decode target of a Qwen adapter
+    (:func:`aot_cli.video.decode_video`'s ``target_size``), picklable for the decode processes and
+    Ray tasks. ``frames``: the sampled frame count (ignored by a per-frame budget)."""
+
+    spec: QwenVideoSpec
+    frames: int
+
+    def __call__(self, height: int, width: int) -> Tuple[int, int]:
+        return self.spec.frame_size(self.frames, int(height), int(width))
 
 
 def _number(data: Dict[str, Any], key: str, where: str, default: Any) -> Any:

@@ -386,7 +386,8 @@ class VideoStep:
     def jobs(self, items: Sequence[VideoInput], known: Sequence[Optional[str]]) -> List[DecodeJob]:
         """The decode jobs of ``items`` (``known``: the content hash each is cached under, or None)."""
         profile = self.adapter.profile
-        return [DecodeJob(str(item.path), self.cfg.decode, profile.default_frames, sha, decode_target(self.adapter))
+        target = decode_target(self.adapter, self.cfg.decode)
+        return [DecodeJob(str(item.path), self.cfg.decode, profile.default_frames, sha, target)
                 for item, sha in zip(items, known)]
 
     def run(self, items: List[VideoInput], known: Sequence[Optional[str]], pool) -> None:

@@ -246,7 +246,7 @@ def compress_video(path, cfg: Optional[RunConfig] = None, adapter=None, video_id
     adapter = adapter or load_model(cfg.model)
     t0 = time.perf_counter()
     decoded = decode_video(Path(path), cfg.decode, default_frames=adapter.profile.default_frames,
-                           target_size=decode_target(adapter))
+                           target_size=decode_target(adapter, cfg.decode))
     t_dec = time.perf_counter() - t0
     res = compress_frames(video_id or Path(path).name, decoded, adapter, cfg)
     res.timings["decode"] = t_dec

@@ -98,11 +98,19 @@ class DecodeJob:
     target_size: Optional[Any] = None
 
 
-def decode_target(adapter) -> Optional[Callable[[int, int], Tuple[int, int]]]:
-    """What the adapter's preprocessing resizes a (height, width) frame to (its
-    ``spec.resized_size``, picklable), or None when it does not say."""
-    spec = getattr(adapter, "spec", None)
-    return getattr(spec, "resized_size", None)
+def decode_target(adapter, decode: Optional[DecodeConfig] = None) -> Optional[Callable[[int, int], Tuple[int, int]]]:
+    """What the adapter's preprocessing resizes a (height, width) frame to, picklable
+    (:meth:`~aot_cli.models.adapter.VisionAdapter.decode_target`), or None when it does not say.
+    ``decode``: the run's decode settings; they give the frame count when it is known before
+    decoding (``frames``, else the profile's default, unless ``fps`` is set), which the Qwen3-VL /
+    Qwen3.5 resize depends on. Objects outside the adapter interface: their ``spec.resized_size``."""
+    hook = getattr(adapter, "decode_target", None)
+    if not callable(hook):
+        return getattr(getattr(adapter, "spec", None), "resized_size", None)
+    frames = None
+    if decode is not None and decode.fps is None:
+        frames = decode.frames if decode.frames is not None else adapter.profile.default_frames
+    return hook(frames)
 
 
 @dataclass
