@@ -377,3 +377,62 @@ def test_readme_qwen_example_runs_as_written_with_a_tiny_checkpoint(qwen_caches,
         (want,), _ = generate_texts(model, processor, model_inputs(model, processor, "What happens in this video?",
                                                                    video), max_new_tokens=32)
     assert printed == want and printed
+
+
+def _templates_only_for_the_processor(src: Path, dst: Path) -> Path:
+    """A copy of checkpoint ``src`` whose tokenizer has no chat template: the template is moved to a
+    processor's legacy ``chat_template.json`` (as many released Qwen checkpoints keep it)."""
+    import json
+
+    shutil.copytree(src, dst)
+    template = (dst / "chat_template.jinja").read_text(encoding="utf-8")
+    (dst / "chat_template.jinja").unlink()
+    config = json.loads((dst / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("chat_template", None)
+    (dst / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (dst / "chat_template.json").write_text(json.dumps({"chat_template": template}), encoding="utf-8")
+    return dst
+
+
+def test_text_side_reads_the_chat_template_from_the_processors_files(llms, qwen_caches, tmp_path):
+    """A tokenizer without a template, the template in chat_template.json: load_text_side gives a
+    tokenizer carrying it (the processor cannot be built here), and the prompt equals the one made
+    with the original checkpoint's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from aot_cli.downstream import load_text_side
+
+    model, tokenizer = llms["qwen3-vl"]
+    caches = qwen_caches("qwen3-vl")
+    video = videos(caches.pruned)[0]
+    checkpoint = _templates_only_for_the_processor(caches.checkpoint, tmp_path / "ckpt")
+    bare = AutoTokenizer.from_pretrained(checkpoint)
+    assert not bare.chat_template
+    with pytest.raises(DownstreamError, match="no chat template.*load_text_side"):
+        model_inputs(model, bare, QUESTION, video)
+    side = load_text_side(str(checkpoint))
+    assert getattr(side, "tokenizer", None) is None  # the tokenizer, not a processor
+    got, want = model_inputs(model, side, QUESTION, video), model_inputs(model, tokenizer, QUESTION, video)
+    assert torch.equal(got["input_ids"], want["input_ids"]) and torch.equal(got["position_ids"], want["position_ids"])
+
+
+def test_processor_chat_template_follows_transformers_order(tmp_path):
+    """processor_config.json's chat_template key, else chat_template.json, else chat_template.jinja
+    (ProcessorMixin.get_processor_dict); none -> None; an unreadable file -> one line."""
+    import json
+
+    from aot_cli.downstream.ask import processor_chat_template
+
+    (tmp_path / "chat_template.jinja").write_text("jinja", encoding="utf-8")
+    assert processor_chat_template(str(tmp_path)) == "jinja"
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": "json"}), encoding="utf-8")
+    assert processor_chat_template(str(tmp_path)) == "json"
+    (tmp_path / "processor_config.json").write_text(json.dumps({"chat_template": "config"}), encoding="utf-8")
+    assert processor_chat_template(str(tmp_path)) == "config"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert processor_chat_template(str(empty)) is None
+    (empty / "chat_template.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(DownstreamError) as error:
+        processor_chat_template(str(empty))
+    assert "\n" not in str(error.value) and str(empty) in str(error.value)

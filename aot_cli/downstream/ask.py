@@ -144,8 +144,11 @@ def check_checkpoint(checkpoint: str, revision: Optional[str] = None,
 
 def load_text_side(checkpoint: str, revision: Optional[str] = None, **options: Any) -> Any:
     """The checkpoint's processor when it can be built (it carries the chat template), else its
-    tokenizer. Only the text side is used. ``options``: :func:`load_options` (default: the
-    revision and ``trust_remote_code=False``)."""
+    tokenizer, carrying the chat template the processor would have used
+    (:func:`processor_chat_template`; many checkpoints keep it in ``chat_template.json`` or
+    ``chat_template.jinja`` rather than in ``tokenizer_config.json``). Only the text side is used.
+    ``options``: :func:`load_options` (default: the revision and ``trust_remote_code=False``).
+    Raises DownstreamError (one line) when no tokenizer loads or the template files cannot be read."""
     from transformers import AutoProcessor, AutoTokenizer
 
     options = {"revision": revision, **options, "trust_remote_code": False}
@@ -156,9 +159,38 @@ def load_text_side(checkpoint: str, revision: Optional[str] = None, **options: A
     except Exception:  # noqa: BLE001 - e.g. the video processor needs torchvision; fall back
         pass
     try:
-        return AutoTokenizer.from_pretrained(checkpoint, **options)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint, **options)
     except Exception as exc:  # noqa: BLE001
         raise DownstreamError(f"{checkpoint}: cannot load a tokenizer ({_first_line(exc)})") from None
+    template = processor_chat_template(checkpoint, **options)
+    if template is not None:
+        tokenizer.chat_template = template  # what the processor's apply_chat_template would render
+    return tokenizer
+
+
+def processor_chat_template(checkpoint: str, **options: Any) -> Optional[str]:
+    """The chat template a processor of ``checkpoint`` would carry, read from its files without
+    building the processor (whose video processor may need torchvision): transformers'
+    ``ProcessorMixin.get_processor_dict``, so its order holds -- a ``chat_template`` key in
+    ``processor_config.json``, else ``chat_template.json`` (key ``chat_template``), else
+    ``chat_template.jinja``. Several named templates: the ``default`` one. None when the
+    checkpoint has none (the tokenizer's own then applies). ``options``: as for
+    ``from_pretrained`` (revision, ``local_files_only``). Raises DownstreamError (one line) for
+    template files that cannot be read."""
+    from transformers.processing_utils import ProcessorMixin
+
+    try:
+        data, _ = ProcessorMixin.get_processor_dict(checkpoint, **options)
+    except Exception as exc:  # noqa: BLE001 - unreadable JSON, a file that cannot be fetched
+        raise DownstreamError(f"{checkpoint}: cannot read the processor's chat template ({_first_line(exc)})") \
+            from None
+    template = data.get("chat_template") if isinstance(data, dict) else None
+    if isinstance(template, dict):
+        template = template.get("default")
+    if template is not None and not isinstance(template, str):
+        raise DownstreamError(f"{checkpoint}: the processor's chat template is a {type(template).__name__}, "
+                              "not a Jinja template string")
+    return template or None
 
 
 def load_generator(checkpoint: str, *, consumer: Optional[Consumer] = None, device: str = "auto",

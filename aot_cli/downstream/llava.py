@@ -155,7 +155,9 @@ def format_prompt(processor_or_tokenizer: Any, question: str, video_token: str) 
     elif getattr(tokenizer, "chat_template", None):
         text = _render_with_tokenizer(tokenizer, turn, question, video_token)
     else:
-        raise DownstreamError(f"{name}: no chat template; write the prompt yourself with one {video_token} in it")
+        raise DownstreamError(f"{name}: no chat template (aot_cli.downstream.load_text_side(checkpoint) also reads "
+                              f"chat_template.json / chat_template.jinja); or write the prompt yourself with one "
+                              f"{video_token} in it")
     if not isinstance(text, str) or text.count(video_token) != 1:
         count = text.count(video_token) if isinstance(text, str) else 0
         raise DownstreamError(f"{name}: the chat template produced {count} {video_token} placeholders, expected "
