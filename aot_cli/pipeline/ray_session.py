@@ -1,0 +1,143 @@
+"""Connecting `aot compress --engine ray` to Ray for one run, and what the driver does while it
+waits on Ray: :func:`ray_session` (a private local Ray, :mod:`.ray_local`, or ``--ray-address``'s
+cluster; stdout kept for the ``--jsonl`` lines), :class:`RunSignals` (SIGINT / SIGTERM / SIGHUP
+acted on between Ray calls), :class:`RayEngineError` and :func:`error_line` (Ray's exceptions in
+one line)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional
+
+import ray
+
+
+class RayEngineError(RuntimeError):
+    """The ray engine cannot go on (an actor cannot load the model or write its part, every actor
+    died, Ray cannot start): one line, exit 2."""
+
+
+def error_line(exc: BaseException) -> str:
+    """A Ray exception (or the exception it wraps) as ``Type: message`` on one line."""
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__}: {' '.join(str(cause).split())[:400]}"
+
+
+class _OwnStdout:
+    """``sys.stdout`` while the driver is connected to Ray: what this thread writes (the
+    ``--jsonl`` lines) goes to stdout; what Ray's background threads print there (its messages
+    about dead workers) goes to stderr, so stdout stays one JSON object per line."""
+
+    def __init__(self, out, err) -> None:
+        self._out, self._err, self._owner = out, err, threading.current_thread()
+
+    def _sink(self):
+        return self._out if threading.current_thread() is self._owner else self._err
+
+    def write(self, text: str) -> int:
+        return self._sink().write(text)
+
+    def flush(self) -> None:
+        self._sink().flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._out, name)
+
+
+@contextmanager
+def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
+    """Connected to Ray for the run: ``engine.ray_address``'s cluster (left running), else a
+    private local Ray (:class:`~.ray_local.PrivateRay`, ended on exit, whatever ends the run).
+    Yields the private Ray (None when joining a cluster). RayEngineError when it fails."""
+    from .ray_local import PrivateRay, RayStartError
+
+    private = None
+    handlers = _signal_handlers()
+    stdout = sys.stdout
+    sys.stdout = _OwnStdout(stdout, sys.stderr)
+    try:
+        if engine.ray_address is None:
+            private = PrivateRay(num_cpus)
+            try:
+                private.start()
+            except RayStartError as exc:
+                raise RayEngineError(str(exc)) from None
+            outer = os.environ.pop("RAY_ADDRESS", None)  # "auto" would prefer it to the private Ray
+            try:
+                ray.init(address="auto", _temp_dir=private.temp_dir, log_to_driver=False, logging_level=logging.ERROR)
+            finally:
+                if outer is not None:
+                    os.environ["RAY_ADDRESS"] = outer
+        else:
+            try:
+                ray.init(address=engine.ray_address, log_to_driver=False, logging_level=logging.ERROR)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                text = " ".join(str(exc).split())[:300]
+                raise RayEngineError(f"--ray-address {engine.ray_address}: cannot join the Ray cluster ({text})") \
+                    from None
+        _restore(handlers)  # Ray's core worker replaces them (its SIGTERM handler aborts the process)
+        yield private
+    finally:
+        try:
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            sys.stdout = stdout
+            if private is not None:
+                private.stop()
+
+
+class RunSignals:
+    """SIGINT, SIGTERM and SIGHUP while the driver runs: recorded by the handler and raised by
+    :meth:`check` between Ray calls (an exception raised by a handler inside Ray's compiled calls
+    comes out as a SystemError), as KeyboardInterrupt or the command's ``Interrupted``. Once one
+    was raised, later ones are ignored while the run stops (the stop's waits are bounded)."""
+
+    WANTED = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self.raised = False
+        self.previous: Dict[int, object] = {}
+
+    def __enter__(self) -> "RunSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.WANTED:
+                self.previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _restore(self.previous)
+
+    def _record(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def check(self) -> None:
+        if self.received is None or self.raised:
+            return
+        self.raised = True
+        if self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        from .cli_support import Interrupted
+
+        raise Interrupted(self.received)
+
+
+def _signal_handlers() -> Dict[int, object]:
+    """The Python handlers of the signals that end a run (SIGINT, SIGTERM, SIGHUP), to put back
+    after ``ray.init`` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    wanted = [signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)]
+    return {s: signal.getsignal(s) for s in wanted if s is not None and signal.getsignal(s) is not None}
+
+
+def _restore(handlers: Dict[int, object]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
