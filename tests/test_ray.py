@@ -196,15 +196,18 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+@pytest.mark.parametrize("quiet", [False, True], ids=["notes", "quiet"])
 def test_a_killed_actor_costs_only_what_it_had_not_committed_and_nothing_is_committed_twice(
-        ckpt, clips, local_cache, tmp_path):
+        ckpt, clips, local_cache, tmp_path, quiet):
     """Decoding in Ray tasks; one actor SIGKILLed mid-run: Ray restarts it, its videos are
-    handed out again, every clip ends up committed once with the local engine's tokens."""
+    handed out again, every clip ends up committed once with the local engine's tokens. Ray's
+    message about the dead worker is one line of aot's (none at all with -q)."""
     pytest.importorskip("ray")
     marker = uuid.uuid4().hex
     out = tmp_path / "cache"
     proc = start(args(ckpt, clips, out, "--engine", "ray", "--ray-actors", "2", "--ray-decode", "tasks",
-                      "--decode-workers", "1", "--flush-every", "0", "--jsonl"), tmp_path, marker)
+                      "--decode-workers", "1", "--flush-every", "0", "--jsonl", *(["-q"] if quiet else [])),
+                 tmp_path, marker)
     try:
         wait_until(lambda: committed(out) >= 1 or proc.poll() is not None, RUN_S, "a committed video")
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -217,7 +220,13 @@ def test_a_killed_actor_costs_only_what_it_had_not_committed_and_nothing_is_comm
             proc.kill()
             proc.communicate()
     assert proc.returncode == 1, err[-3000:]
-    assert "the Ray actor of part ray-actor0000" in err and "are handed out again" in err, err[-3000:]
+    if quiet:
+        assert err == ""  # only errors with -q, and there are none: Ray's messages included
+    else:
+        assert "the Ray actor of part ray-actor0000" in err and "are handed out again" in err, err[-3000:]
+        assert f"Ray: a worker died (pid {actors[0]}, SYSTEM_ERROR" in err, err[-3000:]
+        assert "(raylet)" not in err and "\x1b[" not in err and "Traceback" not in err, err[-3000:]
+        assert all(len(line) < 500 for line in err.splitlines()), err[-3000:]
     oks = Counter(e["id"] for e in map(json.loads, stdout.splitlines()) if e["status"] == "ok")
     assert oks == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})  # each reported once
     assert ok_rows(out) == Counter({f"clip{i}.mp4": 1 for i in range(CLIPS)})  # and committed once
@@ -348,3 +357,63 @@ def test_url_rows_of_a_list_and_a_manifest_are_failures_and_the_run_goes_on(ckpt
     assert failed["gs://bucket/b.mp4"]["error"].startswith("gs://bucket/b.mp4: a URL (gs://) given as an input")
     assert failed["https://host/v/c.mp4"]["status"] == "unreadable"
     assert failed["https://host/v/c.mp4"]["meta"]["extra"] == {"label": "y"}
+
+
+# ----------------------------------------------------------------------------- Ray's messages
+
+RAYLET_DEATH = ("\x1b[33m(raylet)\x1b[0m A worker died or was killed while executing a task by an unexpected system "
+                "error. To troubleshoot the problem, check the logs for the dead worker. Lease ID: 00ab Worker ID: 13 "
+                "Node ID: 60 Worker IP address: 192.0.2.2 Worker port: 17081 Worker PID: 18096 Worker exit type: "
+                "SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a connection error code 2. End of "
+                "file. Some common causes include: (1) the process was killed by the OOM killer")
+
+
+def test_ray_messages_become_one_line_notes():
+    """The lines Ray 2.x prints in the driver (captured from real runs), as aot's notes."""
+    from aot_cli.pipeline.ray_messages import NOTE_CHARS, ray_note
+
+    assert ray_note(RAYLET_DEATH) == ("Ray: a worker died (pid 18096, SYSTEM_ERROR: Worker unexpectedly exits with a "
+                                      "connection error code 2.)")
+    retried = ("\x1b[33m(raylet)\x1b[0m Task _decode_task failed. There are 1 retries remaining, so the task will be "
+               "retried. Error: \nTraceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom\n")
+    assert ray_note(retried) == ("Ray: Task _decode_task failed. There are 1 retries remaining, so the task will be "
+                                 "retried.")
+    assert ray_note("(VideoActor pid=41, ip=10.0.0.2) Unhandled error: x") == "Ray: Unhandled error: x"
+    assert ray_note("\n  \x1b[0m\n") is None and ray_note("") is None
+    long = ray_note("word " * 200)
+    assert long.startswith("Ray: word") and len(long) <= len("Ray: ") + NOTE_CHARS and "\n" not in long
+
+
+def test_ray_messages_capture_other_threads_stdout_and_the_ray_logger(capsys):
+    """While captured: this thread's stdout stays stdout; what other threads print there and what
+    the ``ray`` logger records become notes, handed over by drain() in this thread; released,
+    the logger's own handlers are back."""
+    import logging
+    import threading
+
+    from aot_cli.pipeline.ray_messages import RayMessages
+
+    logger = logging.getLogger("ray")
+    before = (list(logger.handlers), logger.propagate)
+    notes: List[str] = []
+    messages = RayMessages(notes.append)
+    messages.capture()
+    try:
+        print('{"id": "a"}')
+        thread = threading.Thread(target=lambda: print(RAYLET_DEATH))
+        thread.start()
+        thread.join()
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.error("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1'): boom", exc_info=True)
+        assert notes == []  # handed over only by drain(), in the driver's thread
+        messages.drain()
+    finally:
+        messages.release()
+    out, err = capsys.readouterr()
+    assert out == '{"id": "a"}\n' and err == ""
+    assert notes == ["Ray: a worker died (pid 18096, SYSTEM_ERROR: Worker unexpectedly exits with a connection "
+                     "error code 2.)",
+                     "Ray: Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1'): boom"]
+    assert (list(logger.handlers), logger.propagate) == before

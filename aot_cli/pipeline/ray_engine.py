@@ -43,6 +43,7 @@ import ray
 
 from .inputs import VideoInput
 from .ray_actor import POLL_S, ActorSpec, Report, VideoActor
+from .ray_messages import RayMessages
 from .ray_session import RayEngineError, RunSignals, error_line, ray_session
 from .resume import Event, ResumePlan, Summary, cached_row, existing_cache, report_skipped
 
@@ -294,7 +295,8 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
     and how), ``resume`` the plan made with ``fingerprint``, ``failures`` inputs found unusable
     before the run (recorded like decode failures). ``summary`` is filled in place (also when the
     run is interrupted); ``emit`` gets one event per video as in :func:`~.batch.run_batch`;
-    ``note`` one line for people when an actor is lost.
+    ``note`` one line for people when an actor is lost, and each of Ray's own messages as one line
+    (:mod:`.ray_messages`; nothing of Ray's reaches stdout or stderr otherwise).
     Raises RayEngineError (one line) when the run cannot go on; KeyboardInterrupt and the
     command's termination exception pass through after the actors committed their work."""
     from .workers import default_workers, usable_cpus
@@ -306,8 +308,13 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
     engine = settings.engine
     known, todo = list(resume.known), list(resume.todo)
     try:
-        with RunSignals() as signals, ray_session(engine, usable_cpus()) as private:
-            signals.check()  # a signal while Ray started
+        messages = RayMessages(note)
+        with RunSignals() as signals, ray_session(engine, usable_cpus(), messages) as private:
+            def poll() -> None:  # between Ray calls: Ray's messages as notes, then the signals
+                messages.drain()
+                signals.check()
+
+            poll()  # a signal while Ray started
             resources = ray.cluster_resources()
             nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
             count, gpus = plan_actors(engine, settings.cfg.model.device, resources, nodes, len(todo))
@@ -332,8 +339,7 @@ def run_ray(items: List[VideoInput], output: Path, settings, *, fingerprint: str
                                     max_task_retries=0).remote(spec)
                 slots.append(_Slot(slot, actor))
             chunk = max(1, min(CHUNK_MAX, len(todo) // (4 * count)))
-            driver = _Driver(items, known, output, fingerprint, summary, emit, slots, chunk, failures, note,
-                             signals.check)
+            driver = _Driver(items, known, output, fingerprint, summary, emit, slots, chunk, failures, note, poll)
             report_skipped(resume, items, driver.base, emit)
             driver._merge()
             try:

@@ -1,6 +1,6 @@
 """Connecting `aot compress --engine ray` to Ray for one run, and what the driver does while it
 waits on Ray: :func:`ray_session` (a private local Ray, :mod:`.ray_local`, or ``--ray-address``'s
-cluster; stdout kept for the ``--jsonl`` lines), :class:`RunSignals` (SIGINT / SIGTERM / SIGHUP
+cluster; Ray's own messages as one-line notes, :mod:`.ray_messages`), :class:`RunSignals` (SIGINT / SIGTERM / SIGHUP
 acted on between Ray calls), :class:`RayEngineError` and :func:`error_line` (Ray's exceptions in
 one line)."""
 from __future__ import annotations
@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 from typing import Dict, Iterator, Optional
 
 import ray
+
+from .ray_messages import RayMessages
 
 
 class RayEngineError(RuntimeError):
@@ -27,38 +28,19 @@ def error_line(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {' '.join(str(cause).split())[:400]}"
 
 
-class _OwnStdout:
-    """``sys.stdout`` while the driver is connected to Ray: what this thread writes (the
-    ``--jsonl`` lines) goes to stdout; what Ray's background threads print there (its messages
-    about dead workers) goes to stderr, so stdout stays one JSON object per line."""
-
-    def __init__(self, out, err) -> None:
-        self._out, self._err, self._owner = out, err, threading.current_thread()
-
-    def _sink(self):
-        return self._out if threading.current_thread() is self._owner else self._err
-
-    def write(self, text: str) -> int:
-        return self._sink().write(text)
-
-    def flush(self) -> None:
-        self._sink().flush()
-
-    def __getattr__(self, name: str):
-        return getattr(self._out, name)
-
-
 @contextmanager
-def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
+def ray_session(engine, num_cpus: int, messages: Optional[RayMessages] = None) -> Iterator[Optional[object]]:
     """Connected to Ray for the run: ``engine.ray_address``'s cluster (left running), else a
     private local Ray (:class:`~.ray_local.PrivateRay`, ended on exit, whatever ends the run).
-    Yields the private Ray (None when joining a cluster). RayEngineError when it fails."""
+    Yields the private Ray (None when joining a cluster). RayEngineError when it fails. What Ray
+    prints meanwhile goes to ``messages`` (:class:`~.ray_messages.RayMessages`; dropped when
+    None), drained once more at the end; stdout keeps only this thread's lines."""
     from .ray_local import PrivateRay, RayStartError
 
     private = None
     handlers = _signal_handlers()
-    stdout = sys.stdout
-    sys.stdout = _OwnStdout(stdout, sys.stderr)
+    messages = messages or RayMessages()
+    messages.capture()
     try:
         if engine.ray_address is None:
             private = PrivateRay(num_cpus)
@@ -86,7 +68,8 @@ def ray_session(engine, num_cpus: int) -> Iterator[Optional[object]]:
             if ray.is_initialized():
                 ray.shutdown()
         finally:
-            sys.stdout = stdout
+            messages.release()
+            messages.drain()
             if private is not None:
                 private.stop()
 
