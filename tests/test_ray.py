@@ -417,3 +417,24 @@ def test_ray_messages_capture_other_threads_stdout_and_the_ray_logger(capsys):
                      "error code 2.)",
                      "Ray: Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1'): boom"]
     assert (list(logger.handlers), logger.propagate) == before
+
+
+def test_an_address_where_nothing_answers_is_one_line_at_once(ckpt, clips, tmp_path):
+    """--ray-address HOST:PORT with nothing listening: exit 2 in one line before Ray is asked (Ray
+    itself retries for minutes, printing its C++ warnings), nothing created, no process left."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    marker = uuid.uuid4().hex
+    out = tmp_path / "cache"
+    code, stdout, err = run(args(ckpt, clips, out, "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"), tmp_path,
+                            marker)
+    assert code == 2 and stdout == ""
+    assert err.splitlines() == [f"aot: error: --ray-address 127.0.0.1:{port}: cannot join the Ray cluster (nothing "
+                                "answers there: Connection refused; start it with `ray start --head` or give the "
+                                "address it printed)"], err[-3000:]
+    assert not out.exists()
+    assert_nothing_left(marker)

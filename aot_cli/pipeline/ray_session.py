@@ -17,6 +17,10 @@ import ray
 from .ray_messages import RayMessages
 
 
+#: Seconds a HOST:PORT of ``--ray-address`` has to accept a connection before Ray is asked to join it.
+CONNECT_TIMEOUT_S = 10.0
+
+
 class RayEngineError(RuntimeError):
     """The ray engine cannot go on (an actor cannot load the model or write its part, every actor
     died, Ray cannot start): one line, exit 2."""
@@ -55,6 +59,7 @@ def ray_session(engine, num_cpus: int, messages: Optional[RayMessages] = None) -
                 if outer is not None:
                     os.environ["RAY_ADDRESS"] = outer
         else:
+            check_reachable(engine.ray_address)
             try:
                 ray.init(address=engine.ray_address, log_to_driver=False, logging_level=logging.ERROR)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -72,6 +77,24 @@ def ray_session(engine, num_cpus: int, messages: Optional[RayMessages] = None) -
             messages.drain()
             if private is not None:
                 private.stop()
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """RayEngineError (one line) when nothing accepts a TCP connection at ``address``'s HOST:PORT
+    (the cluster's GCS) within ``timeout_s`` seconds: ``ray.init`` would otherwise retry for
+    minutes, printing Ray's C++ warnings. "auto" is left to Ray (it fails at once without a
+    cluster)."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
+        raise RayEngineError(f"--ray-address {address}: cannot join the Ray cluster (nothing answers there: {cause}; "
+                             "start it with `ray start --head` or give the address it printed)") from None
 
 
 class RunSignals:
