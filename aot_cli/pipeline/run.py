@@ -218,6 +218,7 @@ def build_result(video_id, decoded, adapter, cfg: RunConfig, method: AOTConfig, 
         "versions": versions(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config_fingerprint": fingerprint,
+        "config_format": FINGERPRINT_FORMAT,
         "sha256": decoded.info.sha256,
     }
     meta.update(entry_meta)
