@@ -127,6 +127,9 @@ DECODE_OPTIONS = (
                   "best video stream, never a cover picture)."),
     click.option("--decoder-log", type=click.Choice(["quiet", "error", "warning", "info", "debug"]),
                   help="FFmpeg/decord messages shown on stderr (default quiet)."),
+    click.option("--seek", type=click.Choice(["exact", "keyframe"]), help="exact (default): the sampled frames; "
+                  "keyframe: each sampled frame replaced by the keyframe at or before it (one keyframe decode per "
+                  "frame, much faster on long GOPs; the frames used are recorded). README 'Decoding'."),
     click.option("--frame-limit", type=int, help="Most frames one video may give; more is refused (default 1024)."),
     click.option("--pixel-limit", type=int, help="Most pixels (width x height) a video's pictures may have; larger "
                   "videos are refused (default 67108864 = 8192x8192)."),

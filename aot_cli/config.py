@@ -41,6 +41,9 @@ class DecodeConfig:
     picture). ``decoder_log``: FFmpeg/decord messages shown on stderr: "quiet" (none), "error",
     "warning", "info" or "debug". ``frame_limit``: most frames one video may give (refusal above).
     ``pixel_limit``: most pixels (width x height) a video's pictures may have (refusal above).
+    ``seek``: "exact" (default: the sampled frames themselves) or "keyframe" (each sampled frame
+    replaced by the keyframe at or before it: one keyframe decode per frame, for throughput-bound
+    dataset runs; the pictures used are recorded).
     """
 
     frames: Optional[int] = None
@@ -54,6 +57,7 @@ class DecodeConfig:
     decoder_log: str = "quiet"
     frame_limit: int = 1024
     pixel_limit: int = 8192 * 8192
+    seek: str = "exact"
 
 
 #: DecodeConfig fields that never change the frames of a video that decodes (limits, logging,

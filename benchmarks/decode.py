@@ -10,6 +10,8 @@ same script measures two branches:
 with that checkout's .venv), so both see the same load:
 
     cd <branch> && python benchmarks/decode.py samples/*.mp4 samples/*.mov --against /work/main --repeat 15
+    # at the tower's size, as aot bench's decode stage (also prints CPU-time medians):
+    cd <branch> && python benchmarks/decode.py samples/*.mp4 samples/*.mov --against /work/main --tower dinov2
 
 Prints one JSON line per clip and decoder: best-of-``--repeat`` seconds, the frames returned, the
 decoder that read them and (``--rss``) the peak resident memory of a fresh process that decodes the
@@ -134,15 +136,23 @@ def measure(args) -> None:
 
 
 SERVER = (
-    "import json, sys, time\n"
+    "import json, resource, sys, time\n"
     "sys.path.insert(0, '.')\n"
     "from aot_cli.config import DecodeConfig\n"
     "from aot_cli.video import decode_video\n"
+    "def cpu():\n"
+    "    usage = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "    return usage.ru_utime + usage.ru_stime\n"
     "for line in sys.stdin:\n"
-    "    path, frames, decoder = json.loads(line)\n"
-    "    t0 = time.perf_counter()\n"
-    "    video = decode_video(path, DecodeConfig(frames=frames, decoder=decoder))\n"
-    "    print(json.dumps([time.perf_counter() - t0, video.decoder]), flush=True)\n"
+    "    path, frames, decoder, tower = json.loads(line)\n"
+    "    kwargs = {}\n"
+    "    if tower:\n"
+    "        from aot_cli.models.preprocess import dinov2_spec, square_spec\n"
+    "        spec = dinov2_spec() if tower == 'dinov2' else square_spec(int(tower))\n"
+    "        kwargs['target_size'] = spec.resized_size\n"
+    "    c0, t0 = cpu(), time.perf_counter()\n"
+    "    video = decode_video(path, DecodeConfig(frames=frames, decoder=decoder), **kwargs)\n"
+    "    print(json.dumps([time.perf_counter() - t0, video.decoder, cpu() - c0]), flush=True)\n"
 )
 
 
@@ -163,19 +173,25 @@ def paired(args) -> None:
             path = str(Path(path).resolve())
             for decoder in args.decoders:
                 times = {"this": [], "against": []}
+                cpu = {"this": [], "against": []}
                 used = {}
                 for _ in range(args.repeat):
                     for name, server in servers.items():
-                        server.stdin.write(json.dumps([path, args.frames, decoder]) + "\n")
+                        server.stdin.write(json.dumps([path, args.frames, decoder, args.tower]) + "\n")
                         server.stdin.flush()
-                        seconds, used[name] = json.loads(server.stdout.readline())
+                        seconds, used[name], cpu_seconds = json.loads(server.stdout.readline())
                         times[name].append(seconds)
+                        cpu[name].append(cpu_seconds)
                 med = {k: statistics.median(v) for k, v in times.items()}
+                cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
                 print(json.dumps({"clip": Path(path).name, "decoder_asked": decoder, "decoders": used,
+                                  "tower": args.tower,
                                   "median_s": {k: round(v, 4) for k, v in med.items()},
                                   "best_s": {k: round(min(v), 4) for k, v in times.items()},
+                                  "cpu_median_s": {k: round(v, 4) for k, v in cpu_med.items()},
                                   "ratio_median": round(med["this"] / med["against"], 3),
                                   "ratio_best": round(min(times["this"]) / min(times["against"]), 3),
+                                  "ratio_cpu": round(cpu_med["this"] / cpu_med["against"], 3),
                                   "repeat": args.repeat, "load_1min": round(os.getloadavg()[0], 2)}), flush=True)
     finally:
         for server in servers.values():
@@ -313,6 +329,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rss", action="store_true", help="also peak RSS of a fresh process per clip")
     parser.add_argument("--target", help="decode target HxW (checkouts that support it)")
+    parser.add_argument("--tower", help="with --against: decode at the size this tower needs, as aot bench does "
+                        "(dinov2: DINOv2's preprocessing; a number N: an N-px square tower)")
     parser.add_argument("--make", metavar="DIR", help="write the 10-minute 1080p MP4 and TS into DIR")
     parser.add_argument("--make-4k", metavar="DIR", help="write a 64-frame 4K MP4 into DIR")
     parser.add_argument("--against", metavar="DIR", help="another checkout (with its .venv): interleave the two "

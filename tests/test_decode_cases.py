@@ -504,7 +504,7 @@ def test_target_size_frames_are_close_to_native() -> None:
 
 
 def test_target_size_on_sequential_and_rotated_reads(kinds, tmp_path: Path) -> None:
-    path = kinds("h264.ts")
+    path = kinds("joined.ts")  # restarting timestamps: read sequentially
     video = decode_video(path, DecodeConfig(frames=5), target_size=(12, 16))
     assert video.read == "sequential" and tuple(video.frames.shape[1:3]) == (24, 32)
     assert [read_index(f) for f in video.frames.numpy()] == video.indices

@@ -129,3 +129,31 @@ def test_overwrite_never_replaces_a_file_aot_did_not_write(tiny_siglip_dir, tmp_
     r = run(["compress", SAMPLES / "realshort.mp4", "-o", single, "--model", tiny_siglip_dir, "--frames", "4",
              "--decode-workers", "0", "--overwrite"])
     assert r.exit_code == 0 and len(TokenCache(single)) == 1
+
+
+def test_a_video_made_by_an_older_aot_is_named_as_such_not_by_settings_it_lacked():
+    """A cache entry from before the configuration format was recorded (and before ``--seek``
+    existed) is refused as made by another aot-cli version, not as '--seek not recorded -> exact';
+    real setting changes are still named beside it."""
+    from aot_cli.pipeline.changes import cached_settings, differences, run_settings
+    from aot_cli.pipeline.runconfig import FINGERPRINT_FORMAT, RunConfig
+    from aot_cli.config import to_dict
+
+    cfg = RunConfig()
+    identity = {"dtype": "float32", "profile": {"name": "siglip"}}
+    current = run_settings(cfg, identity)
+    recorded = {k: to_dict(v) for k, v in (("decode", cfg.decode), ("model", cfg.model), ("method", cfg.method),
+                                            ("storage", cfg.storage))}
+    meta = {"config": json.loads(json.dumps(recorded)), "model": {"dtype": "float32"}, "profile": {"name": "siglip"},
+            "config_format": FINGERPRINT_FORMAT}
+    assert differences(cached_settings(meta), current) == []
+
+    old = json.loads(json.dumps(meta))
+    del old["config_format"]
+    del old["config"]["decode"]["seek"]
+    old["config"]["method"]["ratio"] = 0.2
+    diffs = differences(cached_settings(old), current)
+    assert diffs[0].startswith("made by another aot-cli version (configuration format 3 or older -> "
+                               f"{FINGERPRINT_FORMAT}")
+    assert any(d.startswith("--ratio 0.2 -> ") for d in diffs)
+    assert not any("seek" in d for d in diffs)

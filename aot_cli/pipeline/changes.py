@@ -12,6 +12,9 @@ from ..config import DECODE_RUN_ONLY_FIELDS, to_dict
 #: and the dtype, compared resolved below).
 _MODEL_FIELDS = ("model", "revision", "profile", "score_layers")
 Settings = Dict[Tuple[str, str], Any]
+#: The key under which :func:`run_settings` and :func:`cached_settings` hold the configuration
+#: format (``FINGERPRINT_FORMAT``) a video was made under.
+_FORMAT = ("format", "config")
 
 
 def run_settings(cfg, identity: Dict[str, Any]) -> Settings:
@@ -26,7 +29,11 @@ def run_settings(cfg, identity: Dict[str, Any]) -> Settings:
     method = profile_method(cfg, profile)
     recorded = {"decode": to_dict(cfg.decode), "model": to_dict(cfg.model), "method": to_dict(method),
                 "storage": to_dict(cfg.storage)}
-    return _flatten(recorded, identity.get("dtype"), profile.get("name"))
+    from .runconfig import FINGERPRINT_FORMAT
+
+    out = _flatten(recorded, identity.get("dtype"), profile.get("name"))
+    out[_FORMAT] = FINGERPRINT_FORMAT
+    return out
 
 
 def cached_settings(meta: object) -> Optional[Settings]:
@@ -35,7 +42,9 @@ def cached_settings(meta: object) -> Optional[Settings]:
         return None
     model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
     profile = meta.get("profile") if isinstance(meta.get("profile"), dict) else {}
-    return _flatten(meta["config"], model.get("dtype"), profile.get("name"))
+    out = _flatten(meta["config"], model.get("dtype"), profile.get("name"))
+    out[_FORMAT] = meta.get("config_format")  # recorded since format 4; None: made by an older aot-cli
+    return out
 
 
 def _flatten(recorded: Dict[str, Any], dtype: Any, profile: Any) -> Settings:
@@ -68,8 +77,17 @@ def differences(cached: Optional[Settings], current: Settings) -> List[str]:
     if cached is None:
         return ["settings not recorded"]
     out = []
+    older = cached.get(_FORMAT) != current.get(_FORMAT)
+    if older:  # another aot-cli decides the tokens differently (FINGERPRINT_FORMAT: what changed)
+        old = cached.get(_FORMAT)
+        out.append(f"made by another aot-cli version (configuration format {old if old is not None else '3 or older'}"
+                   f" -> {current.get(_FORMAT)}; CHANGELOG.md says what changed)")
     for key in sorted(set(cached) | set(current), key=_order):
+        if key == _FORMAT:
+            continue
         old, new = cached.get(key, _ABSENT), current.get(key, _ABSENT)
+        if older and old is _ABSENT:  # a setting that version did not have
+            continue
         if old != new and not (key[0] == "resolved" and (old is None or new is None)):
             out.append(_describe(key, old, new))
     return out

@@ -33,6 +33,7 @@ FLAG_FIELDS = {
     "decoder_log": ("decode", "decoder_log"),
     "frame_limit": ("decode", "frame_limit"),
     "pixel_limit": ("decode", "pixel_limit"),
+    "seek": ("decode", "seek"),
     "model": ("model", "model"), "revision": ("model", "revision"), "profile": ("model", "profile"),
     "device": ("model", "device"), "dtype": ("model", "dtype"), "batch_frames": ("model", "batch_frames"),
     "score_layers": ("model", "score_layers"),

@@ -3,7 +3,8 @@
 ``decode_video(path, cfg)`` chooses the video stream (FFmpeg's best, or ``cfg.stream``), predicts
 its picture timeline by demuxing, chooses frames (:func:`sample_indices`) and reads them so that
 frame ``k`` is the k-th picture of a plain sequential FFmpeg decode of that stream: keyframe-accurate
-PyAV seeks where the container's index allows it (every picture checked against the index), a
+PyAV seeks (through the container's index, or by the byte offsets of the keyframe packets in
+MPEG-TS/PS and ASF) that decode only what the wanted pictures depend on and check every picture, a
 sequential PyAV read elsewhere, decord only when asked for (checked against PyAV's pictures).
 Frames come back upright as torch.uint8 [F, H, W, 3] at the picture's display aspect (sample
 aspect ratio applied), converted to RGB with the colour matrix and range the stream is tagged

@@ -7,13 +7,18 @@ How each read is made to keep it:
 1. Probe (:func:`~.probe.probe_with_index`): choose the stream (FFmpeg's best video stream or
    ``--stream``), demux every packet and predict the picture timeline (pieces of a restarting
    timeline laid end to end).
-2. Where the container has a real index and the timestamps are unique and continuous (MP4/MOV,
-   Matroska/WebM: ``FrameIndex.seekable`` is None): PyAV keyframe-accurate seeks, which check
-   every decoded picture against the index.
-3. Elsewhere (MPEG-TS/PS, AVI, ASF, GIF, raw streams...), or when a seek gives other pictures: a
-   sequential PyAV read that counts pictures, converts only the wanted ones, and checks the
-   pictures' own timeline against the prediction; when they differ the frames are sampled again
+2. Where the timestamps are unique and continuous and the container can be sought
+   (``FrameIndex.seek_by``: MP4/MOV, Matroska/WebM and AVI through their index, MPEG-TS/PS and ASF
+   by the byte offsets of the keyframe packets): the seeking reader (:mod:`.seek_reader`), which
+   decodes only what the wanted pictures depend on and checks every picture against the index.
+3. Elsewhere (GIF, raw streams, missing or restarting timestamps...), or when a seek gives other
+   pictures: a sequential PyAV read that counts pictures, converts only the wanted ones, and checks
+   the pictures' own timeline against the prediction; when they differ the frames are sampled again
    over the decoded pictures (a second pass) and a note says so.
+
+``cfg.seek == "keyframe"`` replaces each sampled frame by the keyframe at or before it before
+reading (:func:`keyframe_selection`); the frames read are then exactly those keyframes. The file's
+sha256 is computed in a thread while decoding when the caller does not pass it.
 
 ``decoder="decord"`` reads with decord instead, and keeps its answer only when its count and
 timestamps agree with the index and its pictures match a PyAV read of the same frames
@@ -35,6 +40,7 @@ import torch
 from ..config import DecodeConfig
 from .colour import ColourRule
 from .decord_reader import DecordRejected, decord_available, read_decord, timestamp_tolerance
+from .digest import BackgroundSha256
 from .formats import undecodable_cause
 from .info import (
     Deadline,
@@ -47,7 +53,8 @@ from .info import (
 )
 from .logs import decoder_logging
 from .probe import measured_rate, probe_with_index
-from .pyav_reader import Output, SeekMismatch, read_seek, read_sequential
+from .pyav_reader import Output, SeekMismatch, read_sequential
+from .seek_reader import read_seek
 from .sampling import FrameSelection, check_decode_config, sample_indices
 from .timeline import continuous_timeline
 
@@ -98,13 +105,26 @@ def decode_video(
             raise VideoDecodeError(path, f"{count} frames asked for, over the frame limit of {cfg.frame_limit} "
                                          "(--frame-limit); ask for fewer or raise --frame-limit")
     deadline = Deadline(path, cfg.timeout, progress)
-    with decoder_logging(cfg.decoder_log):
-        info, index = probe_with_index(path, deadline, stream=cfg.stream, sha256=sha256,
-                                       pixel_limit=cfg.pixel_limit)
-        size = decode_size(info.height, info.width, target_size)
-        output = output_for(info, index, size)
-        selection = select_frames(path, index.timestamps, info.duration, cfg, default_frames)
-        read = read_frames(path, cfg, info, index, selection, output, size, deadline, default_frames)
+    # hash while decoding (the file is read by both; hashlib and FFmpeg release the GIL)
+    hasher = BackgroundSha256(path) if sha256 is None and Path(path).is_file() else None
+    try:
+        with decoder_logging(cfg.decoder_log):
+            info, index = probe_with_index(path, deadline, stream=cfg.stream,
+                                           sha256=sha256 if hasher is None else "", pixel_limit=cfg.pixel_limit)
+            size = decode_size(info.height, info.width, target_size)
+            output = output_for(info, index, size)
+            selection = select_frames(path, index.timestamps, info.duration, cfg, default_frames)
+            if cfg.seek == "keyframe":
+                selection = keyframe_selection(selection, index)
+            read = read_frames(path, cfg, info, index, selection, output, size, deadline, default_frames)
+        if hasher is not None:
+            try:
+                read.info = dataclasses.replace(read.info, sha256=hasher.result())
+            except OSError as exc:
+                raise VideoDecodeError(path, f"cannot be read ({describe_exception(exc)})") from None
+    finally:
+        if hasher is not None:
+            hasher.cancel()
     notes: List[str] = [note for note in index.notes if not (read.resampled and note in index.timeline_notes)]
     for note in read.notes + read.selection.notes:
         if note not in notes:
@@ -126,6 +146,7 @@ def decode_video(
         requested=selection.requested,
         padded=selection.padded,
         read=read.mode,
+        seek=cfg.seek,
         decode_size=(int(pixels.shape[1]), int(pixels.shape[2])),
         native_size=(info.height, info.width),
     )
@@ -170,6 +191,31 @@ def output_for(info: VideoInfo, index: FrameIndex, size: Tuple[int, int]) -> Out
     if info.rotation in (90, 270):
         height, width = width, height
     return Output(width=width, height=height, colour=index.colour or ColourRule())
+
+
+def keyframe_selection(selection: FrameSelection, index: FrameIndex) -> FrameSelection:
+    """``--seek keyframe``: each selected frame replaced by the keyframe at or before it (frame 0
+    when none is), so one keyframe decode per frame reads it; repeats are kept (two frames of one
+    group of pictures give the same keyframe twice). The keyframes are the container's: flags
+    that lie only cost speed, the pictures read are still exactly those frames. Without unique,
+    increasing timestamps to place keyframes, the frames stay as selected (with a note)."""
+    ticks, keys = index.pts_ticks, index.key_ticks
+    if ticks is None or keys is None or not keys.size or np.any(np.diff(ticks) <= 0):
+        return dataclasses.replace(selection, notes=selection.notes + [
+            "--seek keyframe: the stream's timestamps do not place its keyframes (missing, repeated or "
+            "restarting); the exact frames were read"])
+    key_frames = np.searchsorted(ticks, keys)  # keyframes' frame numbers (ticks are sorted)
+    key_frames = key_frames[(key_frames < len(ticks)) & (ticks[np.minimum(key_frames, len(ticks) - 1)] == keys)]
+    key_frames = np.unique(key_frames)
+    chosen = []
+    for frame in selection.indices:
+        at = int(np.searchsorted(key_frames, frame, side="right")) - 1
+        chosen.append(int(key_frames[at]) if at >= 0 else 0)
+    moved = sum(a != b for a, b in zip(chosen, selection.indices))
+    repeats = len(chosen) - len(set(chosen))
+    note = (f"--seek keyframe: {moved} of {len(chosen)} frames replaced by the keyframe before them"
+            + (f" ({repeats} repeated)" if repeats else ""))
+    return FrameSelection(chosen, selection.requested, selection.padded, selection.notes + [note])
 
 
 def select_frames(
@@ -223,7 +269,7 @@ def read_frames(
     if cfg.decoder == "decord":
         return Read(read_checked_decord(path, cfg, info, index, wanted, output, size, deadline), times,
                     "decord", "decord", info, selection, notes)
-    if index.seekable is None:
+    if index.seek_by is not None:
         try:
             frames = read_seek(path, info.stream_index, wanted, index, output, deadline)
             return Read(apply_rotation(frames, info.rotation), times, "pyav", "seek", info, selection, notes)
@@ -293,11 +339,13 @@ def check_pictures(path: str | Path, frames: np.ndarray, wanted: List[int], info
     :data:`PICTURE_TOLERANCE` per frame."""
     check = verification_frames(wanted, index)
     references = {}
-    if check[0] == 0 and index.first_picture is not None:  # the probe already decoded frame 0
-        references[0] = output.convert(index.first_picture)
+    first = index.first_picture
+    if check[0] == 0 and first is not None and index.pts_ticks is not None and first.pts is not None \
+            and int(first.pts) == int(index.pts_ticks[0]):  # the probe already decoded frame 0
+        references[0] = output.convert(first)
     rest = [frame for frame in check if frame not in references]
     try:
-        if rest and index.seekable is None:
+        if rest and index.seek_by is not None:
             read = read_seek(path, info.stream_index, rest, index, output, deadline, threads=1)
             references.update(zip(rest, read))
         elif rest:

@@ -1,5 +1,5 @@
-"""Which files are videos, which containers can be sought in accurately, and why FFmpeg cannot
-decode a file that it opens."""
+"""Which files are videos, which containers can be sought in accurately (through their own index or
+by byte offset), and why FFmpeg cannot decode a file that it opens."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +26,16 @@ VIDEO_EXTENSIONS = frozenset({
 #: FFmpeg demuxers whose files carry a real index (MP4 sample tables, Matroska cues) with one
 #: presentation timestamp per picture, so a keyframe seek lands where the index says.
 INDEXED_DEMUXERS = frozenset({"mov", "mp4", "matroska", "webm"})
+
+
+#: FFmpeg demuxers without such an index that allow byte seeks: frame k is reached by seeking to
+#: the byte offset of the keyframe packet before it, which the probe learns by demuxing.
+BYTE_SEEK_DEMUXERS = frozenset({"mpegts", "mpeg", "asf"})
+
+
+def byte_seek_container(format_name: str) -> bool:
+    """Whether FFmpeg demuxer ``format_name`` is one of :data:`BYTE_SEEK_DEMUXERS`."""
+    return bool(BYTE_SEEK_DEMUXERS & set(format_name.split(",")))
 
 
 def indexed_container(format_name: str) -> bool:

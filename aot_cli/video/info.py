@@ -101,7 +101,9 @@ class FrameIndex:
     display order (None without pts). ``key_ticks``: int64 sorted pts of the keyframes.
     ``seekable``: None when the container has a real index and the timestamps are unique and
     continuous, so frame ``k`` can be reached by seeking to the keyframe before ``pts_ticks[k]``;
-    otherwise the reason it cannot. ``packets``: packets with data, discarded ones included;
+    otherwise the reason it cannot. ``seek_by``: how the readers seek: "time" (that index, or
+    AVI's ``idx1``), "bytes" (MPEG-TS/PS, ASF: to ``key_positions``, the byte offsets of the
+    keyframe packets, aligned with ``key_ticks``) or None (sequential reads only). ``packets``: packets with data, discarded ones included;
     ``discarded``: packets the container marks as not displayed (edit lists). ``restarts``: how
     often the timeline restarted. ``stored_width``/``stored_height``: size of the decoded
     (unrotated) pictures. ``discontinuity``: seconds of forward jump treated as a restart (formats
@@ -115,6 +117,9 @@ class FrameIndex:
     (:class:`~.colour.ColourRule`). ``damaged``: the demuxer flagged packets as damaged (a cut-off
     download) or stopped on an error, so the readers decode with one thread (frame threads lose
     the pictures in flight when the decoder reports the damage at the end of the stream).
+    ``skip_safe``: pictures nothing refers to may be skipped while seeking (the pts name the
+    pictures whatever is skipped); False for damaged streams and AVI, whose timestamps are
+    packet counters.
     """
 
     timestamps: np.ndarray
@@ -129,6 +134,8 @@ class FrameIndex:
     notes: List[str] = field(default_factory=list)
     key_ticks: Optional[np.ndarray] = None
     seekable: Optional[str] = "not checked"
+    seek_by: Optional[str] = None
+    key_positions: Optional[np.ndarray] = None
     restarts: int = 0
     fps: float = 0.0
     discontinuity: Optional[float] = None
@@ -140,6 +147,7 @@ class FrameIndex:
     display_height: int = 0
     colour: Optional[object] = field(default=None, repr=False)
     damaged: bool = False
+    skip_safe: bool = True
 
     @property
     def num_frames(self) -> int:
@@ -158,6 +166,8 @@ class DecodedVideo:
     is shorter than requested. ``timestamps``: seconds of each of the F pictures relative to the
     stream's first picture, non-decreasing. ``decoder``: "decord" or "pyav". ``read``: how the
     pictures were reached: "decord", "seek" (keyframe-accurate PyAV seeks) or "sequential".
+    ``seek``: the sampling mode, "exact" (the frames sampling chose) or "keyframe" (each replaced
+    by the keyframe at or before it: ``indices`` and ``timestamps`` are the keyframes').
     ``decode_size``: (height, width) of the frames; ``native_size``: the displayed size of the
     pictures in the file (sample aspect ratio and rotation applied: frames at native size are
     what a player shows, not the stored, possibly squeezed, pixels). ``requested``: the number of frames asked for; ``padded``: True when
@@ -174,6 +184,7 @@ class DecodedVideo:
     requested: int = 0
     padded: bool = False
     read: str = ""
+    seek: str = "exact"
     decode_size: Tuple[int, int] = (0, 0)
     native_size: Tuple[int, int] = (0, 0)
 
@@ -186,6 +197,7 @@ class DecodedVideo:
             "info": self.info.to_dict(),
             "decoder": self.decoder,
             "read": self.read,
+            "seek": self.seek,
             "decode_size": list(self.decode_size),
             "native_size": list(self.native_size),
             "notes": list(self.notes),

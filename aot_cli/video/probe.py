@@ -21,7 +21,7 @@ import numpy as np
 from .aspect import display_aspect, display_width, ratio_text, usable_sar
 from .colour import ColourRule, bitstream_tags
 from .digest import file_sha256  # noqa: F401  (re-exported; looked up here when a probe hashes)
-from .formats import indexed_container, undecodable_cause
+from .formats import byte_seek_container, indexed_container, undecodable_cause
 from .info import Deadline, FrameIndex, VideoDecodeError, VideoInfo, describe_exception
 from .timeline import DISCONTINUITY_S, continuous_timeline, display_order
 
@@ -184,8 +184,9 @@ def check_pixels(path: str | Path, width: int, height: int, limit: Optional[int]
 @dataclass
 class PacketScan:
     """What demuxing one video stream found, in file (decode) order, for packets with data:
-    ``pts``/``dts`` (stream ticks, None where missing), ``durations`` (ticks), ``keys`` (keyframe
-    flags) and ``discard`` (marked not for display, e.g. by an edit list). ``first``: (stored
+    ``pts``/``dts`` (stream ticks, None where missing), ``positions`` (byte offsets in the file,
+    -1 where unknown), ``durations`` (ticks), ``keys`` (keyframe flags) and ``discard`` (marked
+    not for display, e.g. by an edit list). ``first``: (stored
     width, stored height, counter-clockwise display rotation) of the first decoded picture (None
     if none decoded), ``first_error`` the first decoding error met, ``error`` text when demuxing
     stopped on an error before the end; ``corrupt``: packets the demuxer flagged as damaged (a
@@ -195,6 +196,7 @@ class PacketScan:
 
     pts: List[Optional[int]] = field(default_factory=list)
     dts: List[Optional[int]] = field(default_factory=list)
+    positions: List[int] = field(default_factory=list)
     durations: List[int] = field(default_factory=list)
     keys: List[bool] = field(default_factory=list)
     discard: List[bool] = field(default_factory=list)
@@ -225,6 +227,9 @@ def scan_packets(
     demuxing error ends the scan (what was found so far is kept; ``error`` says why)."""
     scan = PacketScan()
     packets = container.demux(stream)
+    rows = []  # (pts, dts, pos, duration, key, discard, corrupt) per packet: one tuple is the cheapest record
+    record = rows.append
+    prores = stream.codec_context.name == "prores"
     while True:
         try:
             packet = next(packets)
@@ -235,18 +240,20 @@ def scan_packets(
             break
         if packet.size == 0:
             continue
-        if not scan.pts and stream.codec_context.name == "prores":
-            scan.colour = ColourRule(bitstream_tags("prores", bytes(packet)[:32]))
-        scan.pts.append(packet.pts)
-        scan.dts.append(packet.dts)
-        scan.durations.append(int(packet.duration or 0))
-        scan.keys.append(bool(packet.is_keyframe))
-        scan.discard.append(bool(packet.is_discard))
-        scan.corrupt += bool(packet.is_corrupt)
+        record((packet.pts, packet.dts, packet.pos, packet.duration, packet.is_keyframe, packet.is_discard,
+                packet.is_corrupt))
         if scan.first is None:
+            if prores and len(rows) == 1:
+                scan.colour = ColourRule(bitstream_tags("prores", bytes(packet)[:32]))
             scan.first = first_picture(stream, packet, scan)
-        if scan.packets % CHECK_EVERY == 0:
+        if len(rows) % CHECK_EVERY == 0:
             deadline.advance("demuxing")
+    if rows:
+        pts, dts, pos, durations, keys, discard, corrupt = (list(column) for column in zip(*rows))
+        scan.pts, scan.dts, scan.keys, scan.discard = pts, dts, [bool(k) for k in keys], [bool(d) for d in discard]
+        scan.positions = [-1 if p is None else int(p) for p in pos]
+        scan.durations = [int(d or 0) for d in durations]
+        scan.corrupt = sum(bool(c) for c in corrupt)
     if scan.first is None and scan.packets:
         scan.first = first_picture(stream, None, scan)
     return scan
@@ -255,9 +262,16 @@ def scan_packets(
 def first_picture(stream: av.video.stream.VideoStream, packet: Optional[av.Packet],
                   scan: PacketScan) -> Optional[Tuple[int, int, float]]:
     """Feed one packet (None: flush) to the decoder; (width, height, rotation) of the first
-    picture it returns, if any (decoding errors are noted in ``scan.first_error``)."""
+    picture it returns, if any (decoding errors are noted in ``scan.first_error``). A keyframe's
+    packet is decoded on its own (the decoder is drained at once, then reset when nothing came
+    out): frame threads and reordering would otherwise decode several more pictures before the
+    first one comes out."""
     try:
         pictures = stream.decode(packet)
+        if not pictures and packet is not None and packet.is_keyframe:
+            pictures = stream.decode(None)
+            if not pictures:
+                stream.codec_context.flush_buffers()
     except av.FFmpegError as exc:
         if scan.first_error is None:
             scan.first_error = describe_exception(exc)
@@ -302,19 +316,82 @@ def discontinuity_of(container: av.container.InputContainer) -> Optional[float]:
 
 def seek_problem(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                  indexed_at_open: bool, pts: List[Optional[int]], restarts: int) -> Optional[str]:
-    """Why frame k cannot be reached by seeking (None: it can): the container needs a real index
-    (MP4/MOV sample tables, Matroska cues) and the pictures unique, continuous timestamps."""
+    """Why frame k cannot be reached through the container's own index (None: it can): the
+    container needs a real index (MP4/MOV sample tables, Matroska cues) and the pictures unique,
+    continuous timestamps."""
     name = container.format.name
     if not indexed_container(name):
         return f"the {name.split(',')[0]} container has no frame index to seek on"
     if not indexed_at_open:
         return "the file has no frame index"
+    return timestamp_problem(pts, restarts)
+
+
+def timestamp_problem(pts: List[Optional[int]], restarts: int) -> Optional[str]:
+    """Why the packets' timestamps cannot name pictures (None: they are present, unique and
+    continuous)."""
     if any(p is None for p in pts):
         return "some packets carry no timestamps"
     if len(set(pts)) != len(pts):
         return "the packets repeat timestamps"
     if restarts:
         return "the timestamps restart"
+    return None
+
+
+#: Distinct earlier packet positions a byte seek goes back before a keyframe's packet: MPEG-PS
+#: and ASF demuxers resynchronise on the packet they land on, so landing exactly on the keyframe's
+#: offset can give a truncated or missing first packet; a little earlier gives it whole.
+RESYNC_BACK = 3
+
+
+def resync_positions(positions: List[int]) -> List[int]:
+    """For each packet (file order, byte offsets; -1 unknown), where a byte seek should land to
+    demux it whole: the :data:`RESYNC_BACK`-th distinct known offset before it (the earliest one
+    there is near the start of the file; -1 for the first packets, which a byte seek does not
+    reach reliably (ASF) and a seek by time does, and when its own offset is unknown)."""
+    out: List[int] = []
+    for i, position in enumerate(positions):
+        if position < 0:
+            out.append(-1)
+            continue
+        seen = 0
+        landing = -1
+        last = position
+        for j in range(i - 1, max(-1, i - 64), -1):
+            earlier = positions[j]
+            if 0 <= earlier < last:
+                seen += 1
+                last = landing = earlier
+                if seen == RESYNC_BACK:
+                    break
+        out.append(landing)
+    return out
+
+
+def palettised(pix_fmt: Optional[str]) -> bool:
+    """Whether pictures of pixel format ``pix_fmt`` index a palette (pal8)."""
+    try:
+        return bool(pix_fmt) and bool(av.VideoFormat(pix_fmt).has_palette)
+    except (ValueError, TypeError):
+        return False
+
+
+def other_seek(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+               pts: List[Optional[int]], key_positions: List[int], restarts: int) -> Optional[str]:
+    """How frame k can be reached in a container without an MP4/Matroska-style index (None: only
+    by a sequential read). The timestamps must name the pictures (present, unique, continuous).
+    AVI: through its ``idx1`` index by time, only without reordered pictures (AVI timestamps are
+    packet counters; a byte seek leaves them wrong). MPEG-TS/PS and ASF: "bytes", to a byte
+    offset just before the keyframe packet before it, when those are known (the first keyframe
+    is reached by time)."""
+    name = container.format.name
+    if timestamp_problem(pts, restarts) is not None or not key_positions:
+        return None
+    if "avi" in name.split(","):
+        return "time" if int(stream.codec_context.has_b_frames or 0) == 0 else None
+    if byte_seek_container(name) and sum(p < 0 for p in key_positions) <= 1:
+        return "bytes"  # the first keyframe may be reached by time
     return None
 
 
@@ -329,7 +406,8 @@ def probe_with_index(
     """Probe ``path`` and demux its video stream: (file facts, predicted picture timeline).
 
     ``stream``: the stream to read (None: FFmpeg's best video stream). ``sha256``: the file's
-    hash when the caller already has it (else it is computed). ``pixel_limit``: refuse pictures
+    hash when the caller already has it, or computes it elsewhere ("": recorded later); None: it
+    is computed here. ``pixel_limit``: refuse pictures
     with more pixels, before decoding any. Raises :class:`VideoDecodeError` (one line) for
     missing/empty/non-video/truncated files, a bad ``stream``, pictures over the limit, and
     streams FFmpeg cannot decode.
@@ -363,13 +441,22 @@ def probe_with_index(
         gap_ticks = int(discontinuity * ticks_per_s) if discontinuity and ticks_per_s else None
         order = display_order(shown_pts, scan.shown(scan.dts), gap_ticks)
         has_pts = time_base is not None and all(p is not None for p in order)
-        seconds = [None if p is None or time_base is None else float(p * time_base) for p in order]
+        num, den = (time_base.numerator, time_base.denominator) if time_base is not None else (0, 1)
+        seconds = [None if p is None or time_base is None else p * num / den for p in order]  # exact rounding
         if not has_pts:
             seconds = [None] * len(order)
         timeline = continuous_timeline(seconds, declared, discontinuity)
         pix_fmt = chosen.codec_context.pix_fmt
         seekable = seek_problem(container, chosen, indexed_at_open, shown_pts, timeline.restarts)
-        keys = [p for p, k in zip(shown_pts, scan.shown(scan.keys)) if k and p is not None]
+        resync = resync_positions(scan.positions)
+        keyed = sorted((p, pos) for p, k, pos in zip(shown_pts, scan.shown(scan.keys), scan.shown(resync))
+                       if k and p is not None)
+        keys = [p for p, _ in keyed]
+        key_positions = [pos for _, pos in keyed]
+        seek_by = "time" if seekable is None else other_seek(container, chosen, shown_pts, key_positions,
+                                                             timeline.restarts)
+        if palettised(chosen.codec_context.pix_fmt):
+            seek_by = None  # the palette comes once, with the first packet: pictures after a seek are black
         format_name = container.format.name
         stream_index = chosen.index
         video_streams = len(candidate_streams(container))
@@ -402,7 +489,7 @@ def probe_with_index(
     info = VideoInfo(
         path=str(path),
         size_bytes=size,
-        sha256=sha256 or file_sha256(path),
+        sha256=sha256 if sha256 is not None else file_sha256(path),
         duration=float(timestamps[-1] + last_interval(scan, order, time_base, timeline.interval, has_pts)),
         fps=float(fps),
         width=width,
@@ -433,8 +520,10 @@ def probe_with_index(
         stored_height=stored_h,
         time_base=time_base,
         notes=notes,
-        key_ticks=np.asarray(sorted(keys), dtype=np.int64),
+        key_ticks=np.asarray(keys, dtype=np.int64),
+        key_positions=np.asarray(key_positions, dtype=np.int64),
         seekable=seekable,
+        seek_by=seek_by,
         restarts=timeline.restarts,
         fps=float(fps),
         discontinuity=discontinuity,
@@ -446,6 +535,7 @@ def probe_with_index(
         display_height=shown_h,
         colour=scan.colour,
         damaged=bool(scan.corrupt or scan.error),
+        skip_safe=not (scan.corrupt or scan.error or "avi" in str(format_name).split(",")),
     )
     return info, index
 

@@ -4,14 +4,9 @@
   wanted ones to RGB. It works for every format FFmpeg can demux and is the reference the others
   are held to; it also returns every picture's timestamp, so the caller can check the timeline
   that sampling used.
-- :func:`read_seek` reaches each wanted picture by seeking to the keyframe before it, for
-  containers with a real index and unique timestamps (``FrameIndex.seekable`` is None). Keyframe
-  flags are verified, never trusted: the picture a seek lands on must be one the decoder itself
-  decodes as a keyframe (an intra picture), since containers can flag every packet as a keyframe
-  (MP4/3GP without an ``stss`` box, or one listing every sample, as mp4v2 writes). After every
-  seek the pictures that come out must carry exactly the timestamps the index lists from that
-  keyframe on; any other picture (a dropped, extra or misplaced one) raises
-  :class:`SeekMismatch`, and the caller reads sequentially instead.
+- the seeking reader (:mod:`.seek_reader`) builds on :class:`Output` and :func:`open_stream`;
+  when its pictures do not follow the index it raises :class:`SeekMismatch`, and the caller
+  reads sequentially instead.
 
 Pictures are converted by FFmpeg's swscale straight to the output size (``Output``), so frames are
 never held at native resolution when a smaller size is asked for, with the colour matrix and range
@@ -28,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional
 
 import av
 import numpy as np
@@ -40,12 +35,8 @@ from .probe import choose_stream, configure_decoder, open_container
 
 #: Pictures between two timeout checks / progress reports while decoding.
 CHECK_EVERY = 32
-#: AVPictureType of an intra picture.
-PICTURE_I = 1
 #: FFmpeg's FF_THREAD_FRAME bit of a thread type (PyAV ``ThreadType``: FRAME 1, SLICE 2, AUTO 3).
 FRAME_THREADS = 1
-#: Picture type letters for messages (AVPictureType order).
-PICTURE_TYPES = "?IPBSipb"
 
 
 @dataclass(frozen=True)
@@ -62,11 +53,15 @@ class Output:
     colour: ColourRule = field(default_factory=ColourRule, compare=False, repr=False)
     reformatter: VideoReformatter = field(default_factory=VideoReformatter, compare=False, repr=False)
 
-    def convert(self, picture: av.VideoFrame) -> np.ndarray:
-        """uint8 [height, width, 3] RGB of ``picture`` (a new array)."""
+    def convert(self, picture: av.VideoFrame, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """uint8 [height, width, 3] RGB of ``picture``, written into ``out`` when given (else a
+        new array)."""
         rgb = self.reformatter.reformat(picture, width=self.width, height=self.height, format="rgb24",
                                         interpolation=self.interpolation, **self.colour.reformat_args(picture))
-        return np.array(rgb.to_ndarray(), copy=True)
+        if out is None:
+            return np.array(rgb.to_ndarray(), copy=True)
+        out[...] = rgb.to_ndarray()
+        return out
 
 
 class SeekMismatch(Exception):
@@ -184,7 +179,7 @@ def sequential_pass(path: str | Path, stream_index: int, wanted: List[int], inde
             if slot < len(wanted) and wanted[slot] == count:
                 if picture.width != index.stored_width or picture.height != index.stored_height:
                     resized += 1
-                frames[slot] = output.convert(picture)
+                output.convert(picture, frames[slot])
                 slot += 1
             if (count + 1) % CHECK_EVERY == 0:
                 deadline.advance("decoding")
@@ -193,104 +188,3 @@ def sequential_pass(path: str | Path, stream_index: int, wanted: List[int], inde
                 finished = False
                 break
     return SequentialRead(frames, seconds, len(seconds), finished, errors, resized, threaded)
-
-
-def read_seek(path: str | Path, stream_index: int, wanted: List[int], index: FrameIndex,
-              output: Output, deadline: Deadline, threads: Optional[int] = None) -> np.ndarray:
-    """Frames ``wanted`` (ascending unique frame numbers) by keyframe-accurate seeking; only for
-    a ``FrameIndex`` whose ``seekable`` is None. Returns uint8 [len(wanted), H, W, 3]. Raises
-    :class:`SeekMismatch` when the decoded pictures do not follow the index or a seek lands on
-    a picture the decoder does not decode as a keyframe. ``threads``: cap on decoder threads (1
-    for a read of a few pictures)."""
-    ticks = index.pts_ticks
-    keys = index.key_ticks if index.key_ticks is not None else np.zeros(0, dtype=np.int64)
-    if ticks is None:
-        raise SeekMismatch("the stream has no timestamps")
-    frames = np.empty((len(wanted), output.height, output.width, 3), dtype=np.uint8)
-    order: Dict[int, int] = {int(t): i for i, t in enumerate(ticks.tolist())}
-    errors: List[str] = []
-    deadline.check("decoding")
-    container, stream = open_stream(path, stream_index, index, threads)
-    # every picture of an intra-only codec is a keyframe (FFmpeg 7.1 leaves their key flags unset
-    # with frame threads)
-    intra_only = bool(getattr(stream.codec_context.codec, "intra_only", False))
-    with container:
-        pictures: Optional[Iterator[av.VideoFrame]] = None
-        expected = 0  # frame number the next picture must be (once at or past the seek point)
-        start_ticks = 0  # pictures before this pts are leading pictures of an open GOP: ignored
-        decoded = 0
-        landing: Optional[int] = None  # pts of the keyframe a seek went to, until its picture is checked
-        for slot, frame in enumerate(wanted):
-            target = int(ticks[frame])
-            key = keyframe_before(keys, target)
-            if pictures is None or key_ordinal(order, key, frame) > expected:
-                pictures, expected, start_ticks = start_at(container, stream, key, order, errors)
-                landing = key
-            while True:
-                try:
-                    picture = next(pictures)
-                except StopIteration:
-                    raise SeekMismatch(f"the pictures ended before frame {frame}"
-                                       + (f" ({errors[0][:120]})" if errors else "")) from None
-                decoded += 1
-                if decoded % CHECK_EVERY == 0:
-                    deadline.advance("decoding")
-                if picture.pts is None:
-                    raise SeekMismatch("a decoded picture has no timestamp")
-                if picture.pts < start_ticks:
-                    continue
-                if expected >= len(ticks) or int(picture.pts) != int(ticks[expected]):
-                    raise SeekMismatch(f"after a seek, picture {expected} has pts {picture.pts}, the index "
-                                       f"says {int(ticks[expected]) if expected < len(ticks) else 'none'}")
-                if landing is not None and not intra_only:
-                    check_keyframe(picture, expected)
-                landing = None
-                expected += 1
-                if expected - 1 == frame:
-                    frames[slot] = output.convert(picture)
-                    break
-    if errors:
-        raise SeekMismatch(f"decoding errors ({errors[0][:120]})")
-    return frames
-
-
-def is_real_keyframe(picture: av.VideoFrame) -> bool:
-    """Whether the decoder itself decoded ``picture`` as a keyframe (its key flag, or an intra
-    picture: an open-GOP I picture after which decoding is right) rather than taking the
-    container's word for it."""
-    return bool(picture.key_frame) or int(picture.pict_type or 0) == PICTURE_I
-
-
-def check_keyframe(picture: av.VideoFrame, frame: int) -> None:
-    """Raise :class:`SeekMismatch` unless the picture a seek landed on (frame ``frame``) is a
-    real keyframe (:func:`is_real_keyframe`)."""
-    if not is_real_keyframe(picture):
-        kind = int(picture.pict_type or 0)
-        letter = PICTURE_TYPES[kind] if 0 < kind < len(PICTURE_TYPES) else "non-key"
-        raise SeekMismatch(f"the container flags picture {frame} as a keyframe, the decoder decodes it as a "
-                           f"{letter} picture: keyframe flags cannot be trusted")
-
-
-def keyframe_before(keys: np.ndarray, target: int) -> Optional[int]:
-    """pts of the last keyframe at or before ``target`` (None: none, decode from the start)."""
-    position = int(np.searchsorted(keys, target, side="right")) - 1 if keys.size else -1
-    return int(keys[position]) if position >= 0 else None
-
-
-def key_ordinal(order: Dict[int, int], key: Optional[int], frame: int) -> int:
-    """Frame number of keyframe ``key`` (0 for the start of the stream)."""
-    if key is None:
-        return 0
-    return order.get(key, frame)
-
-
-def start_at(container, stream, key: Optional[int], order: Dict[int, int],
-             errors: List[str]) -> Tuple[Iterator[av.VideoFrame], int, int]:
-    """Seek to keyframe ``key`` (None: the start) and return (pictures from there, the frame
-    number the first picture at or past the keyframe must have, the keyframe's pts)."""
-    if key is None:
-        container.seek(0, backward=True, any_frame=False)  # start of the file
-        first = min(order) if order else 0
-        return decoded_pictures(container, stream, errors), 0, first
-    container.seek(key, stream=stream, backward=True, any_frame=False)
-    return decoded_pictures(container, stream, errors), order[key], key

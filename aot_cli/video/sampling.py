@@ -18,6 +18,7 @@ import numpy as np
 from ..config import DecodeConfig
 
 DECODERS = ("auto", "decord", "pyav")
+SEEK_MODES = ("exact", "keyframe")
 #: Slack (seconds) when comparing timestamps with start/end/targets (float rounding).
 TIME_EPS = 1e-6
 
@@ -56,6 +57,10 @@ def check_decode_config(cfg: DecodeConfig) -> None:
 
     if cfg.decoder not in DECODERS:
         raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
+    if cfg.seek not in SEEK_MODES:
+        raise ValueError(f"--seek must be one of {', '.join(SEEK_MODES)}, got {cfg.seek!r}")
+    if cfg.seek == "keyframe" and cfg.decoder == "decord":
+        raise ValueError("--seek keyframe reads keyframes with PyAV: use it with --decoder auto or pyav, not decord")
     if cfg.decoder_log not in LOG_LEVELS:
         raise ValueError(f"--decoder-log must be one of {', '.join(LOG_LEVELS)}, got {cfg.decoder_log!r}")
     limit = _number(cfg.frame_limit, "frame_limit", "--frame-limit", int, minimum=1)
