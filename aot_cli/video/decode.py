@@ -132,10 +132,9 @@ def decode_video(
     selection = read.selection
     unique = np.asarray(sorted(set(selection.indices)))
     slots = np.searchsorted(unique, np.asarray(selection.indices))
-    if len(slots) == len(unique):  # no repeats: hand the array over without a copy
-        pixels = torch.from_numpy(np.ascontiguousarray(read.frames))
-    else:
-        pixels = torch.from_numpy(np.ascontiguousarray(read.frames[slots]))
+    pixels = torch.from_numpy(np.ascontiguousarray(read.frames))  # no copy: the readers' frame_array
+    if len(slots) != len(unique):  # repeats (padding, keyframe mode): torch's allocator, as frame_array
+        pixels = pixels.index_select(0, torch.from_numpy(slots.astype(np.int64)))
     return DecodedVideo(
         frames=pixels,
         indices=list(selection.indices),

@@ -19,6 +19,7 @@ from av.video.reformatter import VideoReformatter
 
 from .info import FrameIndex
 from .logs import decord_output
+from .pyav_reader import frame_array
 
 
 class DecordRejected(Exception):
@@ -88,7 +89,7 @@ def read_decord(
         if size is None:
             frames = reader.get_batch(wanted).asnumpy()
         else:
-            frames = np.empty((len(wanted), out_h, out_w, 3), dtype=np.uint8)
+            frames = frame_array(len(wanted), out_h, out_w)
             scaler = VideoReformatter()
             for slot, frame in enumerate(wanted):
                 picture = av.VideoFrame.from_ndarray(reader.get_batch([frame]).asnumpy()[0], format="rgb24")

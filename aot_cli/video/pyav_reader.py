@@ -27,6 +27,7 @@ from typing import Iterator, List, Optional
 
 import av
 import numpy as np
+import torch
 from av.video.reformatter import VideoReformatter
 
 from .colour import ColourRule
@@ -62,6 +63,18 @@ class Output:
             return np.array(rgb.to_ndarray(), copy=True)
         out[...] = rgb.to_ndarray()
         return out
+
+
+def frame_array(count: int, height: int, width: int) -> np.ndarray:
+    """An uninitialised uint8 [count, height, width, 3] array for decoded RGB frames, in memory
+    from torch's allocator (the caller hands it on as a tensor without a copy).
+
+    Not ``np.empty``: numpy asks the kernel for transparent huge pages on arrays of 4 MB and more
+    (``madvise``), and where the kernel compacts memory on such a fault (``defrag=madvise``, the
+    usual default) the first touch of a fresh frame buffer can stall on compaction: 12-154 ms for
+    32 frames of 1366x768 here, against a steady 52 ms with ordinary pages (benchmarks/RESULTS.md,
+    ``--seek keyframe``)."""
+    return torch.empty((count, height, width, 3), dtype=torch.uint8).numpy()
 
 
 class SeekMismatch(Exception):
@@ -159,7 +172,7 @@ def sequential_pass(path: str | Path, stream_index: int, wanted: List[int], inde
                     deadline: Deadline, stop_after: Optional[float], stop_at: Optional[int],
                     threads: Optional[int]) -> SequentialRead:
     """One front-to-back pass of :func:`read_sequential` with at most ``threads`` decoder threads."""
-    frames = np.empty((len(wanted), output.height, output.width, 3), dtype=np.uint8)
+    frames = frame_array(len(wanted), output.height, output.width)
     seconds: List[Optional[float]] = []
     errors: List[str] = []
     slot = 0

@@ -32,7 +32,7 @@ import av
 import numpy as np
 
 from .info import Deadline, FrameIndex, describe_exception
-from .pyav_reader import CHECK_EVERY, Output, SeekMismatch, open_stream
+from .pyav_reader import CHECK_EVERY, Output, SeekMismatch, frame_array, open_stream
 
 #: AVPictureType of an intra picture.
 PICTURE_I = 1
@@ -55,7 +55,7 @@ def read_seek(path: str | Path, stream_index: int, wanted: List[int], index: Fra
     ticks = index.pts_ticks
     if ticks is None:
         raise SeekMismatch("the stream has no timestamps")
-    frames = np.empty((len(wanted), output.height, output.width, 3), dtype=np.uint8)
+    frames = frame_array(len(wanted), output.height, output.width)
     slots = {frame: slot for slot, frame in enumerate(wanted)}
     todo = list(wanted)
     first = index.first_picture
