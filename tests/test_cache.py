@@ -268,7 +268,7 @@ def test_unknown_ids_and_tensor_names_raise_key_errors(tmp_path: Path) -> None:
         cache["b"]
     assert isinstance(info.value, UnknownVideoError)
     message = str(info.value)
-    assert "one.safetensors" in message and "'b'" in message and "cache.ids()" in message
+    assert "one.safetensors" in message and "'b'" in message and "ids: 'a'" in message
     assert "\n" not in message
     with pytest.raises(UnknownTensorError, match="no tensor 'logits'"):
         cache["a"]["logits"]
@@ -284,6 +284,16 @@ def test_find_takes_an_id_or_its_unique_file_name(tmp_path: Path) -> None:
     assert cache.find("motion.mov") == "clips/motion.mov"
     assert cache.find("bikes.mp4") is None  # two candidates: ambiguous
     assert cache.find("ov") is None and cache.find("nothing.mp4") is None
+    # resolve: find's answer, else one line that says why and names some ids
+    assert cache.resolve("motion.mov") == "clips/motion.mov" and cache.resolve("a/bikes.mp4") == "a/bikes.mp4"
+    with pytest.raises(UnknownVideoError, match=r"'bikes.mp4' could mean 2 videos \('a/bikes.mp4', 'b/bikes.mp4'\)"):
+        cache.resolve("bikes.mp4")
+    with pytest.raises(UnknownVideoError, match=r"no video with id 'nothing.mp4' \(4 cached, ids: 'a/bikes.mp4'"):
+        cache.resolve("nothing.mp4")
+    with pytest.raises(UnknownVideoError, match="holds 4 videos; choose one with --video"):
+        cache.resolve(None)
+    write_single(tmp_path / "one.safetensors", "clips/only.mp4", make_tensors(0), {})
+    assert TokenCache(tmp_path / "one.safetensors").resolve(None) == "clips/only.mp4"
 
 
 # -- damaged and foreign inputs ---------------------------------------------------------------

@@ -99,6 +99,9 @@ def test_compact_keeps_every_video_bit_identical_and_frees_the_rest(tmp_path: Pa
     # nothing left to gain: a second compaction changes nothing
     again = compact(directory, shard_size=12_000)
     assert not again.done and shard_files(directory) == files
+    # ... and says so: nothing copied, linked, removed or dropped (not what a dry run would do)
+    assert (again.videos, again.shards_written, again.shards_linked, again.files_removed, again.rows_dropped,
+            again.parts) == (0, 0, 0, 0, 0, [])
     # writers go on as before, in their own parts, next to the compacted one
     with CacheWriter(directory, part="r0") as writer:
         writer.add("new.mp4", video_tensors(99), video_meta(99))

@@ -181,6 +181,16 @@ def test_ask_command_end_to_end_on_cpu(llava):
         embeds, mask = build_inputs_embeds(model, tokenizer, QUESTION, video)
         want, _ = generate_answer(model, tokenizer, embeds, mask, max_new_tokens=4)
     assert want and r.stdout.strip() == want  # greedy: the same answer as the library call
+    # --video takes the file name alone when one id ends with it, as `aot inspect --video` does
+    name = Path(video.id).name
+    assert name != video.id
+    by_name = CliRunner().invoke(main, args[:3] + [name] + args[4:])
+    assert by_name.exit_code == 0, by_name.output
+    assert by_name.stdout.strip() == want
+    unknown = CliRunner().invoke(main, args[:3] + ["nope.mp4"] + args[4:])
+    lines = [line for line in unknown.stderr.splitlines() if line.strip()]
+    assert unknown.exit_code == 2 and len(lines) == 1, unknown.output
+    assert "'nope.mp4'" in lines[0] and repr(video.id) in lines[0] and "cache.ids()" not in lines[0]
     bad = CliRunner().invoke(main, ["ask", str(video.path), "--model", str(llava["root"] / "missing"), QUESTION])
     assert bad.exit_code == 2
     lines = [line for line in bad.stderr.splitlines() if line.strip()]

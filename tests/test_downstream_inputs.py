@@ -72,7 +72,7 @@ def test_readme_llm_snippets_run_as_written_with_a_tiny_checkpoint(snippet, llm,
     namespace: dict = {}
     exec(compile(snippet["python"][0].replace(HUB_CHECKPOINT, str(snippet["ckpt"])), "README.md", "exec"), namespace)
     printed = capsys.readouterr().out.strip()
-    video = TokenCache(snippet["root"] / "cache")["samples/bikes.mp4"]
+    video = TokenCache(snippet["root"] / "llava-cache")["samples/bikes.mp4"]
     assert len(video.tokens) == round(0.1 * 32 * 25) + 1  # the aot compress defaults: ratio 0.1, 32 frames
     with torch.inference_mode():
         embeds, mask = build_inputs_embeds(model, tokenizer, "What happens in this video?", video)
@@ -88,7 +88,7 @@ def test_readme_llm_snippets_run_as_written_with_a_tiny_checkpoint(snippet, llm,
 
 def test_model_inputs_refuses_what_the_model_cannot_read_in_one_line(snippet, llm, tmp_path):
     model, tokenizer = llm
-    video = TokenCache(snippet["root"] / "cache")["samples/bikes.mp4"]
+    video = TokenCache(snippet["root"] / "llava-cache")["samples/bikes.mp4"]
     assert set(model_inputs(model, tokenizer, "what ?", video)) == {"inputs_embeds", "attention_mask"}
 
     def cached(meta_changes):
@@ -119,7 +119,7 @@ def test_left_padded_batches_generate_and_score_as_single_requests(snippet, llm)
     and continuation log-probabilities equal those of each prompt alone."""
     from aot_cli.downstream.evaluation import CachedVideoLLM
 
-    llm_ = CachedVideoLLM(str(snippet["ckpt"]), snippet["root"] / "cache", device="cpu", dtype="fp32")
+    llm_ = CachedVideoLLM(str(snippet["ckpt"]), snippet["root"] / "llava-cache", device="cpu", dtype="fp32")
     requests = [("what is in the video ?", str(snippet["root"] / "samples" / "bikes.mp4"), {}),
                 ("a bike a car what is the video", "samples/carphone_pristine.mp4", {}),
                 ("what ?", None, {})]
@@ -136,7 +136,7 @@ def test_left_padded_batches_generate_and_score_as_single_requests(snippet, llm)
         assert nll == pytest.approx(want_nll, abs=1e-5) and greedy == want_greedy
     # the generic helpers on the loader's output, directly
     model, tokenizer = llm
-    video = TokenCache(snippet["root"] / "cache")["samples/bikes.mp4"]
+    video = TokenCache(snippet["root"] / "llava-cache")["samples/bikes.mp4"]
     inputs = model_inputs(model, tokenizer, "what is in the video ?", video)
     with torch.inference_mode():
         texts, ids = generate_texts(model, tokenizer, inputs, max_new_tokens=6)
@@ -151,7 +151,7 @@ def test_a_family_without_collate_answers_one_request_at_a_time(snippet, monkeyp
     from aot_cli.downstream.evaluation import CachedVideoLLM
 
     monkeypatch.setitem(CONSUMERS, "llava-onevision", dataclasses.replace(CONSUMERS["llava-onevision"], collate=None))
-    llm_ = CachedVideoLLM(str(snippet["ckpt"]), snippet["root"] / "cache", device="cpu", dtype="fp32")
+    llm_ = CachedVideoLLM(str(snippet["ckpt"]), snippet["root"] / "llava-cache", device="cpu", dtype="fp32")
     assert not llm_.can_batch
     with pytest.raises(DownstreamError, match="llava-onevision models answer one request at a time"):
         llm_.generate_batch([("what ?", None, {}), ("what is in the video ?", None, {})], max_new_tokens=2)
@@ -161,7 +161,7 @@ def test_a_family_without_collate_answers_one_request_at_a_time(snippet, monkeyp
 def test_cache_with_an_unknown_tower_family_is_refused_before_a_model_loads(snippet, tmp_path):
     from aot_cli.downstream.evaluation import CachedVideoLLM
 
-    video = TokenCache(snippet["root"] / "cache")["samples/bikes.mp4"]
+    video = TokenCache(snippet["root"] / "llava-cache")["samples/bikes.mp4"]
     with CacheWriter(tmp_path / "plain") as writer:
         writer.add("v.mp4", {"tokens": video.tokens, "kind": video.kind},
                    {**video.meta, "model": {**video.meta["model"], "family": "dinov2"}})
@@ -171,4 +171,4 @@ def test_cache_with_an_unknown_tower_family_is_refused_before_a_model_loads(snip
     other.mkdir()
     (other / "config.json").write_text('{"model_type": "qwen2", "hidden_size": 48}')
     with pytest.raises(DownstreamError, match=r"model_type 'qwen2' is not a llava-onevision checkpoint"):
-        CachedVideoLLM(str(other), snippet["root"] / "cache")
+        CachedVideoLLM(str(other), snippet["root"] / "llava-cache")

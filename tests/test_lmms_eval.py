@@ -217,7 +217,7 @@ def test_readme_evaluation_route_runs_as_written_batched_and_records_its_provena
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
 
     # the batched answers are the loader's answers to each question alone
-    cache = TokenCache(work / "cache")
+    cache = TokenCache(work / "eval-cache")
     log = records(work / "record.jsonl")
     assert [line["batch"] for line in log] == [2, 2] and [line["cache_id"] for line in log] == cache.ids()
     model, tokenizer = loaded_llm(setup["ckpt"])
@@ -242,7 +242,7 @@ def test_readme_evaluation_route_runs_as_written_batched_and_records_its_provena
     digest = hashlib.sha256(json.dumps(identity["files"], sort_keys=True).encode()).hexdigest()
     assert record["checkpoint"]["identity"] == {"source": "local", "files": len(identity["files"]), "sha256": digest}
     assert record["checkpoint"]["model_type"] == "llava_onevision" and record["checkpoint"]["dtype"] == "float32"
-    assert record["cache"]["path"] == str((work / "cache").resolve()) and record["cache"]["videos_read"] == 2
+    assert record["cache"]["path"] == str((work / "eval-cache").resolve()) and record["cache"]["videos_read"] == 2
     assert record["config_fingerprints"] == [metas[0]["config_fingerprint"]]
     (group,) = record["configurations"]
     sampling = metas[0]["sampling"]

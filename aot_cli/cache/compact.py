@@ -332,10 +332,8 @@ def compact(directory, shard_size: int = DEFAULT_SHARD_SIZE, *, dry_run: bool = 
         step("swept")
         cache = TokenCache(directory)
         plan = plan_compaction(cache, shard_size, set(locks.parts))
-        if not plan.worth_it():
-            report = _dry_report(plan)
-            report.done = False
-            return report
+        if not plan.worth_it():  # nothing done: every count stays 0
+            return CompactionReport(before=plan.storage, after=plan.storage, left=dict(plan.left), done=False)
         try:
             report = _rewrite(plan, step)
         finally:

@@ -480,6 +480,31 @@ class TokenCache:
         matches = [i for i in self._ok if i.endswith("/" + name.lstrip("/"))]
         return matches[0] if len(matches) == 1 else None
 
+    def resolve(self, name: Optional[str]) -> str:
+        """The id of the one video ``name`` means: :meth:`find` (the id itself, or a file name
+        only one id ends with); with ``name`` None, the only video of a one-video cache. Raises
+        :class:`UnknownVideoError` (one line: why, and up to five of the cached ids) otherwise."""
+        if name is None:
+            if len(self._ok) == 1:
+                return next(iter(self._ok))
+            raise UnknownVideoError(f"{self.path}: holds {len(self._ok)} videos; choose one with --video "
+                                    f"({self._some_ids()})")
+        found = self.find(name) if isinstance(name, str) else None
+        if found is not None:
+            return found
+        if isinstance(name, str) and name not in self._failed:
+            matches = [i for i in self._ok if i.endswith("/" + name.lstrip("/"))]
+            if len(matches) > 1:
+                shown = ", ".join(repr(i) for i in matches[:5]) + (" ..." if len(matches) > 5 else "")
+                raise UnknownVideoError(f"{self.path}: {name!r} could mean {len(matches)} videos ({shown}); "
+                                        "give the whole id")
+        raise UnknownVideoError(self._unknown_message(name))
+
+    def _some_ids(self) -> str:
+        """Up to five cached ids, quoted, for an error message."""
+        ids = list(self._ok)
+        return "ids: " + (", ".join(repr(i) for i in ids[:5]) + (" ..." if len(ids) > 5 else "") if ids else "none")
+
     def __getitem__(self, video_id: str) -> CachedVideo:
         row = self._ok.get(video_id) if isinstance(video_id, str) else None
         if row is None:
@@ -514,8 +539,9 @@ class TokenCache:
             data = failed.data()
             return (f"{self.path}: video {video_id!r} is not cached: it failed "
                     f"({failed.status!r}: {str(data.get('error'))!r})")
-        return (f"{self.path}: unknown video id {video_id!r} ({len(self)} videos cached; "
-                "list them with cache.ids())")
+        count = len(self._ok)
+        return (f"{self.path}: no video with id {video_id!r} ({count} cached, "
+                f"{self._some_ids()})")
 
     # -- index rows ---------------------------------------------------------------------------
     def entries(self) -> List[IndexRow]:

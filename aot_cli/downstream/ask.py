@@ -214,13 +214,10 @@ def load_generator(checkpoint: str, *, consumer: Optional[Consumer] = None, devi
 
 
 def pick_video(cache: TokenCache, video_id: Optional[str]) -> str:
-    """``video_id``, or the only video of a one-video cache."""
-    if video_id is not None:
-        return video_id
-    if len(cache) == 1:
-        return cache.ids()[0]
-    shown = ", ".join(cache.ids()[:5]) + (" ..." if len(cache) > 5 else "")
-    raise DownstreamError(f"{cache.path}: holds {len(cache)} videos; choose one with --video (ids: {shown or 'none'})")
+    """The id ``video_id`` names (the id, or a file name only one id ends with, as ``aot
+    inspect --video``), or the only video of a one-video cache (:meth:`TokenCache.resolve`;
+    ``UnknownVideoError`` otherwise)."""
+    return cache.resolve(video_id)
 
 
 def ask_cached_video(cache_path: Union[str, Path], video_id: Optional[str], checkpoint: str, question: str, *,

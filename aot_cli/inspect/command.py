@@ -48,12 +48,7 @@ def run_inspect(path: str, video_id: Optional[str] = None, as_json: bool = False
     try:
         cache = TokenCache(path)
         if video_id is not None:
-            found = cache.find(video_id)
-            if found is None:
-                shown = ", ".join(repr(i) for i in cache.ids()[:5]) + (" ..." if len(cache) > 5 else "")
-                _say("error", f"{path}: no video with id {video_id!r} (ids: {shown})")
-                return EXIT_UNREADABLE
-            video_id = found
+            video_id = cache.resolve(video_id)  # CacheError: one line, below
         elif overlay_png or plot_png:  # pictures show one video: ask for it before printing anything
             from .pictures import PictureError, resolve_video_id
 

@@ -71,16 +71,12 @@ class SheetInfo:
 
 
 def resolve_video_id(cache: TokenCache, video_id: Optional[str]) -> str:
-    """``video_id``, or the only id of a one-video cache; PictureError (one line) otherwise."""
-    if video_id is not None:
-        if video_id not in cache:
-            raise PictureError(f"{cache.path}: no video with id {video_id!r}")
-        return video_id
-    ids = cache.ids()
-    if len(ids) != 1:
-        shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
-        raise PictureError(f"{cache.path}: holds {len(ids)} videos; choose one with --video ({shown})")
-    return ids[0]
+    """The id ``video_id`` names, or the only id of a one-video cache
+    (:meth:`TokenCache.resolve`); PictureError (one line) otherwise."""
+    try:
+        return cache.resolve(video_id)
+    except CacheError as exc:
+        raise PictureError(str(exc)) from None
 
 
 def marked_video(cache, video_id: Optional[str], max_frames: int):
