@@ -157,3 +157,22 @@ def test_a_video_made_by_an_older_aot_is_named_as_such_not_by_settings_it_lacked
                                f"{FINGERPRINT_FORMAT}")
     assert any(d.startswith("--ratio 0.2 -> ") for d in diffs)
     assert not any("seek" in d for d in diffs)
+
+
+def test_adding_another_models_videos_to_a_cache_says_so_in_one_note(tiny_siglip_dir, tiny_clip_dir, tmp_path):
+    out = tmp_path / "cache"
+    common = ["--frames", "4", "--dtype", "fp32", "--decode-workers", "0"]
+    assert run(["compress", SAMPLES / "realshort.mp4", "-o", out, "--model", tiny_siglip_dir, *common]).exit_code == 0
+    # the same model adds a video without a note
+    same = run(["compress", SAMPLES / "bikes.mp4", "-o", out, "--model", tiny_siglip_dir, *common])
+    assert same.exit_code == 0 and "another model" not in same.stderr
+    other = run(["compress", SAMPLES / "carphone_pristine.mp4", "-o", out, "--model", tiny_clip_dir, *common])
+    assert other.exit_code == 0  # allowed: the videos are new; nothing cached is touched
+    notes = [line for line in other.stderr.splitlines() if "another model" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {out} also holds 2 video(s) made with another model "
+                                                   f"({tiny_siglip_dir})"), other.stderr
+    assert "another -o" in notes[0]
+    assert len(TokenCache(out)) == 3
+    # -q keeps it quiet, as every note
+    quiet = run(["compress", SAMPLES / "motion.mov", "-o", out, "--model", tiny_clip_dir, *common, "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""

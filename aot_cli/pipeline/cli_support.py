@@ -276,6 +276,8 @@ def run_compress(*, inputs, output, list_file, manifest, path_column, id_mode, c
                     summary.seconds = time.perf_counter() - t_start
                 reporter.summary(summary, plan.output, plan.rank)
                 return 0
+            for line in resume.notes:
+                reporter.say(printable(line))
 
             # the ray engine when there is a video to compute (recording only failures needs no
             # cluster: the local path below writes them)

@@ -148,6 +148,7 @@ class ResumePlan:
     skipped: List[int]
     check_seconds: float = 0.0
     settings: Optional[Dict] = None  # the run's settings it was made with (to name differences again)
+    notes: List[str] = field(default_factory=list)  # one line each, for the user (see other_models)
 
 
 def report_skipped(plan: ResumePlan, items: Sequence[VideoInput], summary: Summary,
@@ -174,17 +175,22 @@ def plan_resume(items: Sequence[VideoInput], output: Path, fingerprint: str, ove
     settings that differ (without it the message says only that they do). Raises CacheError (one
     line) when the existing output cannot be read."""
     existing = None if overwrite else existing_cache(output)
+    notes: List[str] = []
     try:
         stale = _cached_elsewise(existing, items, fingerprint)
         if stale:
             raise _changed(stale, len(items), output, settings)
         rows = [cached_row(existing, item.video_id, fingerprint) for item in items]
+        if existing is not None and settings is not None:
+            note = other_models(existing, items, settings, output)
+            if note is not None and any(row is None for row in rows):
+                notes.append(note)
     finally:
         if existing is not None:
             existing.close()
     known = [row.get("sha256") if row is not None and isinstance(row.get("sha256"), str) else None for row in rows]
     if not items or any(sha is None for sha in known):
-        return ResumePlan(known=known, todo=list(range(len(items))), skipped=[], settings=settings)
+        return ResumePlan(known=known, todo=list(range(len(items))), skipped=[], settings=settings, notes=notes)
     todo, skipped = [], []
     t0 = time.perf_counter()
     for i, item in enumerate(items):
@@ -195,6 +201,34 @@ def plan_resume(items: Sequence[VideoInput], output: Path, fingerprint: str, ove
             todo.append(i)
     return ResumePlan(known=known, todo=todo, skipped=skipped, check_seconds=time.perf_counter() - t0,
                       settings=settings)
+
+
+def other_models(existing: TokenCache, items: Sequence[VideoInput], settings: Dict, output: Path) -> Optional[str]:
+    """A one-line note when the cache at ``output`` holds videos (other than ``items``) made with
+    another model or revision than this run's ``settings`` (:func:`~.changes.run_settings`): the
+    run adds its videos beside them, which is allowed, but readers that batch videos of two models
+    refuse (different token widths or LLM families). None when every cached video is this model's."""
+    from .changes import cached_settings
+
+    mine = (settings.get(("model", "model")), settings.get(("model", "revision")))
+    asked = {item.video_id for item in items}
+    others: Dict[str, int] = {}
+    for row in existing.entries():
+        if row.get("id") in asked:
+            continue
+        cached = cached_settings(row.get("meta"))
+        if cached is None:
+            continue
+        theirs = (cached.get(("model", "model")), cached.get(("model", "revision")))
+        if theirs != mine:
+            name = str(theirs[0]) + (f"@{theirs[1]}" if theirs[1] else "")
+            others[name] = others.get(name, 0) + 1
+    if not others:
+        return None
+    count = sum(others.values())
+    names = ", ".join(sorted(others)[:3]) + (" ..." if len(others) > 3 else "")
+    return (f"note: {output} also holds {count} video(s) made with another model ({names}); this run adds "
+            f"{mine[0]}'s beside them, and readers that batch both refuse (use another -o to keep them apart)")
 
 
 def _cached_elsewise(existing: Optional[TokenCache], items: Sequence[VideoInput], fingerprint: str) -> List[dict]:
