@@ -181,9 +181,9 @@ def plan_resume(items: Sequence[VideoInput], output: Path, fingerprint: str, ove
         if stale:
             raise _changed(stale, len(items), output, settings)
         rows = [cached_row(existing, item.video_id, fingerprint) for item in items]
-        if existing is not None and settings is not None:
-            note = other_models(existing, items, settings, output)
-            if note is not None and any(row is None for row in rows):
+        if existing is not None and settings is not None and any(row is None for row in rows):
+            note = other_models(existing, items, settings, output)  # only when videos are added
+            if note is not None:
                 notes.append(note)
     finally:
         if existing is not None:
