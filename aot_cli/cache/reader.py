@@ -477,8 +477,12 @@ class TokenCache:
         None when there is none or more than one."""
         if name in self._ok:
             return name
-        matches = [i for i in self._ok if i.endswith("/" + name.lstrip("/"))]
+        matches = self._ending_with(name)
         return matches[0] if len(matches) == 1 else None
+
+    def _ending_with(self, name: str) -> List[str]:
+        """The cached ids whose last path components are ``name``."""
+        return [i for i in self._ok if i.endswith("/" + name.lstrip("/"))]
 
     def resolve(self, name: Optional[str]) -> str:
         """The id of the one video ``name`` means: :meth:`find` (the id itself, or a file name
@@ -493,7 +497,7 @@ class TokenCache:
         if found is not None:
             return found
         if isinstance(name, str) and name not in self._failed:
-            matches = [i for i in self._ok if i.endswith("/" + name.lstrip("/"))]
+            matches = self._ending_with(name)
             if len(matches) > 1:
                 shown = ", ".join(repr(i) for i in matches[:5]) + (" ..." if len(matches) > 5 else "")
                 raise UnknownVideoError(f"{self.path}: {name!r} could mean {len(matches)} videos ({shown}); "
