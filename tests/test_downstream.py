@@ -340,3 +340,32 @@ def test_cached_llm_compresses_a_missing_video_with_the_caches_configuration(lla
     assert lines[1]["cache_id"] == added.id and lines[1]["video_tokens"] == len(added.tokens)
     again = CachedVideoLLM(str(llava["dir"]), cache_dir, on_miss="compress", device="cpu", dtype="fp32")
     assert again.prepare([str(other)])[str(other)].video_id == added.id and again.last_compression is None
+
+
+def test_a_torchvision_that_cannot_load_is_named_as_the_cause(tiny_llava_hf_dir, tmp_path):
+    """transformers imports torchvision with the vision-language model classes once it is
+    installed; one that does not load beside this torch (a wheel built for another torch) must be
+    named in the one-line error, not hidden behind "Could not import module ..."."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "site"
+    (fake / "torchvision").mkdir(parents=True)
+    (fake / "torchvision" / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    (fake / "torchvision-0.28.0.dist-info").mkdir()
+    (fake / "torchvision-0.28.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: torchvision\nVersion: 0.28.0\n")
+    code = ("from aot_cli.downstream import DownstreamError, load_generator\n"
+            "try:\n"
+            f"    load_generator({str(tiny_llava_hf_dir)!r}, device='cpu', dtype='fp32')\n"
+            "except DownstreamError as exc:\n"
+            "    print(exc)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 0 and len(lines) == 1, done.stdout + done.stderr[-2000:]
+    assert lines[0].startswith(f"{tiny_llava_hf_dir}: cannot load the")
+    assert "torchvision 0.28.0 is installed but does not load beside torch" in lines[0]
+    assert "operator torchvision::nms does not exist" in lines[0] and "pip uninstall -y torchvision" in lines[0]

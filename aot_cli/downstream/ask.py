@@ -205,11 +205,14 @@ def load_generator(checkpoint: str, *, consumer: Optional[Consumer] = None, devi
     torch_dtype = resolve_dtype(dtype, torch_device)
     config, options = checkpoint_config(checkpoint, revision)
     consumer = checked_consumer(checkpoint, config, consumer)
-    model_class = getattr(transformers, consumer.model_class)
     try:
+        model_class = getattr(transformers, consumer.model_class)  # imports the modelling code
         model = model_class.from_pretrained(checkpoint, dtype=torch_dtype, **options)
     except Exception as exc:  # noqa: BLE001
-        raise DownstreamError(f"{checkpoint}: cannot load the {consumer.family} model ({_first_line(exc)})") from None
+        from ..models.torchvision_check import explain_import_failure
+
+        text = f"{checkpoint}: cannot load the {consumer.family} model ({_first_line(exc)})"
+        raise DownstreamError(explain_import_failure(text, exc)) from None
     return model.to(torch_device).eval(), load_text_side(checkpoint, **options)
 
 

@@ -90,7 +90,10 @@ def load_pretrained(ctx: LoadContext, model_class: Any, what: str, **kwargs: Any
     try:
         model = model_class.from_pretrained(str(ctx.source.root), dtype=ctx.dtype, attn_implementation="sdpa", **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"{ctx.source.root}: cannot load {what} ({first_line(exc)})") from None
+        from .torchvision_check import explain_import_failure
+
+        text = f"{ctx.source.root}: cannot load {what} ({first_line(exc)})"
+        raise ModelLoadError(explain_import_failure(text, exc)) from None
     return move(model, ctx)
 
 
