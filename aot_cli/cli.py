@@ -130,6 +130,10 @@ DECODE_OPTIONS = (
     click.option("--seek", type=click.Choice(["exact", "keyframe"]), help="exact (default): the sampled frames; "
                   "keyframe: each sampled frame replaced by the keyframe at or before it (one keyframe decode per "
                   "frame, much faster on long GOPs; the frames used are recorded). README 'Decoding'."),
+    click.option("--decode-size", type=click.Choice(["auto", "native", "tower"]), help="Size pictures are decoded "
+                  "at: auto (default; the model's choice: native for the Qwen families, whose processor resizes "
+                  "native frames; about twice the tower's input for the others), native, or tower (about twice the "
+                  "tower's input: less memory on large videos). README 'Decoding'."),
     click.option("--frame-limit", type=int, help="Most frames one video may give; more is refused (default 1024)."),
     click.option("--pixel-limit", type=int, help="Most pixels (width x height) a video's pictures may have; larger "
                   "videos are refused (default 67108864 = 8192x8192)."),

@@ -43,7 +43,11 @@ class DecodeConfig:
     ``pixel_limit``: most pixels (width x height) a video's pictures may have (refusal above).
     ``seek``: "exact" (default: the sampled frames themselves) or "keyframe" (each sampled frame
     replaced by the keyframe at or before it: one keyframe decode per frame, for throughput-bound
-    dataset runs; the pictures used are recorded).
+    dataset runs; the pictures used are recorded). ``size``: the size pictures are decoded at:
+    "auto" (the model's choice: the processor's own input for the Qwen families, which resize
+    native frames; about twice the tower's input for the others), "native" (the stored size, at
+    display aspect) or "tower" (about twice the tower's input: less memory and time on large
+    videos; for the Qwen families the tokens then move slightly from the processor's).
     """
 
     frames: Optional[int] = None
@@ -58,6 +62,7 @@ class DecodeConfig:
     frame_limit: int = 1024
     pixel_limit: int = 8192 * 8192
     seek: str = "exact"
+    size: str = "auto"
 
 
 #: DecodeConfig fields that never change the frames of a video that decodes (limits, logging,

@@ -403,18 +403,21 @@ def test_decode_size_gives_the_processors_grid_for_the_native_size(spec_name):
 
 
 def test_decode_target_follows_the_frame_count(adapters):
-    """The hook the pipeline uses: the count of --frames (else the profile's), none under --fps
-    for the per-video budgets (the count is not known before decoding), picklable."""
+    """The hook the pipeline uses: native size by default (the processor's own input); with
+    --decode-size tower the count of --frames (else the profile's), none under --fps for the
+    per-video budgets (the count is not known before decoding), picklable."""
     from aot_cli.pipeline.workers import decode_target
 
     for family, adapter in adapters.items():
         spec = adapter.video_spec
-        target = decode_target(adapter, DecodeConfig(frames=7))
+        assert decode_target(adapter, DecodeConfig(frames=7)) is None  # auto: native, as the processor
+        assert decode_target(adapter, DecodeConfig(frames=7, size="native")) is None
+        target = decode_target(adapter, DecodeConfig(frames=7, size="tower"))
         assert target(1081, 1921) == spec.frame_size(7, 1081, 1921)
         assert pickle.loads(pickle.dumps(target))(1081, 1921) == target(1081, 1921)
-        default = decode_target(adapter, DecodeConfig())
+        default = decode_target(adapter, DecodeConfig(size="tower"))
         assert default(2160, 3840) == spec.frame_size(adapter.profile.default_frames, 2160, 3840)
-        by_rate = decode_target(adapter, DecodeConfig(fps=2.0))
+        by_rate = decode_target(adapter, DecodeConfig(fps=2.0, size="tower"))
         if family == "qwen2.5-vl":
             assert by_rate(2160, 3840) == spec.frame_size(3, 2160, 3840)
         else:
@@ -440,17 +443,25 @@ def cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def test_tower_size_decode_keeps_the_native_grid_and_tokens(tiny_qwen_dir, request, hf_models, tmp_path):
-    """`aot compress` decodes Qwen frames at about twice the processor's size: the cache records
-    that size, its grid is the processor's for the native size, its tokens equal the model's on
-    the frames at that size, and stay close to the tokens of native frames, both through aot's own
-    path and through the processor rule and get_video_features on frames PyAV decodes natively."""
+    """By default `aot compress` decodes Qwen frames at native size, as the processor receives
+    them: its tokens are the model's on those frames. With `--decode-size tower` it decodes at
+    about twice the processor's size: the cache records that size, its grid is the processor's for
+    the native size, its tokens equal the model's on the frames at that size, and stay close to the
+    tokens of native frames, both through aot's own path and through the processor rule and
+    get_video_features on frames PyAV decodes natively."""
     from aot_cli.video import decode_video
 
     family = family_of(request)
     checkpoint = smaller_budget(tiny_qwen_dir, tmp_path / "ckpt", family)
+    common = ["--model", checkpoint, "--frames", 7, "--method", "none", "--ratio", "1.0", "--device", "cpu",
+              "--dtype", "fp32", "--decode-workers", 0, "-q"]
+    code, text = run_cli("compress", CLIP, "-o", tmp_path / "native.safetensors", *common)
+    assert code == 0, text
+    by_default = only(tmp_path / "native.safetensors")
+    assert tuple(by_default.meta["sampling"]["decode_size"]) == (272, 640)
+    assert by_default.meta["config"]["decode"]["size"] == "auto"
     out = tmp_path / "small.safetensors"
-    code, text = run_cli("compress", CLIP, "-o", out, "--model", checkpoint, "--frames", 7, "--method", "none",
-                         "--ratio", "1.0", "--device", "cpu", "--dtype", "fp32", "--decode-workers", 0, "-q")
+    code, text = run_cli("compress", CLIP, "-o", out, *common, "--decode-size", "tower")
     assert code == 0, text
     entry = only(out)
     tensors = entry.tensors()
@@ -476,6 +487,9 @@ def test_tower_size_decode_keeps_the_native_grid_and_tokens(tiny_qwen_dir, reque
     at_size = model_tokens(decode_native(CLIP, indices, decoded))
     assert torch.allclose(tensors["tokens"], at_size.pooler_output[0], atol=1e-5)  # the processor's resize last
     from_native = model_tokens(decode_native(CLIP, indices))
+    # the default (native) cache is the processor's input to the model: its tokens, not close ones
+    assert by_default.tensors()["frame_indices"].tolist() == indices
+    assert torch.allclose(by_default.tensors()["tokens"], from_native.pooler_output[0], atol=1e-5)
     independent = cosines(tensors["tokens"], from_native.pooler_output[0])
     assert float(independent.mean()) >= 0.99 and float(independent.min()) >= 0.95
     own_native = decode_video(CLIP, DecodeConfig(frames=7))

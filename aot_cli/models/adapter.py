@@ -166,6 +166,10 @@ class VisionAdapter:
         a side output of ``C = G * D`` channels is stored ``[G, T, D]``); none by default."""
         return {}
 
+    #: Decode at native size unless ``--decode-size tower`` asks otherwise (``--decode-size auto``):
+    #: for families whose own processor resizes native frames, so the tokens are the processor's.
+    native_decode: bool = False
+
     def decode_target(self, frames: Optional[int] = None) -> Optional[Callable[[int, int], Tuple[int, int]]]:
         """What :meth:`preprocess` resizes a (height, width) frame to, as a picklable function of
         the displayed (height, width), for decoding straight to about twice that size

@@ -70,9 +70,14 @@ class QwenTower(Tower):
 
 class QwenVisionAdapter(VisionAdapter):
     """A loaded Qwen-family tower (see the module docstring). ``preprocess`` takes uint8 frames
-    ``[F, H, W, 3]`` (decoded at about twice the processor's size, :meth:`decode_target`) to pixel values ``[F', 3, h, w]`` (``F'``
-    even); ``encode`` returns tokens ``[t, N, D]`` with ``t = F'/2`` and ``N = (h/28)*(w/28)``
-    (patch 14; 32 for patch 16), scores ``[t, N]`` and the side output ``deepstack``."""
+    ``[F, H, W, 3]`` (decoded at native size, as the processor receives them; with
+    ``--decode-size tower`` at about twice the processor's size, :meth:`decode_target`) to pixel
+    values ``[F', 3, h, w]`` (``F'`` even); ``encode`` returns tokens ``[t, N, D]`` with ``t = F'/2``
+    and ``N = (h/28)*(w/28)`` (patch 14; 32 for patch 16), scores ``[t, N]`` and the side output
+    ``deepstack``."""
+
+    #: the processor resizes native frames: decode at native size unless --decode-size tower
+    native_decode = True
 
     def __init__(self, *, tower: QwenTower, video_spec: QwenVideoSpec, family: str, model_type: str,
                  vision_config: Any, full_attention: Sequence[int], **kwargs: Any) -> None:

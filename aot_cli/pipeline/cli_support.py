@@ -34,6 +34,7 @@ FLAG_FIELDS = {
     "frame_limit": ("decode", "frame_limit"),
     "pixel_limit": ("decode", "pixel_limit"),
     "seek": ("decode", "seek"),
+    "decode_size": ("decode", "size"),
     "model": ("model", "model"), "revision": ("model", "revision"), "profile": ("model", "profile"),
     "device": ("model", "device"), "dtype": ("model", "dtype"), "batch_frames": ("model", "batch_frames"),
     "score_layers": ("model", "score_layers"),

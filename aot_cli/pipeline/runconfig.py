@@ -66,7 +66,8 @@ def profile_method(cfg: RunConfig, profile: dict) -> AOTConfig:
 
 #: Version of what :func:`config_fingerprint` covers; a change recomputes every cached video once.
 #: 4: frames decoded with the stream's colour tags and at display aspect (issue 18).
-FINGERPRINT_FORMAT = 4
+#: 5: the decode size (``--decode-size``; Qwen-family frames decoded at native size by default).
+FINGERPRINT_FORMAT = 5
 
 
 def config_fingerprint(cfg: RunConfig, model_identity: dict) -> str:

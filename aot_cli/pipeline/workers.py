@@ -103,7 +103,12 @@ def decode_target(adapter, decode: Optional[DecodeConfig] = None) -> Optional[Ca
     (:meth:`~aot_cli.models.adapter.VisionAdapter.decode_target`), or None when it does not say.
     ``decode``: the run's decode settings; they give the frame count when it is known before
     decoding (``frames``, else the profile's default, unless ``fps`` is set), which the Qwen3-VL /
-    Qwen3.5 resize depends on. Objects outside the adapter interface: their ``spec.resized_size``."""
+    Qwen3.5 resize depends on, and the decode size (``decode.size``: "native" gives None; "auto"
+    gives None for adapters whose ``native_decode`` is set, the Qwen families, whose processor
+    resizes native frames). Objects outside the adapter interface: their ``spec.resized_size``."""
+    size = getattr(decode, "size", "auto") if decode is not None else "auto"
+    if size == "native" or (size == "auto" and getattr(adapter, "native_decode", False)):
+        return None
     hook = getattr(adapter, "decode_target", None)
     if not callable(hook):
         return getattr(getattr(adapter, "spec", None), "resized_size", None)

@@ -19,6 +19,8 @@ from ..config import DecodeConfig
 
 DECODERS = ("auto", "decord", "pyav")
 SEEK_MODES = ("exact", "keyframe")
+#: ``DecodeConfig.size`` values (``--decode-size``).
+DECODE_SIZES = ("auto", "native", "tower")
 #: Slack (seconds) when comparing timestamps with start/end/targets (float rounding).
 TIME_EPS = 1e-6
 
@@ -57,6 +59,8 @@ def check_decode_config(cfg: DecodeConfig) -> None:
 
     if cfg.decoder not in DECODERS:
         raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
+    if getattr(cfg, "size", "auto") not in DECODE_SIZES:
+        raise ValueError(f"--decode-size must be one of {', '.join(DECODE_SIZES)}, got {cfg.size!r}")
     if cfg.seek not in SEEK_MODES:
         raise ValueError(f"--seek must be one of {', '.join(SEEK_MODES)}, got {cfg.seek!r}")
     if cfg.seek == "keyframe" and cfg.decoder == "decord":
