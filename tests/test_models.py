@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,7 @@ import checkpoints
 from aot_cli.config import ModelConfig
 from aot_cli.models import PROFILES, ModelLoadError, TowerOutput, VisionAdapter, load_model
 from aot_cli.models.preprocess import clip_spec, dinov2_spec, preprocess_frames, square_spec
-from aot_cli.models.runtime import cpu_has_fast_bf16, resolve_device, resolve_dtype
+from aot_cli.models.runtime import checkpoint_dtype, cpu_has_fast_bf16, resolve_device, resolve_dtype
 from aot_cli.models.scores import received_attention
 from aot_cli.models.siglip2 import patchify
 
@@ -522,6 +524,14 @@ def test_device_and_dtype_resolution():
     cpu = torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
+    # auto keeps a float32 checkpoint in float32 on a CPU (its own numbers); a bf16 one is bf16
+    # where the CPU computes bf16 fast
+    assert resolve_dtype("auto", cpu, "fp32") == torch.float32
+    assert resolve_dtype("auto", cpu, "bf16") == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
+    assert resolve_dtype("bf16", cpu, "fp32") == torch.bfloat16  # an explicit dtype is what it says
+    assert checkpoint_dtype({"dtype": "float32"}) == "fp32" and checkpoint_dtype({"torch_dtype": "bfloat16"}) == "bf16"
+    assert checkpoint_dtype(SimpleNamespace(dtype=torch.float16)) == "fp16"
+    assert checkpoint_dtype({}) is None and checkpoint_dtype({"dtype": "int8"}) is None
     assert resolve_dtype("fp16", cpu) == torch.float16
     with pytest.raises(ModelLoadError, match="--dtype fp8"):
         resolve_dtype("fp8", cpu)

@@ -455,9 +455,12 @@ def test_tower_size_decode_keeps_the_native_grid_and_tokens(tiny_qwen_dir, reque
     checkpoint = smaller_budget(tiny_qwen_dir, tmp_path / "ckpt", family)
     common = ["--model", checkpoint, "--frames", 7, "--method", "none", "--ratio", "1.0", "--device", "cpu",
               "--dtype", "fp32", "--decode-workers", 0, "-q"]
-    code, text = run_cli("compress", CLIP, "-o", tmp_path / "native.safetensors", *common)
+    # the default command (no --dtype, no --decode-size): a float32 checkpoint stays float32 on a CPU
+    code, text = run_cli("compress", CLIP, "-o", tmp_path / "native.safetensors", "--model", checkpoint,
+                         "--frames", 7, "--method", "none", "--ratio", "1.0", "--decode-workers", 0, "-q")
     assert code == 0, text
     by_default = only(tmp_path / "native.safetensors")
+    assert by_default.meta["model"]["dtype"] == "fp32" and by_default.tensors()["tokens"].dtype == torch.float32
     assert tuple(by_default.meta["sampling"]["decode_size"]) == (272, 640)
     assert by_default.meta["config"]["decode"]["size"] == "auto"
     out = tmp_path / "small.safetensors"

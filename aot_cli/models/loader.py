@@ -14,7 +14,7 @@ from aot_cli.models.families import check_supported
 from aot_cli.models.llava import LLAVA_HF_TYPES, load_llava
 from aot_cli.models.qwen import QWEN_TYPES, load_qwen
 from aot_cli.models.identity import adapter_identity, model_identity  # noqa: F401  (re-exported)
-from aot_cli.models.runtime import resolve_device, resolve_dtype
+from aot_cli.models.runtime import checkpoint_dtype, resolve_device, resolve_dtype
 from aot_cli.models.siglip import SIGLIP_TYPES, load_siglip
 from aot_cli.models.siglip2 import SIGLIP2_TYPES, load_siglip2
 from aot_cli.models.source import CONFIG_FILE, ModelSource, resolve_source
@@ -51,5 +51,5 @@ def load_model(cfg: ModelConfig, source: Optional[ModelSource] = None) -> Vision
     where = source.location(CONFIG_FILE)
     loader = family_loader(config, where)
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
+    dtype = resolve_dtype(cfg.dtype, device, checkpoint_dtype(config))
     return loader(LoadContext(source=source, config=config, model_cfg=cfg, device=device, dtype=dtype))
