@@ -504,3 +504,17 @@ def test_tower_size_decode_keeps_the_native_grid_and_tokens(tiny_qwen_dir, reque
     if family == "qwen3-vl":
         want = torch.stack([f[0] for f in from_native.deepstack_features])
         assert float(cosines(tensors["deepstack"], want).mean()) >= 0.99
+
+
+def test_processor_settings_aot_does_not_follow_are_refused_in_one_line():
+    from aot_cli.models.errors import ModelLoadError
+
+    base = {"size": {"shortest_edge": 128 * 32 * 32, "longest_edge": 768 * 32 * 32}, "patch_size": 16,
+            "merge_size": 2, "temporal_patch_size": 2}
+    assert spec_from_processor_config(dict(base, cap_pixels_per_frame=False), "video", "x.json").patch_size == 16
+    for extra, named in (({"cap_pixels_per_frame": True, "max_video_tokens": 16}, "cap_pixels_per_frame"),
+                         ({"do_resize": False}, "do_resize")):
+        with pytest.raises(ModelLoadError) as info:
+            spec_from_processor_config(dict(base, **extra), "video", "x.json")
+        message = str(info.value)
+        assert message.startswith("x.json: ") and named in message and "\n" not in message

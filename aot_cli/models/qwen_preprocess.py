@@ -168,6 +168,9 @@ def spec_from_processor_config(data: Optional[Dict[str, Any]], budget: str, wher
         if data.get(key, True) is False:
             raise ModelLoadError(f"{where}: '{key}: false' is not supported (the Qwen towers expect resized, "
                                  "rescaled and normalised pixels)")
+    if data.get("cap_pixels_per_frame"):
+        raise ModelLoadError(f"{where}: 'cap_pixels_per_frame: true' is not supported (aot follows the "
+                             "processor's pixel budget without the per-frame cap; set it to false)")
     resample = data.get("resample", 3)
     if resample not in _RESAMPLE:
         raise ModelLoadError(f"{where}: resample {resample!r} is not supported (2 bilinear or 3 bicubic)")
