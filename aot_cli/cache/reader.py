@@ -247,6 +247,11 @@ def _is_kind(value: Any, kind: str) -> bool:
     return isinstance(value, {"str": str, "dict": dict}[kind])
 
 
+def _first_five(ids: List[str]) -> str:
+    """Up to five of ``ids``, quoted and comma-separated, with " ..." when there are more."""
+    return ", ".join(repr(i) for i in ids[:5]) + (" ..." if len(ids) > 5 else "")
+
+
 class TokenCache:
     """A token cache opened for reading: a cache directory (all index parts read as one cache) or a
     single aot safetensors file (``write_single`` output, or one shard).
@@ -499,15 +504,13 @@ class TokenCache:
         if isinstance(name, str) and name not in self._failed:
             matches = self._ending_with(name)
             if len(matches) > 1:
-                shown = ", ".join(repr(i) for i in matches[:5]) + (" ..." if len(matches) > 5 else "")
-                raise UnknownVideoError(f"{self.path}: {name!r} could mean {len(matches)} videos ({shown}); "
-                                        "give the whole id")
+                raise UnknownVideoError(f"{self.path}: {name!r} could mean {len(matches)} videos "
+                                        f"({_first_five(matches)}); give the whole id")
         raise UnknownVideoError(self._unknown_message(name))
 
     def _some_ids(self) -> str:
         """Up to five cached ids, quoted, for an error message."""
-        ids = list(self._ok)
-        return "ids: " + (", ".join(repr(i) for i in ids[:5]) + (" ..." if len(ids) > 5 else "") if ids else "none")
+        return "ids: " + (_first_five(list(self._ok)) if self._ok else "none")
 
     def __getitem__(self, video_id: str) -> CachedVideo:
         row = self._ok.get(video_id) if isinstance(video_id, str) else None

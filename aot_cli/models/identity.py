@@ -10,8 +10,8 @@ from typing import Any, Dict, Optional
 from aot_cli.config import ModelConfig
 from aot_cli.devices import dtype_label
 from aot_cli.models.peek import CheckpointPeek, peek_checkpoint
-from aot_cli.models.runtime import checkpoint_dtype, resolved_dtype_name
-from aot_cli.models.source import CONFIG_FILE, ModelSource, checkpoint_identity, resolve_source
+from aot_cli.models.runtime import resolved_dtype_name
+from aot_cli.models.source import ModelSource, checkpoint_identity, resolve_source
 
 
 def model_identity(cfg: ModelConfig, source: Optional[ModelSource] = None,
@@ -24,9 +24,9 @@ def model_identity(cfg: ModelConfig, source: Optional[ModelSource] = None,
     ``peeked``: its peek, when the caller has it. Raises ModelLoadError for a model or device that
     cannot be used."""
     source = source or resolve_source(cfg.model, cfg.revision)
-    dtype = resolved_dtype_name(cfg.dtype, cfg.device, checkpoint_dtype(source.json(CONFIG_FILE) or {}))
-    profile = (peeked or peek_checkpoint(source, cfg)).profile
-    return {"checkpoint": checkpoint_identity(source), "dtype": dtype, "profile": profile_identity(profile)}
+    peeked = peeked or peek_checkpoint(source, cfg)
+    dtype = resolved_dtype_name(cfg.dtype, cfg.device, peeked.dtype)
+    return {"checkpoint": checkpoint_identity(source), "dtype": dtype, "profile": profile_identity(peeked.profile)}
 
 
 def profile_identity(profile) -> Dict[str, Any]:

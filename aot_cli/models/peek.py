@@ -21,16 +21,20 @@ from aot_cli.models.families import (CLIP_TYPES, DINOV2_TYPES, LLAVA_HF_TYPES, Q
                                      check_qwen_score_layers, check_supported)
 from aot_cli.models.image_spec import dinov2_spec, spec_from_processor_config
 from aot_cli.models.profiles import ModelProfile, looks_like_llava_video, select_profile
+from aot_cli.models.runtime import checkpoint_dtype
 from aot_cli.models.source import CONFIG_FILE, ModelSource
 
 
 @dataclass(frozen=True)
 class CheckpointPeek:
     """``profile``: the profile the loader will use (``ModelConfig.profile`` applied);
-    ``grid``: the tower's (rows, cols) of patches when the config files fix it, else None."""
+    ``grid``: the tower's (rows, cols) of patches when the config files fix it, else None;
+    ``dtype``: the dtype config.json records the weights in
+    (:func:`~aot_cli.models.runtime.checkpoint_dtype`; None when it records none)."""
 
     profile: ModelProfile
     grid: Optional[Tuple[int, int]]
+    dtype: Optional[str] = None
 
 
 def _positive_int(value: Any) -> Optional[int]:
@@ -88,4 +92,4 @@ def peek_checkpoint(source: ModelSource, model_cfg: ModelConfig) -> CheckpointPe
     if family in QWEN_TYPES.values() and model_cfg.score_layers is not None:
         vision = config.get("vision_config") if isinstance(config.get("vision_config"), dict) else {}
         check_qwen_score_layers(family, vision, model_cfg.score_layers, source.spec)
-    return CheckpointPeek(profile=profile, grid=grid)
+    return CheckpointPeek(profile=profile, grid=grid, dtype=checkpoint_dtype(config))

@@ -106,7 +106,7 @@ def decode_target(adapter, decode: Optional[DecodeConfig] = None) -> Optional[Ca
     Qwen3.5 resize depends on, and the decode size (``decode.size``: "native" gives None; "auto"
     gives None for adapters whose ``native_decode`` is set, the Qwen families, whose processor
     resizes native frames). Objects outside the adapter interface: their ``spec.resized_size``."""
-    size = getattr(decode, "size", "auto") if decode is not None else "auto"
+    size = decode.size if decode is not None else "auto"
     if size == "native" or (size == "auto" and getattr(adapter, "native_decode", False)):
         return None
     hook = getattr(adapter, "decode_target", None)

@@ -59,7 +59,7 @@ def check_decode_config(cfg: DecodeConfig) -> None:
 
     if cfg.decoder not in DECODERS:
         raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
-    if getattr(cfg, "size", "auto") not in DECODE_SIZES:
+    if cfg.size not in DECODE_SIZES:
         raise ValueError(f"--decode-size must be one of {', '.join(DECODE_SIZES)}, got {cfg.size!r}")
     if cfg.seek not in SEEK_MODES:
         raise ValueError(f"--seek must be one of {', '.join(SEEK_MODES)}, got {cfg.seek!r}")
