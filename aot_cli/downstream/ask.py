@@ -24,6 +24,7 @@ import torch
 from .. import devices
 
 from aot_cli.cache import TokenCache
+from aot_cli.models.errors import first_line
 
 from .errors import DownstreamError
 from .generation import generate_texts
@@ -62,11 +63,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return devices.named_dtype(name)
     except devices.DeviceError as e:
         raise DownstreamError(str(e)) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def looks_like_missing_path(checkpoint: str) -> bool:
@@ -109,7 +105,7 @@ def checkpoint_config(checkpoint: str, revision: Optional[str] = None) -> Tuple[
     try:
         config = AutoConfig.from_pretrained(checkpoint, **options)
     except Exception as exc:  # noqa: BLE001 - any failure to read the config is reported the same way
-        raise DownstreamError(f"{checkpoint}: cannot read the model config ({_first_line(exc)})") from None
+        raise DownstreamError(f"{checkpoint}: cannot read the model config ({first_line(exc)})") from None
     return config, options
 
 
@@ -161,7 +157,7 @@ def load_text_side(checkpoint: str, revision: Optional[str] = None, **options: A
     try:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, **options)
     except Exception as exc:  # noqa: BLE001
-        raise DownstreamError(f"{checkpoint}: cannot load a tokenizer ({_first_line(exc)})") from None
+        raise DownstreamError(f"{checkpoint}: cannot load a tokenizer ({first_line(exc)})") from None
     template = processor_chat_template(checkpoint, **options)
     if template is not None:
         tokenizer.chat_template = template  # what the processor's apply_chat_template would render
@@ -182,7 +178,7 @@ def processor_chat_template(checkpoint: str, **options: Any) -> Optional[str]:
     try:
         data, _ = ProcessorMixin.get_processor_dict(checkpoint, **options)
     except Exception as exc:  # noqa: BLE001 - unreadable JSON, a file that cannot be fetched
-        raise DownstreamError(f"{checkpoint}: cannot read the processor's chat template ({_first_line(exc)})") \
+        raise DownstreamError(f"{checkpoint}: cannot read the processor's chat template ({first_line(exc)})") \
             from None
     template = data.get("chat_template") if isinstance(data, dict) else None
     if isinstance(template, dict):
@@ -211,7 +207,7 @@ def load_generator(checkpoint: str, *, consumer: Optional[Consumer] = None, devi
     except Exception as exc:  # noqa: BLE001
         from ..models.torchvision_check import explain_import_failure
 
-        text = f"{checkpoint}: cannot load the {consumer.family} model ({_first_line(exc)})"
+        text = f"{checkpoint}: cannot load the {consumer.family} model ({first_line(exc)})"
         raise DownstreamError(explain_import_failure(text, exc)) from None
     return model.to(torch_device).eval(), load_text_side(checkpoint, **options)
 
